@@ -1,0 +1,470 @@
+"""One session's actor: its message types, its mailbox loop, its batch of file work.
+
+The actor is the only code that touches its session's files. It wakes on a
+message, takes everything else already in its mailbox, and does the whole
+batch in one worker-thread hop under the session's cross-process lock:
+consecutive saves are folded into one snapshot write, consecutive appends
+into one ``write`` and one fsync. Every caller is answered after the bytes
+its call depends on are durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import attrs
+import outcome
+import trio
+
+from ._errors import ActorCrashedError, SessionNotFoundError, StoreClosedError
+from ._files import IoCounts, SessionFiles, encode_session
+from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
+from ._model import Message, Session, check_session, converter, utc_now
+
+logger = logging.getLogger(__name__)
+
+
+# --- messages -------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class Reply:
+    """A one-shot answer from the actor to the caller that sent a message.
+
+    ``taken`` is set (on the event loop) when the actor starts the message's
+    batch; a caller cancelled before that withdraws the message instead, so a
+    cancelled call takes full effect or none.
+    """
+
+    _done: trio.Event = attrs.field(factory=trio.Event)
+    _result: outcome.Outcome[Any] | None = None
+    taken: bool = False
+    abandoned: bool = False
+
+    def set(self, result: outcome.Outcome[Any]) -> None:
+        self._result = result
+        self._done.set()
+
+    async def wait(self) -> Any:
+        try:
+            await self._done.wait()
+        except trio.Cancelled:
+            if not self.taken:
+                self.abandoned = True  # the actor will skip it: no effect at all
+                raise
+            # The actor is doing it already: wait so it takes full effect,
+            # including on the caller's objects, then let the cancel land.
+            with trio.CancelScope(shield=True):
+                await self._done.wait()
+            raise
+        assert self._result is not None
+        return self._result.unwrap()
+
+
+@attrs.define(eq=False)
+class Op:
+    """A message to an actor; each kind below is one operation of the store."""
+
+    reply: Reply = attrs.field(factory=Reply, kw_only=True)
+
+    def finish(self, result: outcome.Outcome[Any]) -> None:
+        """Answer the caller (on the event loop)."""
+        self.reply.set(result)
+
+
+@attrs.frozen
+class _Saved:
+    group: Authoritative
+    updated_at: datetime
+    messages: list[Message] | None  # the merged transcript of a checkpoint
+
+
+@attrs.define(eq=False)
+class Save(Op):
+    session: Session
+    checkpoint: bool
+
+    def finish(self, result: outcome.Outcome[Any]) -> None:
+        # Update the caller's object here, on the event loop, not in the
+        # worker thread: the caller's other tasks may be looking at it.
+        if isinstance(result, outcome.Value):
+            saved: _Saved = result.value
+            session = self.session
+            session.title = saved.group.title
+            session.title_version = saved.group.title_version
+            session.pinned = saved.group.pinned
+            session.metadata_version = saved.group.metadata_version
+            session.updated_at = saved.updated_at
+            if saved.messages is not None:
+                session.messages[:] = saved.messages
+            result = outcome.Value(None)
+        self.reply.set(result)
+
+
+@attrs.define(eq=False)
+class Append(Op):
+    line: bytes
+
+
+@attrs.define(eq=False)
+class Retitle(Op):
+    title: str
+
+
+@attrs.define(eq=False)
+class Pin(Op):
+    pinned: bool
+
+
+@attrs.define(eq=False)
+class Load(Op):
+    pass
+
+
+@attrs.define(eq=False)
+class ReadUsage(Op):
+    pass
+
+
+@attrs.define(eq=False)
+class Delete(Op):
+    pass
+
+
+# --- the batch: synchronous, in a worker thread --------------------------------------
+
+
+def _group_of(session: Session) -> Authoritative:
+    return Authoritative(
+        title=session.title,
+        title_version=session.title_version,
+        pinned=session.pinned,
+        metadata_version=session.metadata_version,
+    )
+
+
+def _with_group(session: Session, group: Authoritative, updated_at: datetime) -> Session:
+    return attrs.evolve(
+        session,
+        title=group.title,
+        title_version=group.title_version,
+        pinned=group.pinned,
+        metadata_version=group.metadata_version,
+        updated_at=updated_at,
+    )
+
+
+def _copy_messages(messages: list[Message]) -> list[Message]:
+    """Fresh Message objects, so two callers never share one."""
+    return converter.structure(converter.unstructure(messages, list[Message]), list[Message])
+
+
+class _Unknown:
+    pass
+
+
+_UNKNOWN = _Unknown()
+
+
+class _Segment:
+    """Ops applied in order under one hold of the lock, ending at a delete.
+
+    ``pending`` is the snapshot the ops so far have produced and not yet
+    written (None: disk is current). Lines to append wait in ``lines``.
+    Results are given only once what they depend on is written.
+    """
+
+    def __init__(self, files: SessionFiles, present: bool) -> None:
+        self.files = files
+        self.present = present
+        self.outcomes: dict[int, outcome.Outcome[Any]] = {}
+        self.pending: Session | None = None
+        self.waiting_snapshot: list[tuple[int, Any]] = []
+        self.lines: list[bytes] = []
+        self.waiting_lines: list[int] = []
+        self._disk_group: Authoritative | _Unknown | None = _UNKNOWN
+        self._disk_exists: bool | None = None
+
+    # What the session is now, counting what is pending.
+
+    def group(self) -> Authoritative | None:
+        if self.pending is not None:
+            return _group_of(self.pending)
+        if isinstance(self._disk_group, _Unknown):
+            self._disk_group = self.files.read_group() if self.present else None
+        return self._disk_group
+
+    def exists(self) -> bool:
+        if self.pending is not None:
+            return True
+        if self._disk_exists is None:
+            self._disk_exists = self.present and self.files.exists()
+        return self._disk_exists
+
+    def read_session(self) -> Session | None:
+        """The session on disk, after writing what is pending."""
+        self.flush()
+        return self.files.read_session() if self.present else None
+
+    # The operations.
+
+    def apply(self, index: int, op: Op) -> None:
+        try:
+            if isinstance(op, Save):
+                self._save(index, op)
+            elif isinstance(op, Append):
+                if not self.exists():
+                    raise SessionNotFoundError(self.files.session_id)
+                self.lines.append(op.line)
+                self.waiting_lines.append(index)
+            elif isinstance(op, (Retitle, Pin)):
+                self._edit(index, op)
+            elif isinstance(op, Load):
+                self.outcomes[index] = outcome.Value(self.read_session())
+            elif isinstance(op, ReadUsage):
+                self.flush()
+                self.outcomes[index] = outcome.Value(self.files.read_usage())
+            elif isinstance(op, Delete):
+                self._delete(index)
+            else:  # pragma: no cover - every Op kind is handled above
+                raise TypeError(f"unknown message {op!r}")
+        except Exception as exc:
+            self.outcomes[index] = outcome.Error(exc)
+
+    def _save(self, index: int, op: Save) -> None:
+        check_session(op.session)
+        persisted = self.group()
+        group = merge_authoritative(persisted, _group_of(op.session))
+        merged: list[Message] | None = None
+        if op.checkpoint:
+            if self.pending is not None:
+                # Another caller's (or a UI edit's) objects: copy, never share.
+                prior = _copy_messages(self.pending.messages)
+            else:
+                disk = self.files.read_session() if persisted is not None else None
+                prior = disk.messages if disk is not None else []
+            merged = merge_transcript(prior, op.session.messages)
+        updated_at = utc_now()
+        snapshot = _with_group(op.session, group, updated_at)
+        if merged is not None:
+            snapshot.messages = merged
+        self.pending = snapshot
+        self.waiting_snapshot.append((index, _Saved(group, updated_at, merged)))
+
+    def _edit(self, index: int, op: Retitle | Pin) -> None:
+        session = self.read_session()
+        if session is None:
+            raise SessionNotFoundError(self.files.session_id)
+        group = _group_of(session)
+        changed = retitle(group, op.title) if isinstance(op, Retitle) else pin(group, op.pinned)
+        if changed is None:
+            self.outcomes[index] = outcome.Value(session)
+            return
+        self.pending = _with_group(session, changed, utc_now())
+        self.waiting_snapshot.append((index, self.pending))
+
+    def _delete(self, index: int) -> None:
+        existed = self.exists()
+        # What is pending is superseded: it took effect and is deleted now.
+        self._succeed(self.waiting_snapshot)
+        self._succeed([(i, None) for i in self.waiting_lines])
+        self.pending = None
+        self.lines.clear()
+        if self.present:
+            self.files.delete()
+        self._disk_group = None
+        self._disk_exists = False
+        self.outcomes[index] = outcome.Value(existed)
+
+    # Writing.
+
+    def _succeed(self, waiting: list[tuple[int, Any]]) -> None:
+        for index, value in waiting:
+            self.outcomes[index] = outcome.Value(value)
+        waiting.clear()
+
+    def _fail(self, indexes: list[int], exc: Exception) -> None:
+        for index in indexes:
+            self.outcomes[index] = outcome.Error(exc)
+
+    def flush(self) -> None:
+        """Write the pending snapshot, then the pending lines."""
+        if self.pending is not None:
+            snapshot, self.pending = self.pending, None
+            try:
+                self.files.write_snapshot(encode_session(snapshot))
+            except Exception as exc:
+                # Nothing of these ops is on disk; the appends may have
+                # counted on the session this snapshot would have created.
+                self._fail([i for i, _ in self.waiting_snapshot], exc)
+                self._fail(self.waiting_lines, exc)
+                self.waiting_snapshot.clear()
+                self.waiting_lines.clear()
+                self.lines.clear()
+                self._disk_group = _UNKNOWN
+                self._disk_exists = None
+                return
+            self._disk_group = _group_of(snapshot)
+            self._disk_exists = True
+            self._succeed(self.waiting_snapshot)
+        if self.lines:
+            try:
+                self.files.append(b"".join(self.lines))
+            except Exception as exc:
+                self._fail(self.waiting_lines, exc)
+            else:
+                self._succeed([(i, None) for i in self.waiting_lines])
+            self.lines.clear()
+            self.waiting_lines.clear()
+
+
+def run_batch(files: SessionFiles, ops: list[Op]) -> tuple[list[outcome.Outcome[Any]], IoCounts]:
+    """Apply ``ops`` in order; the outcome of each, and what the disk work was.
+
+    Runs in a worker thread. The ops are split into segments ending at each
+    delete, since a delete removes the lock file itself; each segment holds
+    the lock once.
+    """
+    files.counts = IoCounts()
+    outcomes: dict[int, outcome.Outcome[Any]] = {}
+    start = 0
+    while start < len(ops):
+        end = start
+        while end < len(ops) - 1 and not isinstance(ops[end], Delete):
+            end += 1
+        creates = any(isinstance(op, Save) for op in ops[start : end + 1])
+        segment: _Segment | None = None
+        try:
+            with files.lock(create=creates) as present:
+                segment = _Segment(files, present)
+                for index in range(start, end + 1):
+                    segment.apply(index, ops[index])
+                segment.flush()
+                if creates and not segment.exists():
+                    files.remove_directory()  # every save failed: leave nothing behind
+            outcomes.update(segment.outcomes)
+        except Exception as exc:  # the lock or the directory failed (e.g. EACCES)
+            if segment is not None:
+                outcomes.update(segment.outcomes)
+            for index in range(start, end + 1):
+                outcomes.setdefault(index, outcome.Error(exc))
+        start = end + 1
+    return [outcomes[index] for index in range(len(ops))], files.counts
+
+
+# --- the actor task -----------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class ActorStats:
+    """Counters the actors add to; the store reports them in statistics()."""
+
+    live_actors: int = 0
+    actors_started: int = 0
+    actor_crashes: int = 0
+    batches: int = 0
+    saves_requested: int = 0
+    appends_requested: int = 0
+    snapshots_written: int = 0
+    append_batches: int = 0
+    fsyncs: int = 0
+    max_mailbox_depth: int = 0
+
+
+class Actor:
+    """The task that owns one session's files and serves its mailbox."""
+
+    def __init__(
+        self,
+        files: SessionFiles,
+        receive: trio.MemoryReceiveChannel[Op],
+        *,
+        idle_timeout: float,
+        limiter: trio.CapacityLimiter,
+        stats: ActorStats,
+        on_exit: Callable[[Actor], None],
+    ) -> None:
+        self.files = files
+        self.receive = receive
+        self.idle_timeout = idle_timeout
+        self.limiter = limiter
+        self.stats = stats
+        self.on_exit = on_exit
+        # Shielded: the store stops an actor by closing its mailbox, so an
+        # outside cancel cannot drop accepted messages; cancel_scope.cancel()
+        # is the store's last resort when draining overruns its deadline.
+        self.cancel_scope = trio.CancelScope(shield=True)
+        self._in_flight: list[Op] = []
+
+    async def run(self) -> None:
+        try:
+            with self.cancel_scope:
+                await self._serve()
+        except Exception as exc:
+            self.stats.actor_crashes += 1
+            logger.exception("actor of session %r crashed", self.files.session_id)
+            error = ActorCrashedError(f"the actor of session {self.files.session_id!r} crashed")
+            error.__cause__ = exc
+            self._fail_all(error)
+        finally:
+            # No checkpoint from here to the close: a sender either got its
+            # message in before (and it is answered below) or meets a closed
+            # mailbox and routes to a fresh actor.
+            self.on_exit(self)
+            self._fail_all(StoreClosedError("the store closed before this call was served"))
+            self.receive.close()
+
+    def _fail_all(self, error: Exception) -> None:
+        ops, self._in_flight = self._in_flight, []
+        while True:
+            try:
+                ops.append(self.receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        for op in ops:
+            if not op.reply.abandoned:
+                op.finish(outcome.Error(error))
+
+    async def _serve(self) -> None:
+        while True:
+            first: Op | None = None
+            with trio.move_on_after(self.idle_timeout):
+                try:
+                    first = await self.receive.receive()
+                except trio.EndOfChannel:
+                    return  # the store closed and everything accepted is done
+            if first is None:
+                try:
+                    first = self.receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    return  # idle: retire (run() closes the mailbox, no checkpoint)
+            ops = [first]
+            while True:
+                try:
+                    ops.append(self.receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            await self._run(ops)
+
+    async def _run(self, ops: list[Op]) -> None:
+        stats = self.stats
+        stats.max_mailbox_depth = max(stats.max_mailbox_depth, len(ops))
+        ops = [op for op in ops if not op.reply.abandoned]
+        if not ops:
+            return
+        for op in ops:
+            op.reply.taken = True
+        self._in_flight = ops
+        outcomes, counts = await trio.to_thread.run_sync(
+            run_batch, self.files, ops, limiter=self.limiter
+        )
+        self._in_flight = []
+        stats.batches += 1
+        stats.snapshots_written += counts.snapshots_written
+        stats.append_batches += counts.append_batches
+        stats.fsyncs += counts.fsyncs
+        for op, result in zip(ops, outcomes, strict=True):
+            op.finish(result)

@@ -1,0 +1,50 @@
+"""The library's exceptions: few, each with one precise meaning."""
+
+from __future__ import annotations
+
+import os
+
+
+class SessionStoreError(Exception):
+    """Base class of every error this library raises itself."""
+
+
+class SessionNotFoundError(SessionStoreError, KeyError):
+    """The operation needs a persisted session and there is none with this id."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        # KeyError would repr() the argument; say what happened instead.
+        return f"no session {self.session_id!r}"
+
+
+class InvalidSessionIdError(SessionStoreError, ValueError):
+    """A session id that cannot name a directory safely; nothing was touched."""
+
+
+class CorruptSessionError(SessionStoreError):
+    """A file of the store cannot be decoded. The file is kept as it is.
+
+    Attributes:
+        path: the file that could not be decoded.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+
+class StoreClosedError(SessionStoreError):
+    """The store's ``async with`` block has been left; it accepts no more calls."""
+
+
+class ActorCrashedError(SessionStoreError):
+    """A session's actor failed unexpectedly (a bug) before answering.
+
+    The store replaces the actor on the next call; ``__cause__`` holds the
+    original exception.
+    """

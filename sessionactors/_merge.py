@@ -1,0 +1,88 @@
+"""The merge rule and the UI edits: pure functions, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol, TypeVar
+
+import attrs
+
+__all__ = ["Authoritative", "merge_authoritative", "merge_transcript", "pin", "retitle"]
+
+
+@attrs.frozen
+class Authoritative:
+    """The UI-owned metadata, decided as one group by ``metadata_version``."""
+
+    title: str
+    title_version: int
+    pinned: bool
+    metadata_version: int
+
+
+def merge_authoritative(persisted: Authoritative | None, caller: Authoritative) -> Authoritative:
+    """The group a runtime save writes.
+
+    Only UI edits move ``metadata_version``, so a tie means the caller's copy
+    was read from (or before) what is on disk: the disk wins. The caller wins
+    only with a strictly newer version, e.g. when it carries an edit itself.
+    """
+    if persisted is None or caller.metadata_version > persisted.metadata_version:
+        return caller
+    return persisted
+
+
+def retitle(group: Authoritative, title: str) -> Authoritative | None:
+    """The group after a UI rename, or None when the title does not change.
+
+    Raises:
+        TypeError: ``title`` is not a str.
+        ValueError: ``title`` is empty once stripped.
+    """
+    if not isinstance(title, str):
+        raise TypeError(f"title must be a str, got {type(title).__name__}")
+    title = title.strip()
+    if not title:
+        raise ValueError("title must not be empty")
+    if title == group.title:
+        return None
+    return Authoritative(
+        title=title,
+        title_version=group.title_version + 1,
+        pinned=group.pinned,
+        metadata_version=group.metadata_version + 1,
+    )
+
+
+def pin(group: Authoritative, pinned: bool) -> Authoritative | None:
+    """The group after a UI pin or unpin, or None when nothing changes.
+
+    Raises:
+        TypeError: ``pinned`` is not a bool.
+    """
+    if not isinstance(pinned, bool):
+        raise TypeError(f"pinned must be a bool, got {type(pinned).__name__}")
+    if pinned == group.pinned:
+        return None
+    return attrs.evolve(group, pinned=pinned, metadata_version=group.metadata_version + 1)
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+M = TypeVar("M", bound=_HasId)
+
+
+def merge_transcript(persisted: Sequence[M], incoming: Iterable[M]) -> list[M]:
+    """The append-safe transcript of a checkpoint.
+
+    Every persisted message stays, in its persisted order; incoming messages
+    whose id is not persisted follow, in their order. The result is never
+    shorter than ``persisted``.
+    """
+    known = {message.id for message in persisted}
+    merged = list(persisted)
+    merged.extend(message for message in incoming if message.id not in known)
+    return merged

@@ -1,0 +1,215 @@
+"""The data model (Session, Message, SessionSummary) and its one converter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+import orjson
+from cattrs.preconf.orjson import make_converter
+
+__all__ = [
+    "Message",
+    "Session",
+    "SessionSummary",
+    "check_json",
+    "converter",
+    "utc_now",
+]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def _aware(_: Any, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"{attribute.name} must be timezone-aware, got naive {value!r}")
+
+
+_str = attrs.validators.instance_of(str)
+_int = attrs.validators.instance_of(int)
+_bool = attrs.validators.instance_of(bool)
+_dict = attrs.validators.instance_of(dict)
+_list = attrs.validators.instance_of(list)
+_datetime = attrs.validators.and_(attrs.validators.instance_of(datetime), _aware)
+_opt_datetime = attrs.validators.optional(_datetime)
+
+
+@attrs.define
+class Message:
+    """One entry of a session's transcript.
+
+    ``id`` identifies the message across saves: ``checkpoint_runtime_session``
+    appends only messages whose id is not persisted yet.
+    """
+
+    id: str = attrs.field(validator=_str)
+    role: str = attrs.field(validator=_str)
+    content: Any = None
+    created_at: datetime | None = attrs.field(default=None, validator=_opt_datetime)
+    extra: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+
+
+@attrs.define
+class Session:
+    """A whole agent session, as the runtime saves it.
+
+    ``title``, ``title_version``, ``pinned`` and ``metadata_version`` are the
+    authoritative metadata, owned by the UI; a runtime save keeps what is on
+    disk unless its own ``metadata_version`` is newer.
+    """
+
+    id: str = attrs.field(validator=_str)
+    title: str = attrs.field(default="", validator=_str)
+    title_version: int = attrs.field(default=0, validator=_int)
+    pinned: bool = attrs.field(default=False, validator=_bool)
+    metadata_version: int = attrs.field(default=0, validator=_int)
+    created_at: datetime = attrs.field(factory=utc_now, validator=_datetime)
+    updated_at: datetime = attrs.field(factory=utc_now, validator=_datetime)
+    messages: list[Message] = attrs.field(factory=list, validator=_list)
+    metadata: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+    runtime_state: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+
+
+@attrs.frozen
+class SessionSummary:
+    """What ``list_sessions`` tells of one session, without its transcript."""
+
+    id: str
+    title: str
+    pinned: bool
+    title_version: int
+    metadata_version: int
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+def _unstructure_datetime(value: datetime) -> str:
+    if value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r} cannot be stored: give it a timezone")
+    return value.isoformat()
+
+
+def _structure_datetime(value: Any, _: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    parsed = datetime.fromisoformat(value)
+    if parsed.utcoffset() is None:
+        raise ValueError(f"stored datetime {value!r} has no timezone")
+    return parsed
+
+
+#: The one converter of the library. Datetimes are ISO 8601 strings with their
+#: offset, so they read back equal; ``Any`` fields are checked by
+#: :func:`check_json` before they get here, so nothing is silently coerced.
+converter = make_converter()
+converter.register_unstructure_hook(datetime, _unstructure_datetime)
+converter.register_structure_hook(datetime, _structure_datetime)
+# Values of Any fields are plain JSON already (check_json); pass them through
+# instead of letting the converter dispatch on every nested value.
+converter.register_unstructure_hook_func(lambda t: t is Any, lambda v: v)
+
+
+# orjson stores integers in 64 bits; a wider one would not be written.
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_MAX_DEPTH = 250  # orjson refuses deeper nesting
+
+
+def check_json(value: Any, where: str = "value") -> None:
+    """Refuse anything that would not read back equal from JSON.
+
+    Plain JSON is dict (with str keys), list, str, int (64-bit), finite float,
+    bool and None. Sets, bytes, tuples, datetimes and arbitrary objects are
+    refused rather than converted, because they would come back as something
+    else.
+
+    Raises:
+        TypeError: a value of a type JSON cannot hold.
+        ValueError: a float that is not finite, an integer out of range, or
+            nesting deeper than the encoder allows.
+    """
+    _check(value, where, 0)
+
+
+def _check(value: Any, where: str, depth: int) -> None:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return
+    if kind is int or (isinstance(value, int) and not isinstance(value, bool)):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValueError(f"{where}: integer {value} does not fit in 64 bits")
+        return
+    if kind is float or isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a JSON number")
+        return
+    if depth >= _MAX_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    if kind is dict or isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: key {key!r} is not a str")
+            _check(item, f"{where}[{key!r}]", depth + 1)
+        return
+    if kind is list or isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, f"{where}[{index}]", depth + 1)
+        return
+    if isinstance(value, str):
+        return
+    raise TypeError(f"{where}: {kind.__name__} is not plain JSON and would not read back equal")
+
+
+def check_session(session: Session) -> None:
+    """Check a whole session before it is written (see :func:`check_json`).
+
+    The attrs validators run on construction and assignment; this catches
+    what they cannot see: values put into lists and dicts afterwards.
+    """
+    if not isinstance(session, Session):
+        raise TypeError(f"expected a Session, got {type(session).__name__}")
+    attrs.validate(session)
+    check_json(session.metadata, "metadata")
+    check_json(session.runtime_state, "runtime_state")
+    for index, message in enumerate(session.messages):
+        if not isinstance(message, Message):
+            raise TypeError(f"messages[{index}] is a {type(message).__name__}, not a Message")
+        attrs.validate(message)
+        check_json(message.content, f"messages[{index}].content")
+        check_json(message.extra, f"messages[{index}].extra")
+
+
+def encode_record(record: str | bytes | Mapping[str, Any]) -> bytes:
+    """One token-usage record as one compact JSON line, newline included.
+
+    Raises:
+        ValueError: the record is not one JSON object (a mapping holding a
+            value that is not plain JSON is not one either).
+    """
+    if isinstance(record, (str, bytes)):
+        try:
+            value = orjson.loads(record)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"token-usage record is not one JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"token-usage record must be one JSON object, got {type(value).__name__}"
+            )
+    elif isinstance(record, Mapping):
+        value = dict(record)
+        try:
+            check_json(value, "record")
+        except TypeError as exc:
+            raise ValueError(f"token-usage record is not one JSON object: {exc}") from None
+    else:
+        raise ValueError(
+            f"token-usage record must be a str or a Mapping, got {type(record).__name__}"
+        )
+    return orjson.dumps(value) + b"\n"

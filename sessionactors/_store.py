@@ -1,0 +1,410 @@
+"""open_store and SessionStore: validation, routing to actors, supervision, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import attrs
+import trio
+
+from ._actor import (
+    Actor,
+    ActorStats,
+    Append,
+    Delete,
+    Load,
+    Op,
+    Pin,
+    ReadUsage,
+    Retitle,
+    Save,
+)
+from ._errors import InvalidSessionIdError, StoreClosedError
+from ._files import SessionFiles, list_summaries
+from ._model import Session, SessionSummary, encode_record
+
+__all__ = [
+    "RuntimeSessionPersistence",
+    "SessionStore",
+    "StoreStatistics",
+    "open_store",
+    "validate_session_id",
+]
+
+logger = logging.getLogger(__name__)
+
+Durability = Literal["fsync", "flush"]
+
+MAX_SESSION_ID_LENGTH = 200
+
+
+def validate_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it can safely name a directory.
+
+    Raises:
+        InvalidSessionIdError: empty, ``.`` or ``..``, holding ``/``, ``\\``,
+            NUL or another control character, longer than 200 characters, or
+            longer than a file name may be once encoded.
+    """
+    if not isinstance(session_id, str):
+        raise InvalidSessionIdError(f"session id must be a str, got {type(session_id).__name__}")
+    if not session_id or session_id in (".", ".."):
+        raise InvalidSessionIdError(f"session id {session_id!r} is not allowed")
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise InvalidSessionIdError(
+            f"session id is {len(session_id)} characters, more than {MAX_SESSION_ID_LENGTH}"
+        )
+    for char in session_id:
+        code = ord(char)
+        if char in "/\\" or code < 0x20 or 0x7F <= code <= 0x9F:
+            raise InvalidSessionIdError(f"session id {session_id!r} holds {char!r}")
+    try:
+        encoded = os.fsencode(session_id)
+    except UnicodeError:
+        raise InvalidSessionIdError(f"session id {session_id!r} cannot be encoded") from None
+    if len(encoded) > 255:
+        raise InvalidSessionIdError(f"session id {session_id!r} is too long as a file name")
+    return session_id
+
+
+@attrs.frozen(kw_only=True)
+class StoreStatistics:
+    """A snapshot of the store's counters (trio's ``statistics()`` convention).
+
+    Attributes:
+        live_actors: actors running now.
+        actors_started: actors ever started by this store.
+        actor_crashes: actors that failed with an unexpected error.
+        batches: batches of messages served (one worker-thread hop each).
+        saves_requested: calls of save_runtime_session and checkpoint_runtime_session.
+        snapshots_written: snapshot files written (coalescing makes it lower).
+        appends_requested: calls of append_token_usage_record.
+        append_batches: writes to token-usage logs (group commit makes it lower).
+        fsyncs: fsync calls on files and directories.
+        max_mailbox_depth: the most messages one actor has taken in one batch.
+    """
+
+    live_actors: int
+    actors_started: int
+    actor_crashes: int
+    batches: int
+    saves_requested: int
+    snapshots_written: int
+    appends_requested: int
+    append_batches: int
+    fsyncs: int
+    max_mailbox_depth: int
+
+
+@runtime_checkable
+class RuntimeSessionPersistence(Protocol):
+    """The port an agent runtime depends on, so it need not know the store."""
+
+    async def save_runtime_session(self, session: Session) -> None: ...
+
+    async def append_token_usage_record(
+        self, session_id: str, record: str | Mapping[str, Any]
+    ) -> None: ...
+
+
+@attrs.define(eq=False)
+class _Route:
+    send: trio.MemorySendChannel[Op]
+    actor: Actor
+
+
+class SessionStore:
+    """Persists agent sessions under one root; made by :func:`open_store`.
+
+    Every call about a session is a message to that session's actor, a task
+    that alone touches the session's files. Calls are answered once their
+    effect is durable (per the store's ``durability``).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        nursery: trio.Nursery,
+        *,
+        fsync: bool,
+        idle_timeout: float,
+        mailbox_size: int,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        self._root = root
+        self._nursery = nursery
+        self._fsync = fsync
+        self._idle_timeout = idle_timeout
+        self._mailbox_size = mailbox_size
+        self._limiter = limiter
+        self._routes: dict[str, _Route] = {}
+        self._actors: set[Actor] = set()
+        self._stats = ActorStats()
+        self._closed = False
+        self._all_exited = trio.Event()
+        self._all_exited.set()
+
+    @property
+    def root(self) -> Path:
+        """The directory this store keeps its sessions in."""
+        return self._root
+
+    # --- routing and supervision ---
+
+    def _spawn(self, session_id: str) -> _Route:
+        send, receive = trio.open_memory_channel[Op](self._mailbox_size)
+        actor = Actor(
+            SessionFiles(self._root, session_id, self._fsync),
+            receive,
+            idle_timeout=self._idle_timeout,
+            limiter=self._limiter,
+            stats=self._stats,
+            on_exit=self._actor_exited,
+        )
+        route = _Route(send, actor)
+        self._routes[session_id] = route
+        self._actors.add(actor)
+        if self._all_exited.is_set():
+            self._all_exited = trio.Event()
+        self._stats.actors_started += 1
+        self._stats.live_actors = len(self._actors)
+        self._nursery.start_soon(actor.run, name=f"sessionactors actor {session_id!r}")
+        return route
+
+    def _actor_exited(self, actor: Actor) -> None:
+        session_id = actor.files.session_id
+        route = self._routes.get(session_id)
+        if route is not None and route.actor is actor:
+            del self._routes[session_id]
+        self._actors.discard(actor)
+        self._stats.live_actors = len(self._actors)
+        if not self._actors:
+            self._all_exited.set()
+
+    async def _call(self, session_id: str, op: Op) -> Any:
+        while True:
+            if self._closed:
+                raise StoreClosedError("the store is closed")
+            route = self._routes.get(session_id) or self._spawn(session_id)
+            try:
+                await route.send.send(op)
+            except trio.BrokenResourceError:
+                continue  # that actor retired or crashed just now: use a fresh one
+            except trio.ClosedResourceError:
+                raise StoreClosedError("the store closed before this call was accepted") from None
+            return await op.reply.wait()
+
+    async def _close(self, drain_timeout: float) -> None:
+        """Refuse new calls, let every actor finish what it accepted, then stop."""
+        self._closed = True
+        for route in list(self._routes.values()):
+            route.send.close()  # the actor drains its mailbox, then exits
+        with trio.move_on_after(drain_timeout):
+            await self._all_exited.wait()
+            return
+        logger.warning(
+            "%d actors still busy %s s after close; cancelling them",
+            len(self._actors),
+            drain_timeout,
+        )
+        for actor in list(self._actors):
+            actor.cancel_scope.cancel()
+        await self._all_exited.wait()
+
+    # --- the contract ---
+
+    async def save_runtime_session(self, session: Session) -> None:
+        """Persist a full snapshot, keeping the UI's metadata if it is newer.
+
+        The authoritative group (title, title_version, pinned,
+        metadata_version) on disk wins unless ``session.metadata_version`` is
+        greater. ``session`` is updated in place to the merged values and the
+        new ``updated_at``.
+
+        Raises:
+            InvalidSessionIdError: ``session.id`` cannot name a session.
+            TypeError, ValueError: the session holds a value that is not plain
+                JSON; nothing is written.
+            CorruptSessionError: the persisted file cannot be decoded; it is
+                kept as it is.
+            OSError: the write failed; what was persisted before is unchanged.
+        """
+        await self._save(session, checkpoint=False)
+
+    async def checkpoint_runtime_session(self, session: Session) -> None:
+        """Like :meth:`save_runtime_session`, but the transcript never shrinks.
+
+        Every persisted message stays, in its persisted order; messages of
+        ``session`` whose id is not persisted follow, in their order.
+        ``session.messages`` is updated in place to that transcript.
+        """
+        await self._save(session, checkpoint=True)
+
+    async def _save(self, session: Session, *, checkpoint: bool) -> None:
+        if not isinstance(session, Session):
+            raise TypeError(f"expected a Session, got {type(session).__name__}")
+        session_id = validate_session_id(session.id)
+        self._stats.saves_requested += 1
+        await self._call(session_id, Save(session, checkpoint))
+
+    async def append_token_usage_record(
+        self, session_id: str, record: str | Mapping[str, Any]
+    ) -> None:
+        """Append one record to the session's token-usage log.
+
+        Args:
+            session_id: a persisted session.
+            record: one JSON object, as a ``str`` (a trailing newline is
+                allowed) or a ``Mapping``. It is stored as one compact line.
+
+        Raises:
+            ValueError: ``record`` is not one JSON object; nothing is written.
+            SessionNotFoundError: no such session; nothing is created.
+        """
+        validate_session_id(session_id)
+        line = encode_record(record)
+        self._stats.appends_requested += 1
+        await self._call(session_id, Append(line))
+
+    async def read_token_usage(self, session_id: str) -> list[dict[str, Any]]:
+        """Every complete token-usage record of the session, in append order.
+
+        A last line torn by a crash is left out (and cut away before the next
+        append). A session with no log, or no session at all, gives ``[]``.
+        """
+        validate_session_id(session_id)
+        result: list[dict[str, Any]] = await self._call(session_id, ReadUsage())
+        return result
+
+    async def load_session(self, session_id: str) -> Session | None:
+        """The persisted session, or None if there is none.
+
+        Raises:
+            CorruptSessionError: the session file cannot be decoded.
+        """
+        validate_session_id(session_id)
+        result: Session | None = await self._call(session_id, Load())
+        return result
+
+    async def list_sessions(self) -> list[SessionSummary]:
+        """Summaries of every readable session, newest ``updated_at`` first.
+
+        A session whose file cannot be decoded is left out (and logged), so
+        one damaged file does not hide the others.
+        """
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        summaries, errors = await trio.to_thread.run_sync(
+            list_summaries, self._root, limiter=self._limiter
+        )
+        for error in errors:
+            logger.warning("list_sessions skips an unreadable session: %s", error)
+        return summaries
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Remove the session and its log; True if it existed."""
+        validate_session_id(session_id)
+        result: bool = await self._call(session_id, Delete())
+        return result
+
+    async def set_title(self, session_id: str, title: str) -> Session:
+        """UI edit: rename the session.
+
+        ``title`` is stripped. A change bumps ``title_version`` and
+        ``metadata_version``; an unchanged title writes nothing.
+
+        Returns:
+            The session as persisted after the edit.
+
+        Raises:
+            ValueError: ``title`` is empty once stripped.
+            SessionNotFoundError: no such session.
+        """
+        validate_session_id(session_id)
+        if not isinstance(title, str):
+            raise TypeError(f"title must be a str, got {type(title).__name__}")
+        if not title.strip():
+            raise ValueError("title must not be empty")
+        result: Session = await self._call(session_id, Retitle(title))
+        return result
+
+    async def set_pinned(self, session_id: str, pinned: bool) -> Session:
+        """UI edit: pin or unpin the session; a change bumps ``metadata_version``.
+
+        Returns:
+            The session as persisted after the edit.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        validate_session_id(session_id)
+        if not isinstance(pinned, bool):
+            raise TypeError(f"pinned must be a bool, got {type(pinned).__name__}")
+        result: Session = await self._call(session_id, Pin(pinned))
+        return result
+
+    def statistics(self) -> StoreStatistics:
+        """The store's counters now; see :class:`StoreStatistics`."""
+        return StoreStatistics(**attrs.asdict(self._stats))
+
+
+@asynccontextmanager
+async def open_store(
+    root: str | os.PathLike[str],
+    *,
+    durability: Durability = "fsync",
+    idle_timeout: float = 30.0,
+    mailbox_size: int = 256,
+    max_threads: int = 32,
+    drain_timeout: float = 60.0,
+) -> AsyncIterator[SessionStore]:
+    """Open a session store on ``root``, a directory created if missing.
+
+    Many stores, in one process or several, may open the same root at once.
+
+    Args:
+        root: the directory holding one sub-directory per session.
+        durability: ``"fsync"``: a call returns once its bytes are on stable
+            storage. ``"flush"``: once they are handed to the OS (they
+            survive a crash of the process, not a power loss).
+        idle_timeout: seconds an actor waits for a message before it retires.
+        mailbox_size: messages an actor's mailbox holds; callers beyond that
+            wait (backpressure) instead of growing memory.
+        max_threads: worker threads this store uses at once for file work.
+        drain_timeout: on leaving the block, how long actors may take to
+            finish the calls they accepted before they are cancelled.
+    """
+    if durability not in ("fsync", "flush"):
+        raise ValueError(f"durability must be 'fsync' or 'flush', got {durability!r}")
+    if not (isinstance(idle_timeout, (int, float)) and idle_timeout > 0):
+        raise ValueError(f"idle_timeout must be a positive number, got {idle_timeout!r}")
+    if not (isinstance(mailbox_size, int) and mailbox_size >= 1):
+        raise ValueError(f"mailbox_size must be a positive int, got {mailbox_size!r}")
+    if not (isinstance(max_threads, int) and max_threads >= 1):
+        raise ValueError(f"max_threads must be a positive int, got {max_threads!r}")
+    if not (isinstance(drain_timeout, (int, float)) and not math.isnan(drain_timeout)):
+        raise ValueError(f"drain_timeout must be a number, got {drain_timeout!r}")
+    path = Path(root)
+    await trio.to_thread.run_sync(lambda: path.mkdir(parents=True, exist_ok=True))
+    async with trio.open_nursery() as nursery:
+        store = SessionStore(
+            path,
+            nursery,
+            fsync=durability == "fsync",
+            idle_timeout=float(idle_timeout),
+            mailbox_size=mailbox_size,
+            limiter=trio.CapacityLimiter(max_threads),
+        )
+        try:
+            yield store
+        finally:
+            # Shielded: each caller already accepted gets its answer even if
+            # the block is left by a cancellation.
+            with trio.CancelScope(shield=True):
+                await store._close(drain_timeout)
