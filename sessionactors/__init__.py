@@ -9,6 +9,7 @@ from ._errors import InvalidSessionIdError as InvalidSessionIdError
 from ._errors import SessionNotFoundError as SessionNotFoundError
 from ._errors import SessionStoreError as SessionStoreError
 from ._errors import StoreClosedError as StoreClosedError
+from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._model import Message as Message
 from ._model import Session as Session
 from ._model import SessionSummary as SessionSummary

@@ -11,6 +11,7 @@ its call depends on are durable.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ import outcome
 import trio
 
 from ._errors import ActorCrashedError, SessionNotFoundError, StoreClosedError
-from ._files import IoCounts, SessionFiles, encode_session
+from ._files import IoCounts, SessionFiles
 from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
 from ._model import Message, Session, check_session, converter, utc_now
 
@@ -157,9 +158,15 @@ def _with_group(session: Session, group: Authoritative, updated_at: datetime) ->
     )
 
 
-def _copy_messages(messages: list[Message]) -> list[Message]:
-    """Fresh Message objects, so two callers never share one."""
-    return converter.structure(converter.unstructure(messages, list[Message]), list[Message])
+def _own_messages(prior: list[Message], incoming: list[Message]) -> list[Message]:
+    """``prior`` if ``incoming`` starts with its very objects, else copies of it.
+
+    Two callers never share a Message object: a checkpoint following another
+    caller's save in one batch gets the persisted messages as new objects.
+    """
+    if len(incoming) >= len(prior) and all(map(operator.is_, incoming, prior)):
+        return prior
+    return converter.structure(converter.unstructure(prior, list[Message]), list[Message])
 
 
 class _Unknown:
@@ -182,6 +189,7 @@ class _Segment:
         self.present = present
         self.outcomes: dict[int, outcome.Outcome[Any]] = {}
         self.pending: Session | None = None
+        self.pending_edit = False  # pending changes the metadata only
         self.waiting_snapshot: list[tuple[int, Any]] = []
         self.lines: list[bytes] = []
         self.waiting_lines: list[int] = []
@@ -235,23 +243,24 @@ class _Segment:
             self.outcomes[index] = outcome.Error(exc)
 
     def _save(self, index: int, op: Save) -> None:
-        check_session(op.session)
+        check_session(op.session, start=self.files.known_prefix(op.session.messages))
         persisted = self.group()
         group = merge_authoritative(persisted, _group_of(op.session))
         merged: list[Message] | None = None
         if op.checkpoint:
             if self.pending is not None:
-                # Another caller's (or a UI edit's) objects: copy, never share.
-                prior = _copy_messages(self.pending.messages)
+                prior = _own_messages(self.pending.messages, op.session.messages)
+            elif persisted is not None:
+                prior = self.files.persisted_messages(op.session.messages)
             else:
-                disk = self.files.read_session() if persisted is not None else None
-                prior = disk.messages if disk is not None else []
+                prior = []
             merged = merge_transcript(prior, op.session.messages)
         updated_at = utc_now()
         snapshot = _with_group(op.session, group, updated_at)
         if merged is not None:
             snapshot.messages = merged
         self.pending = snapshot
+        self.pending_edit = False
         self.waiting_snapshot.append((index, _Saved(group, updated_at, merged)))
 
     def _edit(self, index: int, op: Retitle | Pin) -> None:
@@ -264,6 +273,7 @@ class _Segment:
             self.outcomes[index] = outcome.Value(session)
             return
         self.pending = _with_group(session, changed, utc_now())
+        self.pending_edit = True
         self.waiting_snapshot.append((index, self.pending))
 
     def _delete(self, index: int) -> None:
@@ -295,7 +305,10 @@ class _Segment:
         if self.pending is not None:
             snapshot, self.pending = self.pending, None
             try:
-                self.files.write_snapshot(encode_session(snapshot))
+                if self.pending_edit:
+                    self.files.write_group(snapshot)
+                else:
+                    self.files.write_session(snapshot)
             except Exception as exc:
                 # Nothing of these ops is on disk; the appends may have
                 # counted on the session this snapshot would have created.
@@ -369,8 +382,11 @@ class ActorStats:
     saves_requested: int = 0
     appends_requested: int = 0
     snapshots_written: int = 0
+    journal_appends: int = 0
+    journal_rewrites: int = 0
     append_batches: int = 0
     fsyncs: int = 0
+    bytes_written: int = 0
     max_mailbox_depth: int = 0
 
 
@@ -463,8 +479,7 @@ class Actor:
         )
         self._in_flight = []
         stats.batches += 1
-        stats.snapshots_written += counts.snapshots_written
-        stats.append_batches += counts.append_batches
-        stats.fsyncs += counts.fsyncs
+        for name, value in attrs.asdict(counts).items():
+            setattr(stats, name, getattr(stats, name) + value)
         for op, result in zip(ops, outcomes, strict=True):
             op.finish(result)

@@ -38,6 +38,13 @@ class CorruptSessionError(SessionStoreError):
         self.reason = reason
 
 
+class UnsupportedFormatError(CorruptSessionError):
+    """A session file written in a newer format than this version understands.
+
+    It is refused rather than misread, and kept as it is.
+    """
+
+
 class StoreClosedError(SessionStoreError):
     """The store's ``async with`` block has been left; it accepts no more calls."""
 

@@ -1,19 +1,31 @@
 """Durable file work of the file backend: plain synchronous functions.
 
 Everything here blocks; the actor calls it from a worker thread, one hop per
-batch of messages. Layout of a session directory::
+batch of messages. A session directory holds (format 2)::
 
-    <root>/<session_id>/session.json        the snapshot (format below)
-    <root>/<session_id>/token-usage.jsonl   one compact JSON object per line
-    <root>/<session_id>/.lock               fcntl.flock target, serializes processes
+    <root>/<id>/session.json              the small snapshot: one JSON line
+    <root>/<id>/messages.<gen>.jsonl      the transcript journal: one message a line
+    <root>/<id>/token-usage.jsonl         one compact JSON object a line
+    <root>/<id>/.lock                     flock target: serializes processes
 
-``session.json`` holds two lines. The first, the *head*, is a small JSON
-object: the format number, the id, the authoritative metadata, the
-timestamps and the message count. The second, the *body*, holds
-``messages``, ``metadata`` and ``runtime_state``. A save needs only the head
-to merge, and ``list_sessions`` reads only heads, so neither pays for the
-transcript. Snapshots are replaced atomically (temporary file, fsync,
-rename, directory fsync), so a reader sees the old file or the new one.
+The snapshot holds the format number, the authoritative metadata, the
+timestamps, ``metadata``, ``runtime_state``, the message count, and which
+journal holds the messages and how many of its bytes count. It is replaced
+atomically (temporary file, fsync, rename, directory fsync), so a reader sees
+the old snapshot or the new one, never a mix.
+
+A save whose persisted messages are an unchanged prefix of its transcript
+appends only the new messages to the journal, makes them durable, then
+writes the snapshot that counts them: a crash in between leaves journal bytes
+beyond the counted size, which readers ignore and the next append cuts off.
+Any other change of the transcript (an edit, a removal) writes a whole new
+journal under a new name and then a snapshot naming it, so the journal a
+snapshot names is never modified in a way it would notice. A journal thus
+holds the live transcript and nothing else, and needs no compaction.
+
+Format 1, two lines in ``session.json`` (a head like the snapshot's and a
+body holding the messages), is read as it is and replaced by format 2 on the
+session's next write.
 """
 
 from __future__ import annotations
@@ -21,9 +33,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import operator
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,34 +44,28 @@ from typing import Any
 import attrs
 import orjson
 
-from ._errors import CorruptSessionError
+from ._errors import CorruptSessionError, UnsupportedFormatError
 from ._merge import Authoritative
-from ._model import Session, SessionSummary, converter
+from ._model import Message, Session, SessionSummary, converter, edit_mark
 
 __all__ = [
     "FORMAT",
     "IoCounts",
     "SessionFiles",
-    "decode_session",
-    "encode_session",
+    "list_summaries",
     "read_summary",
 ]
 
-FORMAT = 1
+FORMAT = 2
 SESSION_FILE = "session.json"
 LOG_FILE = "token-usage.jsonl"
 LOCK_FILE = ".lock"
-_TEMP_SUFFIX = ".tmp"
-_HEAD_KEYS = (
-    "id",
-    "title",
-    "title_version",
-    "pinned",
-    "metadata_version",
-    "created_at",
-    "updated_at",
-)
+JOURNAL_PREFIX = "messages."
+JOURNAL_SUFFIX = ".jsonl"
+TEMP_SUFFIX = ".tmp"
+_GROUP_KEYS = ("title", "title_version", "pinned", "metadata_version")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_stamp_of = operator.attrgetter("_stamp")
 
 
 @attrs.define
@@ -66,114 +73,204 @@ class IoCounts:
     """What one batch of file work did, added to the store's statistics."""
 
     snapshots_written: int = 0
+    journal_appends: int = 0
+    journal_rewrites: int = 0
     append_batches: int = 0
     fsyncs: int = 0
+    bytes_written: int = 0
 
 
-# --- encoding ---------------------------------------------------------------
+def is_temp(name: str) -> bool:
+    """Whether ``name`` is a temporary file a writer makes (and may leave by crashing)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
-def encode_session(session: Session) -> bytes:
-    """The bytes of ``session.json`` for a checked session (see check_session)."""
-    data = converter.unstructure(session)
-    body = {
-        "messages": data["messages"],
-        "metadata": data["metadata"],
-        "runtime_state": data["runtime_state"],
-    }
-    head = {"format": FORMAT, **{key: data[key] for key in _HEAD_KEYS}}
-    head["message_count"] = len(session.messages)
-    return orjson.dumps(head) + b"\n" + orjson.dumps(body) + b"\n"
+def is_journal(name: str) -> bool:
+    return name.startswith(JOURNAL_PREFIX) and name.endswith(JOURNAL_SUFFIX)
 
 
-def _split(path: Path, raw: bytes) -> tuple[dict[str, Any], bytes]:
-    """The decoded head and the raw body of a session file."""
-    line, _, body = raw.partition(b"\n")
-    head = _decode_head(path, line)
-    return head, body
+# --- the snapshot ------------------------------------------------------------------
 
 
-def _decode_head(path: Path, line: bytes) -> dict[str, Any]:
+@attrs.frozen
+class Snapshot:
+    """A decoded ``session.json`` of either format.
+
+    Attributes:
+        head: the snapshot's JSON object (format 1: its first line).
+        body: format 1 only: the raw second line, holding the messages.
+    """
+
+    path: Path
+    head: dict[str, Any]
+    body: bytes | None = None
+
+    @property
+    def format(self) -> int:
+        version: int = self.head["format"]
+        return version
+
+    @property
+    def journal(self) -> str | None:
+        name: str | None = self.head.get("journal")
+        return name
+
+    @property
+    def journal_size(self) -> int:
+        size: int = self.head.get("journal_size", 0)
+        return size
+
+    @property
+    def message_count(self) -> int:
+        count: int = self.head["message_count"]
+        return count
+
+    def group(self) -> Authoritative:
+        return Authoritative(**{key: self.head[key] for key in _GROUP_KEYS})
+
+
+def decode_snapshot(path: Path, raw: bytes, session_id: str) -> Snapshot:
+    """Check and decode the bytes of a ``session.json``.
+
+    Raises:
+        UnsupportedFormatError: written by a newer version of the library.
+        CorruptSessionError: anything else that is not a snapshot of this session.
+    """
+    line, _, rest = raw.partition(b"\n")
     try:
         head = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise CorruptSessionError(path, f"unreadable head: {exc}") from None
+        raise CorruptSessionError(path, f"unreadable: {exc}") from None
     if not isinstance(head, dict):
-        raise CorruptSessionError(path, "the head is not a JSON object")
+        raise CorruptSessionError(path, "not a JSON object")
     version = head.get("format")
-    if version != FORMAT:
-        if isinstance(version, int) and version > FORMAT:
-            raise CorruptSessionError(
-                path,
-                f"written in format {version}, newer than this library's {FORMAT}: "
-                "upgrade sessionactors to read it",
-            )
-        raise CorruptSessionError(path, f"unknown format {version!r}")
-    return head
-
-
-def decode_session(path: Path, raw: bytes, session_id: str) -> Session:
-    """A Session from the bytes of its file.
-
-    Raises:
-        CorruptSessionError: the bytes are not a session of this format, or
-            not the session ``session_id``.
-    """
-    head, body_line = _split(path, raw)
-    try:
-        body = orjson.loads(body_line)
-    except orjson.JSONDecodeError as exc:
-        raise CorruptSessionError(path, f"unreadable body: {exc}") from None
-    if not isinstance(body, dict):
-        raise CorruptSessionError(path, "the body is not a JSON object")
-    data = {key: head.get(key) for key in _HEAD_KEYS}
-    data.update(body)
-    try:
-        session = converter.structure(data, Session)
-    except Exception as exc:  # cattrs wraps every field error in its own group
-        raise CorruptSessionError(path, f"not a valid session: {exc!r}") from None
-    if session.id != session_id:
-        raise CorruptSessionError(path, f"holds session {session.id!r}, not {session_id!r}")
-    return session
-
-
-def _summary(path: Path, head: dict[str, Any], session_id: str) -> SessionSummary:
-    try:
-        summary = SessionSummary(
-            id=head["id"],
-            title=head["title"],
-            pinned=head["pinned"],
-            title_version=head["title_version"],
-            metadata_version=head["metadata_version"],
-            created_at=converter.structure(head["created_at"], datetime),
-            updated_at=converter.structure(head["updated_at"], datetime),
-            message_count=head["message_count"],
+    if type(version) is not int or version < 1:
+        raise CorruptSessionError(path, f"no valid format number ({version!r})")
+    if version > FORMAT:
+        raise UnsupportedFormatError(
+            path,
+            f"written in format {version}; this version of sessionactors reads "
+            f"formats 1 to {FORMAT}: upgrade it to read this session",
         )
-    except Exception as exc:
-        raise CorruptSessionError(path, f"not a valid session head: {exc!r}") from None
-    if summary.id != session_id:
-        raise CorruptSessionError(path, f"holds session {summary.id!r}, not {session_id!r}")
-    return summary
+    checks: dict[str, type | tuple[type, ...]] = {
+        "id": str,
+        "title": str,
+        "title_version": int,
+        "pinned": bool,
+        "metadata_version": int,
+        "message_count": int,
+        "created_at": str,
+        "updated_at": str,
+    }
+    if version == 2:
+        checks.update(journal=str, journal_size=int, metadata=dict, runtime_state=dict)
+    for key, kind in checks.items():
+        if not isinstance(head.get(key), kind):
+            raise CorruptSessionError(path, f"{key!r} is missing or of the wrong type")
+    if head["id"] != session_id:
+        raise CorruptSessionError(path, f"holds session {head['id']!r}, not {session_id!r}")
+    if version == 2:
+        journal = head["journal"]
+        if not is_journal(journal) or "/" in journal or journal.startswith("."):
+            raise CorruptSessionError(path, f"names no valid journal ({journal!r})")
+        if rest.strip():
+            raise CorruptSessionError(path, "holds more than one line")
+        return Snapshot(path, head)
+    return Snapshot(path, head, rest)
 
 
-def _group(head: dict[str, Any]) -> Authoritative:
-    return Authoritative(
-        title=head["title"],
-        title_version=head["title_version"],
-        pinned=head["pinned"],
-        metadata_version=head["metadata_version"],
+def encode_snapshot(session: Session, journal: str, journal_size: int) -> bytes:
+    """The bytes of a format-2 ``session.json`` for a checked session."""
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            "id": session.id,
+            "title": session.title,
+            "title_version": session.title_version,
+            "pinned": session.pinned,
+            "metadata_version": session.metadata_version,
+            "created_at": converter.unstructure(session.created_at, datetime),
+            "updated_at": converter.unstructure(session.updated_at, datetime),
+            "message_count": len(session.messages),
+            "journal": journal,
+            "journal_size": journal_size,
+            "metadata": session.metadata,
+            "runtime_state": session.runtime_state,
+        }
     )
 
 
-def read_summary(root: Path, session_id: str) -> SessionSummary | None:
-    """The summary of one session from its head, or None if it has no file."""
-    path = root / session_id / SESSION_FILE
+def encode_messages(messages: Sequence[Message]) -> bytes:
+    """Journal lines for ``messages``, one compact JSON object each."""
+    if not messages:
+        return b""
+    unstructure = converter.get_unstructure_hook(Message)
+    return b"\n".join([orjson.dumps(unstructure(message)) for message in messages]) + b"\n"
+
+
+def _structure(path: Path, data: dict[str, Any]) -> Session:
+    try:
+        return converter.structure(data, Session)
+    except Exception as exc:  # cattrs groups every field error in its own exception
+        raise CorruptSessionError(path, f"not a valid session: {exc!r}") from None
+
+
+def _summary(snapshot: Snapshot) -> SessionSummary:
+    head = snapshot.head
+    try:
+        created_at = converter.structure(head["created_at"], datetime)
+        updated_at = converter.structure(head["updated_at"], datetime)
+    except ValueError as exc:
+        raise CorruptSessionError(snapshot.path, f"bad timestamp: {exc}") from None
+    return SessionSummary(
+        id=head["id"],
+        title=head["title"],
+        pinned=head["pinned"],
+        title_version=head["title_version"],
+        metadata_version=head["metadata_version"],
+        created_at=created_at,
+        updated_at=updated_at,
+        message_count=head["message_count"],
+    )
+
+
+def _read_first_line(path: Path) -> bytes | None:
     try:
         with open(path, "rb") as file:
-            line = file.readline()
+            return file.readline()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return _summary(path, _decode_head(path, line), session_id)
+
+
+def read_summary(root: Path, session_id: str) -> SessionSummary | None:
+    """The summary of one session from its snapshot, or None if it has none."""
+    path = root / session_id / SESSION_FILE
+    line = _read_first_line(path)
+    if line is None:
+        return None
+    return _summary(decode_snapshot(path, line, session_id))
+
+
+def list_summaries(root: Path) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+    """Every readable session's summary, newest first, and the errors of the others."""
+    summaries: list[SessionSummary] = []
+    errors: list[CorruptSessionError] = []
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return summaries, errors
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            summary = read_summary(root, entry.name)
+        except CorruptSessionError as exc:
+            errors.append(exc)
+            continue
+        if summary is not None:
+            summaries.append(summary)
+    summaries.sort(key=lambda summary: summary.updated_at, reverse=True)
+    return summaries, errors
 
 
 # --- low-level helpers --------------------------------------------------------
@@ -194,11 +291,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _is_temp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(_TEMP_SUFFIX)
+def cut_torn_tail(fd: int, size: int) -> int:
+    """Truncate a log after its last newline; return the new size."""
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    return end
 
 
 # --- one session's files ----------------------------------------------------------
+
+
+@attrs.define
+class _Known:
+    """The transcript this actor last wrote or read, to spot an unchanged prefix.
+
+    ``messages`` holds the very Message objects, so none of them can be
+    replaced by another at the same address; every stamp below ``mark``
+    means no field of theirs was assigned since.
+    """
+
+    journal: str
+    journal_size: int
+    messages: list[Message]
+    mark: int
 
 
 @attrs.define
@@ -213,7 +336,8 @@ class SessionFiles:
     session_id: str
     fsync: bool
     counts: IoCounts = attrs.field(factory=IoCounts)
-    _temps_swept: bool = False
+    _known: _Known | None = None
+    _swept: bool = False
 
     @property
     def directory(self) -> Path:
@@ -274,35 +398,111 @@ class SessionFiles:
             finally:
                 os.close(fd)  # also releases the flock
 
-    # -- reads (no lock needed: snapshots are replaced atomically) --
+    # -- reads (no lock needed: the snapshot is replaced atomically and the
+    #    journal bytes it counts never change) --
 
-    def read_raw(self) -> bytes | None:
+    def read_snapshot(self) -> Snapshot | None:
         try:
-            return self.session_path.read_bytes()
+            raw = self.session_path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        return decode_snapshot(self.session_path, raw, self.session_id)
 
     def read_group(self) -> Authoritative | None:
-        """The authoritative metadata on disk now, from the head alone."""
-        try:
-            with open(self.session_path, "rb") as file:
-                line = file.readline()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        head = _decode_head(self.session_path, line)
-        try:
-            return _group(head)
-        except KeyError as exc:
-            raise CorruptSessionError(self.session_path, f"head lacks {exc}") from None
-
-    def read_session(self) -> Session | None:
-        raw = self.read_raw()
-        if raw is None:
-            return None
-        return decode_session(self.session_path, raw, self.session_id)
+        """The authoritative metadata on disk now."""
+        snapshot = self.read_snapshot()
+        return None if snapshot is None else snapshot.group()
 
     def exists(self) -> bool:
         return self.session_path.exists()
+
+    def read_session(self) -> Session | None:
+        """The persisted session, as new objects."""
+        snapshot = self.read_snapshot()
+        return None if snapshot is None else self._read_session(snapshot)
+
+    def _read_session(self, snapshot: Snapshot, *, fresh: bool = False) -> Session:
+        """Decode the session; its messages become the known transcript if
+        ``fresh`` or if what was known is out of date (a UI reading the
+        session must not make the runtime's next save rewrite the journal).
+        """
+        mark = edit_mark()
+        head = snapshot.head
+        if snapshot.format == 1:
+            try:
+                body = orjson.loads(snapshot.body or b"")
+            except orjson.JSONDecodeError as exc:
+                raise CorruptSessionError(snapshot.path, f"unreadable body: {exc}") from None
+            if not isinstance(body, dict):
+                raise CorruptSessionError(snapshot.path, "the body is not a JSON object")
+            session = _structure(snapshot.path, {**head, **body})
+            if len(session.messages) != snapshot.message_count:
+                raise CorruptSessionError(snapshot.path, "message count does not match")
+            self._known = None  # the next write makes it format 2
+            return session
+        messages = self._read_journal(snapshot)
+        session = _structure(snapshot.path, {**head, "messages": messages})
+        assert snapshot.journal is not None
+        if fresh or not self._known_matches(snapshot):
+            self._known = _Known(
+                snapshot.journal, snapshot.journal_size, list(session.messages), mark
+            )
+        return session
+
+    def _read_journal(self, snapshot: Snapshot) -> list[Any]:
+        assert snapshot.journal is not None
+        path = self.directory / snapshot.journal
+        size = snapshot.journal_size
+        try:
+            with open(path, "rb") as file:
+                data = file.read(size)
+        except FileNotFoundError:
+            raise CorruptSessionError(path, f"journal missing, named by {SESSION_FILE}") from None
+        if len(data) != size or (size and not data.endswith(b"\n")):
+            raise CorruptSessionError(path, f"journal shorter than the {size} bytes counted")
+        lines = data.split(b"\n")[:-1]
+        if len(lines) != snapshot.message_count:
+            raise CorruptSessionError(
+                path, f"{len(lines)} messages where {snapshot.message_count} are counted"
+            )
+        try:
+            return [orjson.loads(line) for line in lines]
+        except orjson.JSONDecodeError as exc:
+            raise CorruptSessionError(path, f"unreadable message: {exc}") from None
+
+    def known_prefix(self, messages: Sequence[Message]) -> int:
+        """How many leading ``messages`` are the known transcript, untouched since.
+
+        Returns the known transcript's length if ``messages`` starts with
+        exactly its objects and none was edited since; otherwise 0.
+        """
+        known = self._known
+        if known is None or len(messages) < len(known.messages):
+            return 0
+        if not all(map(operator.is_, messages, known.messages)):
+            return 0
+        if known.messages and max(map(_stamp_of, known.messages)) >= known.mark:
+            return 0
+        return len(known.messages)
+
+    def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]:
+        """The persisted transcript, for a checkpoint bringing ``incoming`` (locked).
+
+        When the known transcript is what is on disk and ``incoming`` starts
+        with its very objects, those are returned; otherwise the journal is
+        read and fresh objects are returned, so no caller gets another's.
+        """
+        snapshot = self.read_snapshot()
+        if snapshot is None:
+            return []
+        known = self._known
+        if (
+            known is not None
+            and self._known_matches(snapshot)
+            and (not known.messages or self.known_prefix(incoming))
+        ):
+            return known.messages
+        return self._read_session(snapshot, fresh=True).messages
 
     def read_usage(self) -> list[dict[str, Any]]:
         """Every complete record of the log; a torn last line is left out."""
@@ -325,10 +525,61 @@ class SessionFiles:
 
     # -- writes (locked) --
 
-    def write_snapshot(self, data: bytes) -> None:
-        """Replace ``session.json`` atomically (locked)."""
-        self._sweep_temps()
-        temp = self.directory / f".{SESSION_FILE}.{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+    def _known_matches(self, snapshot: Snapshot) -> bool:
+        known = self._known
+        return (
+            known is not None
+            and snapshot.format == FORMAT
+            and snapshot.journal == known.journal
+            and snapshot.journal_size == known.journal_size
+            and snapshot.message_count == len(known.messages)
+        )
+
+    def write_session(self, session: Session) -> None:
+        """Persist a checked session: new messages appended, then the snapshot (locked).
+
+        The journal is appended to when the persisted transcript is an
+        unchanged prefix of ``session.messages``, and written anew otherwise.
+        """
+        self._sweep()
+        snapshot = self.read_snapshot()
+        mark = edit_mark()
+        messages = session.messages
+        known = self._known
+        old_journal = snapshot.journal if snapshot is not None else None
+        if (
+            known is not None
+            and snapshot is not None
+            and self._known_matches(snapshot)
+            and (not known.messages or self.known_prefix(messages))
+        ):
+            journal = known.journal
+            size = self._append_journal(
+                journal, known.journal_size, encode_messages(messages[len(known.messages) :])
+            )
+        else:
+            journal = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}"
+            size = self._write_journal(journal, encode_messages(messages))
+        self._known = None  # until the snapshot naming the journal is in place
+        self._replace_snapshot(encode_snapshot(session, journal, size))
+        self._known = _Known(journal, size, list(messages), mark)
+        if journal != old_journal:
+            self._sweep(force=True)  # the old journal is no longer named
+
+    def write_group(self, session: Session) -> None:
+        """Persist new authoritative metadata of ``session``, read just now (locked).
+
+        The journal is left as it is: only the snapshot changes.
+        """
+        snapshot = self.read_snapshot()
+        if snapshot is None or snapshot.format != FORMAT:
+            self.write_session(session)  # format 1: upgrade it
+            return
+        assert snapshot.journal is not None
+        self._replace_snapshot(encode_snapshot(session, snapshot.journal, snapshot.journal_size))
+
+    def _replace_snapshot(self, data: bytes) -> None:
+        temp = self.directory / f".{SESSION_FILE}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
             try:
@@ -342,10 +593,53 @@ class SessionFiles:
                 os.unlink(temp)
             raise
         self.counts.snapshots_written += 1
+        self.counts.bytes_written += len(data)
         self._sync_dir(self.directory)
 
+    def _write_journal(self, name: str, data: bytes) -> int:
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        try:
+            try:
+                _write_all(fd, data)
+                self._sync(fd)
+            finally:
+                os.close(fd)
+            self._sync_dir(self.directory)  # the new name, before a snapshot uses it
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        self.counts.journal_rewrites += 1
+        self.counts.bytes_written += len(data)
+        return len(data)
+
+    def _append_journal(self, name: str, size: int, data: bytes) -> int:
+        if not data:
+            return size
+        path = self.directory / name
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | _O_CLOEXEC)
+        try:
+            actual = os.fstat(fd).st_size
+            if actual < size:
+                raise CorruptSessionError(path, f"journal shorter than the {size} bytes counted")
+            if actual > size:
+                os.ftruncate(fd, size)  # lines a crash left uncounted
+            try:
+                _write_all(fd, data)
+                self._sync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
+        self.counts.journal_appends += 1
+        self.counts.bytes_written += len(data)
+        return size + len(data)
+
     def append(self, data: bytes) -> None:
-        """Append whole lines to the log in one write (locked).
+        """Append whole lines to the token-usage log in one write (locked).
 
         A torn last line, left by a crash in the middle of an append, is cut
         off first so no record is glued onto it. If the write fails, the log
@@ -361,7 +655,7 @@ class SessionFiles:
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
-                size = _cut_torn_tail(fd, size)
+                size = cut_torn_tail(fd, size)
             try:
                 _write_all(fd, data)
                 self._sync(fd)
@@ -372,15 +666,17 @@ class SessionFiles:
         finally:
             os.close(fd)
         self.counts.append_batches += 1
+        self.counts.bytes_written += len(data)
         if created:
             self._sync_dir(self.directory)
 
     def delete(self) -> bool:
-        """Remove the session, its log and its directory (locked).
+        """Remove the session, its journal, its log and its directory (locked).
 
         Returns:
             Whether a session file existed.
         """
+        self._known = None
         try:
             self.session_path.unlink()
             existed = True
@@ -393,7 +689,7 @@ class SessionFiles:
         """Remove what is left once the session file is gone (locked)."""
         with contextlib.suppress(FileNotFoundError):
             self.log_path.unlink()
-        self._sweep_temps(force=True)
+        self._sweep(force=True)
         with contextlib.suppress(FileNotFoundError):
             (self.directory / LOCK_FILE).unlink()
         try:
@@ -405,53 +701,25 @@ class SessionFiles:
         else:
             self._sync_dir(self.root)
 
-    def _sweep_temps(self, *, force: bool = False) -> None:
-        """Remove temporary files a crashed writer left (locked, so none is live)."""
-        if self._temps_swept and not force:
+    def _sweep(self, *, force: bool = False) -> None:
+        """Remove temporary files and journals no snapshot names (locked).
+
+        Such files are left by a writer that crashed; under the lock none is
+        in use. Done on an actor's first write, and after a journal rewrite.
+        """
+        if self._swept and not force:
             return
-        self._temps_swept = True
+        self._swept = True
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return
+        try:
+            snapshot = self.read_snapshot()
+        except CorruptSessionError:
+            return  # leave everything as it is for whoever looks into it
+        keep = snapshot.journal if snapshot is not None else None
         for entry in entries:
-            if _is_temp(entry.name):
+            if is_temp(entry.name) or (is_journal(entry.name) and entry.name != keep):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-
-
-def _cut_torn_tail(fd: int, size: int) -> int:
-    """Truncate the log after its last newline; return the new size."""
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        chunk = os.pread(fd, end - start, start)
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            end = start + newline + 1
-            break
-        end = start
-    os.ftruncate(fd, end)
-    return end
-
-
-def list_summaries(root: Path) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
-    """Every readable session's summary, and the errors of the unreadable ones."""
-    summaries: list[SessionSummary] = []
-    errors: list[CorruptSessionError] = []
-    try:
-        entries = list(os.scandir(root))
-    except FileNotFoundError:
-        return summaries, errors
-    for entry in entries:
-        if not entry.is_dir(follow_symlinks=False):
-            continue
-        try:
-            summary = read_summary(root, entry.name)
-        except CorruptSessionError as exc:
-            errors.append(exc)
-            continue
-        if summary is not None:
-            summaries.append(summary)
-    summaries.sort(key=lambda summary: summary.updated_at, reverse=True)
-    return summaries, errors

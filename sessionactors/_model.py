@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -40,12 +41,35 @@ _datetime = attrs.validators.and_(attrs.validators.instance_of(datetime), _aware
 _opt_datetime = attrs.validators.optional(_datetime)
 
 
-@attrs.define
+# Every Message carries a stamp from this counter, renewed whenever one of its
+# fields is assigned. A store that remembers the Message objects it wrote and
+# the counter's value then can tell, without comparing contents, that none of
+# them changed since: it appends only the new messages to its journal.
+_stamps = itertools.count(1)
+
+
+def edit_mark() -> int:
+    """A value above every stamp given so far and below every later one."""
+    return next(_stamps)
+
+
+def _stamp(instance: Any, _: attrs.Attribute[Any], value: Any) -> Any:
+    object.__setattr__(instance, "_stamp", next(_stamps))
+    return value
+
+
+@attrs.define(on_setattr=[attrs.setters.validate, _stamp])
 class Message:
     """One entry of a session's transcript.
 
     ``id`` identifies the message across saves: ``checkpoint_runtime_session``
     appends only messages whose id is not persisted yet.
+
+    Treat a saved message as a value: to change it, assign its fields
+    (``message.content = ...``) or put a new Message in its place. The store
+    notices those changes cheaply; a nested dict or list changed in place
+    (``message.extra["k"] = 1``) after the message was saved is not noticed
+    by the next save.
     """
 
     id: str = attrs.field(validator=_str)
@@ -53,6 +77,7 @@ class Message:
     content: Any = None
     created_at: datetime | None = attrs.field(default=None, validator=_opt_datetime)
     extra: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+    _stamp: int = attrs.field(init=False, eq=False, repr=False, factory=lambda: next(_stamps))
 
 
 @attrs.define
@@ -167,18 +192,20 @@ def _check(value: Any, where: str, depth: int) -> None:
     raise TypeError(f"{where}: {kind.__name__} is not plain JSON and would not read back equal")
 
 
-def check_session(session: Session) -> None:
-    """Check a whole session before it is written (see :func:`check_json`).
+def check_session(session: Session, start: int = 0) -> None:
+    """Check a session before it is written (see :func:`check_json`).
 
     The attrs validators run on construction and assignment; this catches
     what they cannot see: values put into lists and dicts afterwards.
+    Messages before ``start`` are known to have been checked already.
     """
     if not isinstance(session, Session):
         raise TypeError(f"expected a Session, got {type(session).__name__}")
     attrs.validate(session)
     check_json(session.metadata, "metadata")
     check_json(session.runtime_state, "runtime_state")
-    for index, message in enumerate(session.messages):
+    for index in range(start, len(session.messages)):
+        message = session.messages[index]
         if not isinstance(message, Message):
             raise TypeError(f"messages[{index}] is a {type(message).__name__}, not a Message")
         attrs.validate(message)

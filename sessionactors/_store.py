@@ -84,9 +84,13 @@ class StoreStatistics:
         batches: batches of messages served (one worker-thread hop each).
         saves_requested: calls of save_runtime_session and checkpoint_runtime_session.
         snapshots_written: snapshot files written (coalescing makes it lower).
+        journal_appends: appends of new messages to transcript journals.
+        journal_rewrites: transcript journals written whole (a first save, an
+            edit or removal of messages, another process's write, an upgrade).
         appends_requested: calls of append_token_usage_record.
         append_batches: writes to token-usage logs (group commit makes it lower).
         fsyncs: fsync calls on files and directories.
+        bytes_written: bytes written to snapshots, journals and logs.
         max_mailbox_depth: the most messages one actor has taken in one batch.
     """
 
@@ -96,9 +100,12 @@ class StoreStatistics:
     batches: int
     saves_requested: int
     snapshots_written: int
+    journal_appends: int
+    journal_rewrites: int
     appends_requested: int
     append_batches: int
     fsyncs: int
+    bytes_written: int
     max_mailbox_depth: int
 
 
