@@ -13,7 +13,7 @@ from ._store import SessionStore, open_store
 __all__ = ["run_demo"]
 
 
-async def _runtime(store: SessionStore, session_id: str, steps: int) -> None:
+async def _runtime(store: SessionStore, session_id: str, steps: int, started: trio.Event) -> None:
     """An agent loop: a step adds two messages, then saves the whole snapshot."""
     session = Session(id=session_id)
     for step in range(steps):
@@ -23,23 +23,22 @@ async def _runtime(store: SessionStore, session_id: str, steps: int) -> None:
         )
         session.runtime_state["step"] = step
         await store.save_runtime_session(session)
+        started.set()
         await trio.sleep(random.uniform(0, 0.002))
 
 
-async def _ui(store: SessionStore, session_id: str, renames: int) -> None:
+async def _ui(store: SessionStore, session_id: str, renames: int, started: trio.Event) -> None:
     """A UI that renames and pins while the runtime keeps saving stale copies."""
-    while await store.load_session(session_id) is None:
-        await trio.sleep(0.001)
+    await started.wait()
     for number in range(1, renames + 1):
         await store.set_title(session_id, f"{session_id} rename {number}")
         await trio.sleep(random.uniform(0, 0.004))
     await store.set_pinned(session_id, True)
 
 
-async def _usage(store: SessionStore, session_id: str, calls: int) -> None:
+async def _usage(store: SessionStore, session_id: str, calls: int, started: trio.Event) -> None:
     """A logger appending one token-usage record per model call."""
-    while await store.load_session(session_id) is None:
-        await trio.sleep(0.001)
+    await started.wait()
     for call in range(calls):
         record = {"model": "demo-model", "input_tokens": 100 + call, "output_tokens": 20}
         await store.append_token_usage_record(session_id, record)
@@ -51,9 +50,10 @@ async def run_demo(root: str | os.PathLike[str], *, sessions: int = 3) -> None:
         async with trio.open_nursery() as nursery:
             for number in range(sessions):
                 session_id = f"demo-{number}"
-                nursery.start_soon(_runtime, store, session_id, 40)
-                nursery.start_soon(_ui, store, session_id, 5)
-                nursery.start_soon(_usage, store, session_id, 60)
+                started = trio.Event()  # the session exists once its first save returns
+                nursery.start_soon(_runtime, store, session_id, 40, started)
+                nursery.start_soon(_ui, store, session_id, 5, started)
+                nursery.start_soon(_usage, store, session_id, 60, started)
         for summary in await store.list_sessions():
             usage = await store.read_token_usage(summary.id)
             tokens = sum(record["input_tokens"] + record["output_tokens"] for record in usage)
