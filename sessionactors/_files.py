@@ -46,7 +46,7 @@ import orjson
 
 from ._errors import CorruptSessionError, UnsupportedFormatError
 from ._merge import Authoritative
-from ._model import Message, Session, SessionSummary, converter, edit_mark
+from ._model import Message, Session, SessionSummary, converter, edit_mark, edited_since
 
 __all__ = [
     "FORMAT",
@@ -101,7 +101,7 @@ class Snapshot:
         body: format 1 only: the raw second line, holding the messages.
     """
 
-    path: Path
+    path: str
     head: dict[str, Any]
     body: bytes | None = None
 
@@ -129,7 +129,7 @@ class Snapshot:
         return Authoritative(**{key: self.head[key] for key in _GROUP_KEYS})
 
 
-def decode_snapshot(path: Path, raw: bytes, session_id: str) -> Snapshot:
+def decode_snapshot(path: str, raw: bytes, session_id: str) -> Snapshot:
     """Check and decode the bytes of a ``session.json``.
 
     Raises:
@@ -208,7 +208,7 @@ def encode_messages(messages: Sequence[Message]) -> bytes:
     return b"\n".join([orjson.dumps(unstructure(message)) for message in messages]) + b"\n"
 
 
-def _structure(path: Path, data: dict[str, Any]) -> Session:
+def _structure(path: str, data: dict[str, Any]) -> Session:
     try:
         return converter.structure(data, Session)
     except Exception as exc:  # cattrs groups every field error in its own exception
@@ -234,7 +234,7 @@ def _summary(snapshot: Snapshot) -> SessionSummary:
     )
 
 
-def _read_first_line(path: Path) -> bytes | None:
+def _read_first_line(path: str) -> bytes | None:
     try:
         with open(path, "rb") as file:
             return file.readline()
@@ -244,7 +244,7 @@ def _read_first_line(path: Path) -> bytes | None:
 
 def read_summary(root: Path, session_id: str) -> SessionSummary | None:
     """The summary of one session from its snapshot, or None if it has none."""
-    path = root / session_id / SESSION_FILE
+    path = os.path.join(root, session_id, SESSION_FILE)
     line = _read_first_line(path)
     if line is None:
         return None
@@ -283,7 +283,23 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(path: Path) -> None:
+def _read_file(path: str) -> bytes | None:
+    """The whole file, or None if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        chunks = [os.read(fd, size + 1)]
+        while chunks[-1]:  # it grew since the fstat
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -307,6 +323,13 @@ def cut_torn_tail(fd: int, size: int) -> int:
 
 
 # --- one session's files ----------------------------------------------------------
+
+
+class _Unread:
+    pass
+
+
+_UNREAD = _Unread()
 
 
 @attrs.define
@@ -338,25 +361,27 @@ class SessionFiles:
     counts: IoCounts = attrs.field(factory=IoCounts)
     _known: _Known | None = None
     _swept: bool = False
+    # While the lock is held, nobody else writes: the snapshot is read once.
+    _held: Snapshot | _Unread | None = attrs.field(factory=lambda: _UNREAD)
+    _locked: bool = False
+    # Paths as strings, made once: pathlib costs more than the syscalls here.
+    directory: str = attrs.field(init=False)
+    session_path: str = attrs.field(init=False)
+    log_path: str = attrs.field(init=False)
+    _lock_path: str = attrs.field(init=False)
 
-    @property
-    def directory(self) -> Path:
-        return self.root / self.session_id
-
-    @property
-    def session_path(self) -> Path:
-        return self.directory / SESSION_FILE
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / LOG_FILE
+    def __attrs_post_init__(self) -> None:
+        self.directory = os.path.join(self.root, self.session_id)
+        self.session_path = os.path.join(self.directory, SESSION_FILE)
+        self.log_path = os.path.join(self.directory, LOG_FILE)
+        self._lock_path = os.path.join(self.directory, LOCK_FILE)
 
     def _sync(self, fd: int) -> None:
         if self.fsync:
             os.fsync(fd)
             self.counts.fsyncs += 1
 
-    def _sync_dir(self, path: Path) -> None:
+    def _sync_dir(self, path: str | Path) -> None:
         if self.fsync:
             _fsync_dir(path)
             self.counts.fsyncs += 1
@@ -371,42 +396,46 @@ class SessionFiles:
         waiting for it the holder checks it locked the file still in place.
         """
         while True:
-            if create:
+            try:
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+            except (FileNotFoundError, NotADirectoryError):
+                if not create:
+                    yield False
+                    return
                 try:
-                    self.directory.mkdir()
+                    os.mkdir(self.directory)
                 except FileExistsError:
-                    pass
+                    pass  # made by another writer just now
                 else:
                     self._sync_dir(self.root)
-            try:
-                fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
-            except (FileNotFoundError, NotADirectoryError):
-                if create:
-                    continue  # a concurrent delete removed the directory
-                yield False
-                return
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    current = os.stat(self.directory / LOCK_FILE).st_ino
+                    current = os.stat(self._lock_path).st_ino
                 except FileNotFoundError:
                     current = -1
                 if current != os.fstat(fd).st_ino:
                     continue  # deleted while we waited: lock the new one
+                self._locked = True
                 yield True
                 return
             finally:
+                self._locked = False
+                self._held = _UNREAD
                 os.close(fd)  # also releases the flock
 
     # -- reads (no lock needed: the snapshot is replaced atomically and the
     #    journal bytes it counts never change) --
 
     def read_snapshot(self) -> Snapshot | None:
-        try:
-            raw = self.session_path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return decode_snapshot(self.session_path, raw, self.session_id)
+        if not isinstance(self._held, _Unread):
+            return self._held
+        raw = _read_file(self.session_path)
+        snapshot = None if raw is None else decode_snapshot(self.session_path, raw, self.session_id)
+        if self._locked:
+            self._held = snapshot
+        return snapshot
 
     def read_group(self) -> Authoritative | None:
         """The authoritative metadata on disk now."""
@@ -414,7 +443,7 @@ class SessionFiles:
         return None if snapshot is None else snapshot.group()
 
     def exists(self) -> bool:
-        return self.session_path.exists()
+        return os.path.exists(self.session_path)
 
     def read_session(self) -> Session | None:
         """The persisted session, as new objects."""
@@ -426,7 +455,6 @@ class SessionFiles:
         ``fresh`` or if what was known is out of date (a UI reading the
         session must not make the runtime's next save rewrite the journal).
         """
-        mark = edit_mark()
         head = snapshot.head
         if snapshot.format == 1:
             try:
@@ -442,6 +470,7 @@ class SessionFiles:
             return session
         messages = self._read_journal(snapshot)
         session = _structure(snapshot.path, {**head, "messages": messages})
+        mark = edit_mark()  # above the stamps of the objects just made
         assert snapshot.journal is not None
         if fresh or not self._known_matches(snapshot):
             self._known = _Known(
@@ -451,7 +480,7 @@ class SessionFiles:
 
     def _read_journal(self, snapshot: Snapshot) -> list[Any]:
         assert snapshot.journal is not None
-        path = self.directory / snapshot.journal
+        path = os.path.join(self.directory, snapshot.journal)
         size = snapshot.journal_size
         try:
             with open(path, "rb") as file:
@@ -481,7 +510,7 @@ class SessionFiles:
             return 0
         if not all(map(operator.is_, messages, known.messages)):
             return 0
-        if known.messages and max(map(_stamp_of, known.messages)) >= known.mark:
+        if edited_since(known.mark) and max(map(_stamp_of, known.messages), default=0) > known.mark:
             return 0
         return len(known.messages)
 
@@ -506,9 +535,8 @@ class SessionFiles:
 
     def read_usage(self) -> list[dict[str, Any]]:
         """Every complete record of the log; a torn last line is left out."""
-        try:
-            data = self.log_path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        data = _read_file(self.log_path)
+        if data is None:
             return []
         lines = data.split(b"\n")
         lines.pop()  # empty after the final newline, or a torn tail
@@ -579,7 +607,7 @@ class SessionFiles:
         self._replace_snapshot(encode_snapshot(session, snapshot.journal, snapshot.journal_size))
 
     def _replace_snapshot(self, data: bytes) -> None:
-        temp = self.directory / f".{SESSION_FILE}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        temp = os.path.join(self.directory, f".{SESSION_FILE}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
             try:
@@ -587,6 +615,7 @@ class SessionFiles:
                 self._sync(fd)
             finally:
                 os.close(fd)
+            self._held = _UNREAD
             os.replace(temp, self.session_path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -597,7 +626,7 @@ class SessionFiles:
         self._sync_dir(self.directory)
 
     def _write_journal(self, name: str, data: bytes) -> int:
-        path = self.directory / name
+        path = os.path.join(self.directory, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
             try:
@@ -617,7 +646,7 @@ class SessionFiles:
     def _append_journal(self, name: str, size: int, data: bytes) -> int:
         if not data:
             return size
-        path = self.directory / name
+        path = os.path.join(self.directory, name)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | _O_CLOEXEC)
         try:
             actual = os.fstat(fd).st_size
@@ -677,8 +706,9 @@ class SessionFiles:
             Whether a session file existed.
         """
         self._known = None
+        self._held = _UNREAD
         try:
-            self.session_path.unlink()
+            os.unlink(self.session_path)
             existed = True
         except FileNotFoundError:
             existed = False
@@ -688,12 +718,12 @@ class SessionFiles:
     def remove_directory(self) -> None:
         """Remove what is left once the session file is gone (locked)."""
         with contextlib.suppress(FileNotFoundError):
-            self.log_path.unlink()
+            os.unlink(self.log_path)
         self._sweep(force=True)
         with contextlib.suppress(FileNotFoundError):
-            (self.directory / LOCK_FILE).unlink()
+            os.unlink(self._lock_path)
         try:
-            self.directory.rmdir()
+            os.rmdir(self.directory)
         except OSError as exc:
             # Someone else's file in the directory: leave it and them alone.
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):

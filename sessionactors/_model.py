@@ -46,6 +46,7 @@ _opt_datetime = attrs.validators.optional(_datetime)
 # the counter's value then can tell, without comparing contents, that none of
 # them changed since: it appends only the new messages to its journal.
 _stamps = itertools.count(1)
+_last_edit = 0  # the stamp of the latest field assignment of any Message
 
 
 def edit_mark() -> int:
@@ -53,8 +54,20 @@ def edit_mark() -> int:
     return next(_stamps)
 
 
+def edited_since(mark: int) -> bool:
+    """Whether any Message had a field assigned since ``mark`` was taken.
+
+    Messages are built far more often than edited, so this is nearly always
+    False and spares looking at each message's stamp.
+    """
+    return _last_edit > mark
+
+
 def _stamp(instance: Any, _: attrs.Attribute[Any], value: Any) -> Any:
-    object.__setattr__(instance, "_stamp", next(_stamps))
+    global _last_edit
+    stamp = next(_stamps)
+    object.__setattr__(instance, "_stamp", stamp)
+    _last_edit = stamp
     return value
 
 

@@ -1,0 +1,164 @@
+"""Saves that cost what changed: the journal of format 2 against full rewrites.
+
+Run on its own (``python benchmarks/journal.py [--quick]``) or from
+``benchmarks/run.py``. Every figure comes from one run on one directory:
+
+* a save adding one message (~1.5 KB) to sessions of 10, 1,000 and 10,000
+  messages: median latency, and bytes written per save;
+* the whole life of a session of N steps, one message and one save per step,
+  with sessionactors and with a writer that rewrites the whole session
+  durably on every step (what a store without a journal does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from sessionactors import Message, Session, open_store
+from sessionactors._model import converter
+
+MESSAGE_BYTES = 1500
+
+
+def _message(number: int) -> Message:
+    body = f"message {number} " + "lorem ipsum dolor sit amet " * (MESSAGE_BYTES // 27)
+    return Message(id=f"m{number}", role="user" if number % 2 else "assistant", content=body)
+
+
+def _rewrite_whole(directory: Path, session: Session) -> int:
+    """One durable full rewrite of the session: the per-save cost without a journal."""
+    data = orjson.dumps(converter.unstructure(session))
+    temp = directory / "session.json.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, directory / "session.json")
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return len(data)
+
+
+async def save_latency(root: Path, sizes: list[int], saves: int) -> dict[str, Any]:
+    """Median latency and bytes of a save adding one message to sessions of each size."""
+    results: dict[str, Any] = {}
+    async with open_store(root, durability="fsync") as store:
+        for size in sizes:
+            session = Session(id=f"latency-{size}", messages=[_message(n) for n in range(size)])
+            await store.save_runtime_session(session)
+            times = []
+            written = []
+            for step in range(saves):
+                session.messages.append(_message(size + step))
+                before = store.statistics().bytes_written
+                start = time.perf_counter()
+                await store.save_runtime_session(session)
+                times.append(time.perf_counter() - start)
+                written.append(store.statistics().bytes_written - before)
+            snapshot = (root / session.id / "session.json").stat().st_size
+            results[str(size)] = {
+                "median_ms": statistics.median(times) * 1e3,
+                "bytes_per_save": statistics.median(written),
+                "message_bytes": len(orjson.dumps(converter.unstructure(session.messages[-1]))),
+                "snapshot_bytes": snapshot,
+            }
+    return results
+
+
+async def session_life(root: Path, steps: int) -> dict[str, float]:
+    """Seconds for a session of ``steps`` steps, journal against full rewrites."""
+    async with open_store(root / "journal", durability="fsync") as store:
+        session = Session(id="life")
+        start = time.perf_counter()
+        for step in range(steps):
+            session.messages.append(_message(step))
+            await store.save_runtime_session(session)
+        journal = time.perf_counter() - start
+
+    directory = root / "rewrite"
+    directory.mkdir()
+    session = Session(id="life")
+    rewritten = 0
+    start = time.perf_counter()
+    for step in range(steps):
+        session.messages.append(_message(step))
+        rewritten += await trio.to_thread.run_sync(_rewrite_whole, directory, session)
+    rewrite = time.perf_counter() - start
+    return {
+        "steps": steps,
+        "journal_s": journal,
+        "rewrite_s": rewrite,
+        "rewrite_bytes": rewritten,
+        "speedup": rewrite / journal,
+    }
+
+
+async def run_journal_benchmarks(directory: Path, *, quick: bool) -> dict[str, Any]:
+    sizes = [10, 100, 1000] if quick else [10, 1000, 10000]
+    saves = 5 if quick else 40
+    steps = 100 if quick else 2000
+    latency = await save_latency(directory / "latency", sizes, saves)
+    life = await session_life(directory / "life", steps)
+    small, large = latency[str(sizes[0])], latency[str(sizes[-1])]
+    return {
+        "save_latency": latency,
+        "session_life": life,
+        "targets": {
+            "large_save_vs_small": large["median_ms"] / small["median_ms"],
+            "bytes_vs_allowance": large["bytes_per_save"]
+            / (2 * large["message_bytes"] + large["snapshot_bytes"]),
+            "life_speedup": life["speedup"],
+        },
+    }
+
+
+def print_journal_table(results: dict[str, Any]) -> None:
+    print("\nsave adding one message (journal, durability=fsync)")
+    print(f"  {'messages':>10} {'median ms':>10} {'bytes/save':>11} {'message B':>10}")
+    for size, row in results["save_latency"].items():
+        print(
+            f"  {size:>10} {row['median_ms']:>10.3f} {row['bytes_per_save']:>11.0f} "
+            f"{row['message_bytes']:>10}"
+        )
+    life = results["session_life"]
+    print(
+        f"\nlife of a {life['steps']}-step session: journal {life['journal_s']:.2f} s, "
+        f"full rewrites {life['rewrite_s']:.2f} s ({life['rewrite_bytes'] / 1e6:.0f} MB)"
+    )
+    targets = results["targets"]
+    rows = [
+        ("largest save / smallest save", targets["large_save_vs_small"], "<= 3", 3.0, False),
+        ("bytes / (2 x message + snapshot)", targets["bytes_vs_allowance"], "<= 1", 1.0, False),
+        ("session life speedup", targets["life_speedup"], ">= 20", 20.0, True),
+    ]
+    for name, value, goal, bound, higher in rows:
+        met = value >= bound if higher else value <= bound
+        print(f"  {name:<34} {value:>8.2f}  target {goal:<6} {'PASS' if met else 'MISS'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    parser.add_argument("--dir", type=Path, help="where to write (default: a temp directory)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+        results = trio.run(lambda: run_journal_benchmarks(Path(directory), quick=args.quick))
+    print_journal_table(results)
+
+
+if __name__ == "__main__":
+    main()
