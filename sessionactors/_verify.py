@@ -1,0 +1,327 @@
+"""The checks of ``sessionactors verify``: what can be wrong in a store, and the safe repairs.
+
+Each check is a small function of one session directory that yields the
+problems it finds; :data:`CHECKS` lists them, so a new file of a session (a
+journal beside the snapshot, say) gets its own check beside the others.
+Decoding goes through the file backend's own decoders, never a second reader.
+
+Only two repairs exist, both safe while the session's lock is held: cutting a
+torn last line off a token-usage log (a crashed append; the library cuts it
+before its next append anyway) and removing a temporary snapshot file a
+crashed save left behind. Nothing here deletes or rewrites a session.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+
+from ._errors import CorruptSessionError, InvalidSessionIdError
+from ._files import (
+    _TEMP_SUFFIX,
+    LOCK_FILE,
+    LOG_FILE,
+    SESSION_FILE,
+    SessionFiles,
+    _cut_torn_tail,
+    _decode_head,
+    _fsync_dir,
+    decode_session,
+    read_summary,
+)
+from ._store import validate_session_id
+
+__all__ = [
+    "CHECKS",
+    "Problem",
+    "Repair",
+    "SessionDir",
+    "SessionReport",
+    "session_names",
+    "verify_session",
+]
+
+#: The temporary file a snapshot is written to before its rename (see _files).
+TEMP_NAME = re.compile(
+    rf"\.{re.escape(SESSION_FILE)}\.[0-9a-f]+{re.escape(_TEMP_SUFFIX)}", re.ASCII
+)
+
+# At most this many bad line numbers are listed in one problem.
+_MAX_LINES_LISTED = 5
+
+
+class Repair(enum.Enum):
+    """The repairs ``--repair`` may make; every other problem is only reported."""
+
+    TRUNCATE_TORN_TAIL = "cut off"
+    REMOVE_TEMP_FILE = "removed"
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong in a store.
+
+    Attributes:
+        path: the file or directory at fault.
+        message: what is wrong, for a person.
+        repair: the safe repair, or None if it can only be reported.
+        transient: a writer in the middle of its work looks like this for an
+            instant, so the problem is confirmed under the session's lock.
+    """
+
+    path: Path
+    message: str
+    repair: Repair | None = None
+    transient: bool = False
+
+
+@attrs.frozen
+class SessionDir:
+    """One directory of the store, as the checks see it."""
+
+    root: Path
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def session_path(self) -> Path:
+        return self.path / SESSION_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG_FILE
+
+
+@attrs.frozen
+class SessionReport:
+    """What verifying one directory found and, with ``repair``, fixed.
+
+    Attributes:
+        problems: the problems that remain.
+        repaired: the problems that were repaired.
+    """
+
+    problems: list[Problem]
+    repaired: list[Problem]
+
+
+def session_names(root: Path) -> list[str]:
+    """The names of the store's directories (symlinks and plain files are not sessions)."""
+    names = [entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)]
+    names.sort()
+    return names
+
+
+# --- the checks ---------------------------------------------------------------------
+
+
+def check_name(where: SessionDir) -> Iterator[Problem]:
+    """The directory's name must be a session id the library accepts."""
+    try:
+        validate_session_id(where.name)
+    except InvalidSessionIdError as exc:
+        yield Problem(where.path, f"not a valid session id: {exc}")
+
+
+def check_snapshot(where: SessionDir) -> Iterator[Problem]:
+    """``session.json`` exists, decodes, and its head is sane and agrees with its body."""
+    path = where.session_path
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        yield Problem(
+            where.path,
+            "no session.json: not a session (an abandoned or foreign directory)",
+            transient=True,  # a first save creates the directory, then the file
+        )
+        return
+    except OSError as exc:
+        yield Problem(path, f"cannot be read: {exc.strerror or exc}")
+        return
+    try:
+        session = decode_session(path, raw, where.name)
+        read_summary(where.root, where.name)
+        head = _decode_head(path, raw.partition(b"\n")[0])
+    except CorruptSessionError as exc:
+        yield Problem(path, f"corrupt: {exc.reason}")
+        return
+    except OSError as exc:
+        yield Problem(path, f"cannot be read: {exc.strerror or exc}")
+        return
+    yield from _check_head(path, head, len(session.messages))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_head(path: Path, head: dict[str, Any], messages: int) -> Iterator[Problem]:
+    """The raw head's values, which the decoder would coerce (``"3"`` to 3)."""
+    title_version = head.get("title_version")
+    metadata_version = head.get("metadata_version")
+    insane = [
+        f"{key} is {head.get(key)!r}, not a non-negative integer"
+        for key in ("title_version", "metadata_version", "message_count")
+        if not _is_count(head.get(key))
+    ]
+    if not isinstance(head.get("title"), str):
+        insane.append(f"title is {head.get('title')!r}, not a string")
+    if not isinstance(head.get("pinned"), bool):
+        insane.append(f"pinned is {head.get('pinned')!r}, not true or false")
+    for reason in insane:
+        yield Problem(path, f"bad head: {reason}")
+    if _is_count(title_version) and _is_count(metadata_version):
+        assert isinstance(title_version, int) and isinstance(metadata_version, int)
+        if title_version > metadata_version:
+            yield Problem(
+                path,
+                f"versions disagree: title_version {title_version} > "
+                f"metadata_version {metadata_version} (every title edit bumps both)",
+            )
+    count = head.get("message_count")
+    if _is_count(count) and count != messages:
+        yield Problem(path, f"head says {count} messages, the body holds {messages}")
+
+
+def check_usage_log(where: SessionDir) -> Iterator[Problem]:
+    """Every complete line of ``token-usage.jsonl`` is one JSON object; no torn tail."""
+    path = where.log_path
+    bad: list[int] = []
+    torn = 0
+    try:
+        with open(path, "rb") as file:
+            for number, line in enumerate(file, 1):
+                if not line.endswith(b"\n"):
+                    torn = len(line)
+                    break
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    record = None
+                if not isinstance(record, dict):
+                    bad.append(number)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield Problem(path, f"cannot be read: {exc.strerror or exc}")
+        return
+    if bad:
+        listed = ", ".join(str(number) for number in bad[:_MAX_LINES_LISTED])
+        if len(bad) > _MAX_LINES_LISTED:
+            listed += f" and {len(bad) - _MAX_LINES_LISTED} more"
+        lines = "line" if len(bad) == 1 else "lines"
+        yield Problem(path, f"{lines} {listed}: not a JSON object")
+    if torn:
+        yield Problem(
+            path,
+            f"torn tail: {torn} bytes after the last complete line",
+            repair=Repair.TRUNCATE_TORN_TAIL,
+            transient=True,
+        )
+
+
+def check_temp_files(where: SessionDir) -> Iterator[Problem]:
+    """No temporary snapshot file is left over from a crashed save."""
+    try:
+        names = sorted(os.listdir(where.path))
+    except OSError as exc:
+        yield Problem(where.path, f"cannot be listed: {exc.strerror or exc}")
+        return
+    for name in names:
+        if TEMP_NAME.fullmatch(name):
+            yield Problem(
+                where.path / name,
+                "stray temporary file (a crashed save)",
+                repair=Repair.REMOVE_TEMP_FILE,
+                transient=True,  # a save in progress writes it, then renames it
+            )
+
+
+Check = Callable[[SessionDir], Iterator[Problem]]
+
+#: Every check of one session directory, in the order their problems print.
+CHECKS: tuple[Check, ...] = (check_name, check_snapshot, check_usage_log, check_temp_files)
+
+
+def run_checks(where: SessionDir) -> list[Problem]:
+    return [problem for check in CHECKS for problem in check(where)]
+
+
+# --- the repairs ----------------------------------------------------------------------
+
+
+def _truncate_torn_tail(problem: Problem) -> None:
+    fd = os.open(problem.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            _cut_torn_tail(fd, size)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_temp_file(problem: Problem) -> None:
+    try:
+        os.unlink(problem.path)
+    except FileNotFoundError:
+        return
+    _fsync_dir(problem.path.parent)
+
+
+_REPAIRS: dict[Repair, Callable[[Problem], None]] = {
+    Repair.TRUNCATE_TORN_TAIL: _truncate_torn_tail,
+    Repair.REMOVE_TEMP_FILE: _remove_temp_file,
+}
+
+
+# --- one session -------------------------------------------------------------------------
+
+
+def verify_session(root: Path, name: str, *, repair: bool) -> SessionReport:
+    """Check one directory of the store; with ``repair``, make the safe repairs.
+
+    A problem a live writer could cause for an instant (a torn tail, a
+    temporary file, a directory without its snapshot yet) is confirmed while
+    holding the session's lock, and repaired only then, so verify may run
+    beside stores that are writing.
+
+    Raises:
+        OSError: the session's lock could not be taken for a repair.
+    """
+    where = SessionDir(root, name)
+    problems = run_checks(where)
+    if not any(problem.transient for problem in problems):
+        return SessionReport(problems, [])
+    repairable = repair and any(problem.repair is not None for problem in problems)
+    if not repairable and not (where.path / LOCK_FILE).exists():
+        return SessionReport(problems, [])  # never locked by the library: touch nothing
+    repaired: list[Problem] = []
+    files = SessionFiles(root, name, fsync=True)
+    try:
+        with files.lock(create=False) as present:
+            if not present:
+                return SessionReport([], [])  # deleted meanwhile
+            problems = run_checks(where)
+            if repair:
+                for problem in problems:
+                    if problem.repair is not None:
+                        _REPAIRS[problem.repair](problem)
+                        repaired.append(problem)
+                if repaired:
+                    problems = run_checks(where)
+    except OSError:
+        if repair:
+            raise
+        return SessionReport(problems, [])  # no right to lock: report what was seen
+    return SessionReport(problems, repaired)
