@@ -696,8 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check every session and log; --repair fixes what is safe",
         description="Check every session and log and print each problem with its path. "
-        "--repair only cuts torn tails off token-usage logs and removes stray temporary "
-        "files, holding each session's lock; it never deletes a session. "
+        "--repair only cuts torn tails off token-usage logs and uncounted bytes off "
+        "journals, and removes stray temporary files and journals no snapshot names, "
+        "holding each session's lock; it never deletes a session. "
         "Exit status 0 when clean, 1 when problems remain.",
     )
     command.add_argument("root", metavar="ROOT", help=root_help)

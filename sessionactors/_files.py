@@ -299,7 +299,7 @@ def _read_file(path: str) -> bytes | None:
         os.close(fd)
 
 
-def _fsync_dir(path: str | Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -383,7 +383,7 @@ class SessionFiles:
 
     def _sync_dir(self, path: str | Path) -> None:
         if self.fsync:
-            _fsync_dir(path)
+            fsync_dir(path)
             self.counts.fsyncs += 1
 
     @contextlib.contextmanager

@@ -25,16 +25,15 @@ import orjson
 
 from ._errors import CorruptSessionError, InvalidSessionIdError
 from ._files import (
-    _TEMP_SUFFIX,
     LOCK_FILE,
     LOG_FILE,
     SESSION_FILE,
+    TEMP_SUFFIX,
     SessionFiles,
-    _cut_torn_tail,
-    _decode_head,
-    _fsync_dir,
-    decode_session,
-    read_summary,
+    cut_torn_tail,
+    decode_snapshot,
+    fsync_dir,
+    is_journal,
 )
 from ._store import validate_session_id
 
@@ -49,9 +48,7 @@ __all__ = [
 ]
 
 #: The temporary file a snapshot is written to before its rename (see _files).
-TEMP_NAME = re.compile(
-    rf"\.{re.escape(SESSION_FILE)}\.[0-9a-f]+{re.escape(_TEMP_SUFFIX)}", re.ASCII
-)
+TEMP_NAME = re.compile(rf"\.{re.escape(SESSION_FILE)}\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}", re.ASCII)
 
 # At most this many bad line numbers are listed in one problem.
 _MAX_LINES_LISTED = 5
@@ -61,7 +58,9 @@ class Repair(enum.Enum):
     """The repairs ``--repair`` may make; every other problem is only reported."""
 
     TRUNCATE_TORN_TAIL = "cut off"
+    TRUNCATE_UNCOUNTED = "cut back to the counted size"
     REMOVE_TEMP_FILE = "removed"
+    REMOVE_ORPHAN_JOURNAL = "orphan removed"
 
 
 @attrs.frozen
@@ -134,7 +133,7 @@ def check_name(where: SessionDir) -> Iterator[Problem]:
 
 
 def check_snapshot(where: SessionDir) -> Iterator[Problem]:
-    """``session.json`` exists, decodes, and its head is sane and agrees with its body."""
+    """``session.json`` exists, its head is sane, and it decodes with its messages."""
     path = where.session_path
     try:
         raw = path.read_bytes()
@@ -149,24 +148,29 @@ def check_snapshot(where: SessionDir) -> Iterator[Problem]:
         yield Problem(path, f"cannot be read: {exc.strerror or exc}")
         return
     try:
-        session = decode_session(path, raw, where.name)
-        read_summary(where.root, where.name)
-        head = _decode_head(path, raw.partition(b"\n")[0])
+        head = orjson.loads(raw.partition(b"\n")[0])
+    except orjson.JSONDecodeError:
+        head = None
+    if isinstance(head, dict):
+        yield from _check_head(path, head)
+    try:
+        session = SessionFiles(where.root, where.name, fsync=False).read_session()
     except CorruptSessionError as exc:
-        yield Problem(path, f"corrupt: {exc.reason}")
+        yield Problem(Path(exc.path), f"corrupt: {exc.reason}")
         return
     except OSError as exc:
         yield Problem(path, f"cannot be read: {exc.strerror or exc}")
         return
-    yield from _check_head(path, head, len(session.messages))
+    if session is None:  # deleted meanwhile
+        return
 
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_head(path: Path, head: dict[str, Any], messages: int) -> Iterator[Problem]:
-    """The raw head's values, which the decoder would coerce (``"3"`` to 3)."""
+def _check_head(path: Path, head: dict[str, Any]) -> Iterator[Problem]:
+    """The raw head's values, named one by one (the decoder only says which is wrong)."""
     title_version = head.get("title_version")
     metadata_version = head.get("metadata_version")
     insane = [
@@ -188,9 +192,6 @@ def _check_head(path: Path, head: dict[str, Any], messages: int) -> Iterator[Pro
                 f"versions disagree: title_version {title_version} > "
                 f"metadata_version {metadata_version} (every title edit bumps both)",
             )
-    count = head.get("message_count")
-    if _is_count(count) and count != messages:
-        yield Problem(path, f"head says {count} messages, the body holds {messages}")
 
 
 def check_usage_log(where: SessionDir) -> Iterator[Problem]:
@@ -247,10 +248,51 @@ def check_temp_files(where: SessionDir) -> Iterator[Problem]:
             )
 
 
+def check_journals(where: SessionDir) -> Iterator[Problem]:
+    """No bytes beyond what the snapshot counts, and no journal it does not name."""
+    try:
+        snapshot = decode_snapshot(
+            str(where.session_path), where.session_path.read_bytes(), where.name
+        )
+    except (OSError, CorruptSessionError):
+        return  # check_snapshot reports it; without a snapshot nothing is an orphan
+    try:
+        names = sorted(name for name in os.listdir(where.path) if is_journal(name))
+    except OSError:
+        return  # check_temp_files reports it
+    for name in names:
+        path = where.path / name
+        if name != snapshot.journal:
+            yield Problem(
+                path,
+                "journal no snapshot names (a crashed rewrite)",
+                repair=Repair.REMOVE_ORPHAN_JOURNAL,
+                transient=True,  # a rewrite writes it, then the snapshot naming it
+            )
+            continue
+        try:
+            extra = path.stat().st_size - snapshot.journal_size
+        except OSError:
+            continue  # a missing journal is check_snapshot's
+        if extra > 0:
+            yield Problem(
+                path,
+                f"{extra} bytes beyond the {snapshot.journal_size} counted (a crashed save)",
+                repair=Repair.TRUNCATE_UNCOUNTED,
+                transient=True,  # a save appends, then writes the snapshot counting it
+            )
+
+
 Check = Callable[[SessionDir], Iterator[Problem]]
 
 #: Every check of one session directory, in the order their problems print.
-CHECKS: tuple[Check, ...] = (check_name, check_snapshot, check_usage_log, check_temp_files)
+CHECKS: tuple[Check, ...] = (
+    check_name,
+    check_snapshot,
+    check_journals,
+    check_usage_log,
+    check_temp_files,
+)
 
 
 def run_checks(where: SessionDir) -> list[Problem]:
@@ -265,23 +307,39 @@ def _truncate_torn_tail(problem: Problem) -> None:
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
-            _cut_torn_tail(fd, size)
+            cut_torn_tail(fd, size)
             os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _remove_temp_file(problem: Problem) -> None:
+def _truncate_uncounted(problem: Problem) -> None:
+    snapshot = decode_snapshot(
+        str(problem.path.parent / SESSION_FILE),
+        (problem.path.parent / SESSION_FILE).read_bytes(),
+        problem.path.parent.name,
+    )
+    fd = os.open(problem.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.ftruncate(fd, snapshot.journal_size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_file(problem: Problem) -> None:
     try:
         os.unlink(problem.path)
     except FileNotFoundError:
         return
-    _fsync_dir(problem.path.parent)
+    fsync_dir(problem.path.parent)
 
 
 _REPAIRS: dict[Repair, Callable[[Problem], None]] = {
     Repair.TRUNCATE_TORN_TAIL: _truncate_torn_tail,
-    Repair.REMOVE_TEMP_FILE: _remove_temp_file,
+    Repair.TRUNCATE_UNCOUNTED: _truncate_uncounted,
+    Repair.REMOVE_TEMP_FILE: _remove_file,
+    Repair.REMOVE_ORPHAN_JOURNAL: _remove_file,
 }
 
 

@@ -349,7 +349,7 @@ def test_verify_repair_keeps_the_corrupt_session(store: Path) -> None:
     assert again.returncode == 1
     lines = again.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"{paths['corrupt']}: corrupt: unreadable head")
+    assert lines[0].startswith(f"{paths['corrupt']}: corrupt: unreadable")
     assert lines[1] == f"checked 3 sessions in {store}: 1 problem"
 
     async def records() -> list[dict[str, Any]]:
@@ -369,19 +369,45 @@ def test_verify_repair_of_repairable_problems_only(store: Path) -> None:
     assert run("verify", store).returncode == 0
 
 
+def test_verify_journal_leftovers(store: Path) -> None:
+    """Bytes a crashed save left beyond the counted journal, and a crashed rewrite's journal."""
+    snapshot = orjson.loads((store / "mid" / "session.json").read_bytes())
+    journal = store / "mid" / snapshot["journal"]
+    counted = journal.read_bytes()
+    with open(journal, "ab") as file:
+        file.write(b'{"id": "uncounted", "role": "user", "content": 1}\n{"id": "to')
+    orphan = store / "mid" / "messages.00000000deadbeef.jsonl"
+    orphan.write_bytes(b'{"id": "orphan", "role": "user", "content": 1}\n')
+    result = run("verify", store)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    extra = len(journal.read_bytes()) - len(counted)
+    assert (
+        f"{journal}: {extra} bytes beyond the {len(counted)} counted (a crashed save) (repairable)"
+        in lines
+    )
+    assert f"{orphan}: journal no snapshot names (a crashed rewrite) (repairable)" in lines
+
+    result = run("verify", store, "--repair")
+    assert result.returncode == 0, result.stdout
+    assert journal.read_bytes() == counted
+    assert not orphan.exists()
+    assert run("verify", store).returncode == 0
+
+
 def test_verify_insane_versions(store: Path) -> None:
     path = store / "mid" / "session.json"
-    head_line, _, body = path.read_bytes().partition(b"\n")
-    head = orjson.loads(head_line)
+    head = orjson.loads(path.read_bytes())
     head.update(title_version=5, metadata_version=3, message_count=7)
-    path.write_bytes(orjson.dumps(head) + b"\n" + body)
+    path.write_bytes(orjson.dumps(head))
     result = run("verify", store)
     assert result.returncode == 1
     assert f"{path}: versions disagree: title_version 5 > metadata_version 3" in result.stdout
-    assert f"{path}: head says 7 messages, the body holds 2" in result.stdout
+    journal = path.parent / head["journal"]
+    assert f"{journal}: corrupt: 2 messages where 7 are counted" in result.stdout
 
     head.update(title_version=-1, metadata_version="3", message_count=2)
-    path.write_bytes(orjson.dumps(head) + b"\n" + body)
+    path.write_bytes(orjson.dumps(head))
     result = run("verify", store)
     assert result.returncode == 1
     assert "title_version is -1, not a non-negative integer" in result.stdout
