@@ -181,22 +181,25 @@ def decode_snapshot(path: str, raw: bytes, session_id: str) -> Snapshot:
 
 def encode_snapshot(session: Session, journal: str, journal_size: int) -> bytes:
     """The bytes of a format-2 ``session.json`` for a checked session."""
-    return orjson.dumps(
-        {
-            "format": FORMAT,
-            "id": session.id,
-            "title": session.title,
-            "title_version": session.title_version,
-            "pinned": session.pinned,
-            "metadata_version": session.metadata_version,
-            "created_at": converter.unstructure(session.created_at, datetime),
-            "updated_at": converter.unstructure(session.updated_at, datetime),
-            "message_count": len(session.messages),
-            "journal": journal,
-            "journal_size": journal_size,
-            "metadata": session.metadata,
-            "runtime_state": session.runtime_state,
-        }
+    return (
+        orjson.dumps(
+            {
+                "format": FORMAT,
+                "id": session.id,
+                "title": session.title,
+                "title_version": session.title_version,
+                "pinned": session.pinned,
+                "metadata_version": session.metadata_version,
+                "created_at": converter.unstructure(session.created_at, datetime),
+                "updated_at": converter.unstructure(session.updated_at, datetime),
+                "message_count": len(session.messages),
+                "journal": journal,
+                "journal_size": journal_size,
+                "metadata": session.metadata,
+                "runtime_state": session.runtime_state,
+            }
+        )
+        + b"\n"
     )
 
 
@@ -479,24 +482,12 @@ class SessionFiles:
         return session
 
     def _read_journal(self, snapshot: Snapshot) -> list[Any]:
-        assert snapshot.journal is not None
-        path = os.path.join(self.directory, snapshot.journal)
-        size = snapshot.journal_size
-        try:
-            with open(path, "rb") as file:
-                data = file.read(size)
-        except FileNotFoundError:
-            raise CorruptSessionError(path, f"journal missing, named by {SESSION_FILE}") from None
-        if len(data) != size or (size and not data.endswith(b"\n")):
-            raise CorruptSessionError(path, f"journal shorter than the {size} bytes counted")
-        lines = data.split(b"\n")[:-1]
-        if len(lines) != snapshot.message_count:
-            raise CorruptSessionError(
-                path, f"{len(lines)} messages where {snapshot.message_count} are counted"
-            )
+        lines = self._counted_lines(snapshot)
         try:
             return [orjson.loads(line) for line in lines]
         except orjson.JSONDecodeError as exc:
+            assert snapshot.journal is not None
+            path = os.path.join(self.directory, snapshot.journal)
             raise CorruptSessionError(path, f"unreadable message: {exc}") from None
 
     def known_prefix(self, messages: Sequence[Message]) -> int:
@@ -586,6 +577,8 @@ class SessionFiles:
                 journal, known.journal_size, encode_messages(messages[len(known.messages) :])
             )
         else:
+            if snapshot is not None and snapshot.journal is not None:
+                self._check_journal(snapshot)  # never sweep away a damaged one
             journal = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}"
             size = self._write_journal(journal, encode_messages(messages))
         self._known = None  # until the snapshot naming the journal is in place
@@ -594,11 +587,39 @@ class SessionFiles:
         if journal != old_journal:
             self._sweep(force=True)  # the old journal is no longer named
 
+    def _check_journal(self, snapshot: Snapshot) -> None:
+        """Refuse to replace a journal that disagrees with its snapshot.
+
+        Its lines are counted, not decoded: cheap beside the rewrite to come,
+        and enough to keep a damaged journal from being swept away.
+        """
+        self._counted_lines(snapshot)
+
+    def _counted_lines(self, snapshot: Snapshot) -> list[bytes]:
+        """The journal lines the snapshot counts (decoded by the caller)."""
+        assert snapshot.journal is not None
+        path = os.path.join(self.directory, snapshot.journal)
+        size = snapshot.journal_size
+        try:
+            with open(path, "rb") as file:
+                data = file.read(size)
+        except FileNotFoundError:
+            raise CorruptSessionError(path, f"journal missing, named by {SESSION_FILE}") from None
+        if len(data) != size or (size and not data.endswith(b"\n")):
+            raise CorruptSessionError(path, f"journal shorter than the {size} bytes counted")
+        lines = data.split(b"\n")[:-1]
+        if len(lines) != snapshot.message_count:
+            raise CorruptSessionError(
+                path, f"{len(lines)} messages where {snapshot.message_count} are counted"
+            )
+        return lines
+
     def write_group(self, session: Session) -> None:
         """Persist new authoritative metadata of ``session``, read just now (locked).
 
         The journal is left as it is: only the snapshot changes.
         """
+        self._sweep()
         snapshot = self.read_snapshot()
         if snapshot is None or snapshot.format != FORMAT:
             self.write_session(session)  # format 1: upgrade it
@@ -677,10 +698,17 @@ class SessionFiles:
         flags = os.O_RDWR | os.O_APPEND | _O_CLOEXEC
         try:
             fd = os.open(self.log_path, flags)
-            created = False
         except FileNotFoundError:
             fd = os.open(self.log_path, flags | os.O_CREAT, 0o644)
-            created = True
+            try:
+                # Make the new name durable before any record is in it: a
+                # failure here leaves no log, so a retry cannot double a record.
+                self._sync_dir(self.directory)
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.log_path)
+                raise
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -696,8 +724,6 @@ class SessionFiles:
             os.close(fd)
         self.counts.append_batches += 1
         self.counts.bytes_written += len(data)
-        if created:
-            self._sync_dir(self.directory)
 
     def delete(self) -> bool:
         """Remove the session, its journal, its log and its directory (locked).

@@ -27,6 +27,11 @@ def _snapshot(directory: Path) -> dict[str, Any]:
     return head
 
 
+def _append_raw(path: Path, data: bytes) -> None:
+    with open(path, "ab") as file:
+        file.write(data)
+
+
 def _live_journal_bytes(session: Session) -> bytes:
     return encode_messages(session.messages)
 
@@ -164,8 +169,7 @@ async def test_uncounted_journal_lines_are_ignored_then_cut(tmp_path: Path) -> N
         await store.save_runtime_session(session)
     [journal] = _journals(tmp_path / "s")
     counted = journal.read_bytes()
-    with open(journal, "ab") as file:
-        file.write(encode_messages([_message(50), _message(51)]) + b'{"id": "torn')
+    _append_raw(journal, encode_messages([_message(50), _message(51)]) + b'{"id": "torn')
     async with open_store(tmp_path, durability="flush") as store:
         loaded = await store.load_session("s")
         assert loaded == session
@@ -224,7 +228,9 @@ def _write_format_1(directory: Path, session: Session) -> None:
     head.update(format=1, message_count=len(session.messages))
     body = {key: data[key] for key in ("messages", "metadata", "runtime_state")}
     directory.mkdir(parents=True)
-    (directory / "session.json").write_bytes(orjson.dumps(head) + b"\n" + orjson.dumps(body) + b"\n")
+    (directory / "session.json").write_bytes(
+        orjson.dumps(head) + b"\n" + orjson.dumps(body) + b"\n"
+    )
 
 
 async def test_format_1_is_read_and_upgraded_on_the_next_write(tmp_path: Path) -> None:
@@ -245,7 +251,7 @@ async def test_format_1_is_read_and_upgraded_on_the_next_write(tmp_path: Path) -
         assert await store.load_session("old") == old
         [summary] = await store.list_sessions()
         assert (summary.title, summary.message_count) == ("from format 1", 4)
-        stale = Session(id="old", messages=old.messages + [_message(4)])
+        stale = Session(id="old", messages=[*old.messages, _message(4)])
         await store.save_runtime_session(stale)
         assert stale.title == "from format 1"  # the merge read the format-1 group
         assert _snapshot(tmp_path / "old")["format"] == 2
@@ -300,6 +306,15 @@ async def test_a_journal_that_disagrees_with_its_snapshot_is_corrupt(
         head = orjson.loads(path.read_bytes())
         head["message_count"] = 2
         path.write_bytes(orjson.dumps(head))
+    kept = {path: path.read_bytes() for path in (tmp_path / "s").iterdir()}
     async with open_store(tmp_path, durability="flush") as store:
         with pytest.raises(sessionactors.CorruptSessionError):
             await store.load_session("s")
+        # Nothing replaces or sweeps away what is damaged.
+        with pytest.raises(sessionactors.CorruptSessionError):
+            await store.save_runtime_session(Session(id="s", messages=[_message(9)]))
+        with pytest.raises(sessionactors.CorruptSessionError):
+            await store.checkpoint_runtime_session(Session(id="s", messages=[_message(9)]))
+        with pytest.raises(sessionactors.CorruptSessionError):
+            await store.set_title("s", "renamed")
+    assert {path: path.read_bytes() for path in (tmp_path / "s").iterdir()} == kept
