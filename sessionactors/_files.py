@@ -566,23 +566,31 @@ class SessionFiles:
         messages = session.messages
         known = self._known
         old_journal = snapshot.journal if snapshot is not None else None
-        if (
+        appending = (
             known is not None
             and snapshot is not None
             and self._known_matches(snapshot)
-            and (not known.messages or self.known_prefix(messages))
-        ):
-            journal = known.journal
-            size = self._append_journal(
-                journal, known.journal_size, encode_messages(messages[len(known.messages) :])
-            )
+            and (not known.messages or self.known_prefix(messages) > 0)
+        )
+        # Encode everything before touching a file: a value the encoder
+        # refuses must leave the disk as it was.
+        if appending:
+            assert known is not None
+            journal, start = known.journal, known.journal_size
+            lines = encode_messages(messages[len(known.messages) :])
         else:
             if snapshot is not None and snapshot.journal is not None:
                 self._check_journal(snapshot)  # never sweep away a damaged one
-            journal = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}"
-            size = self._write_journal(journal, encode_messages(messages))
+            journal, start = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}", 0
+            lines = encode_messages(messages)
+        size = start + len(lines)
+        data = encode_snapshot(session, journal, size)
+        if appending:
+            self._append_journal(journal, start, lines)
+        else:
+            self._write_journal(journal, lines)
         self._known = None  # until the snapshot naming the journal is in place
-        self._replace_snapshot(encode_snapshot(session, journal, size))
+        self._replace_snapshot(data)
         self._known = _Known(journal, size, list(messages), mark)
         if journal != old_journal:
             self._sweep(force=True)  # the old journal is no longer named

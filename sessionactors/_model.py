@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -176,9 +177,20 @@ def check_json(value: Any, where: str = "value") -> None:
     _check(value, where, 0)
 
 
+def _check_str(value: str, where: str) -> None:
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: {value!r} holds a lone surrogate, not UTF-8") from None
+
+
 def _check(value: Any, where: str, depth: int) -> None:
     kind = type(value)
-    if kind is str or kind is bool or value is None:
+    if kind is str:
+        _check_str(value, where)
+        return
+    if kind is bool or value is None:
         return
     if kind is int or (isinstance(value, int) and not isinstance(value, bool)):
         if not _INT_MIN <= value <= _INT_MAX:
@@ -194,6 +206,7 @@ def _check(value: Any, where: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where}: key {key!r} is not a str")
+            _check_str(key, where)
             _check(item, f"{where}[{key!r}]", depth + 1)
         return
     if kind is list or isinstance(value, list):
@@ -201,6 +214,7 @@ def _check(value: Any, where: str, depth: int) -> None:
             _check(item, f"{where}[{index}]", depth + 1)
         return
     if isinstance(value, str):
+        _check_str(value, where)
         return
     raise TypeError(f"{where}: {kind.__name__} is not plain JSON and would not read back equal")
 
@@ -226,6 +240,10 @@ def check_session(session: Session, start: int = 0) -> None:
         check_json(message.extra, f"messages[{index}].extra")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def encode_record(record: str | bytes | Mapping[str, Any]) -> bytes:
     """One token-usage record as one compact JSON line, newline included.
 
@@ -234,19 +252,25 @@ def encode_record(record: str | bytes | Mapping[str, Any]) -> bytes:
             value that is not plain JSON is not one either).
     """
     if isinstance(record, (str, bytes)):
+        # The standard parser keeps integers exact (orjson would turn a wide
+        # one into a float); check_json below then refuses what cannot be stored.
         try:
-            value = orjson.loads(record)
-        except orjson.JSONDecodeError as exc:
+            value = json.loads(record, parse_constant=_refuse_constant)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
             raise ValueError(f"token-usage record is not one JSON object: {exc}") from None
         if not isinstance(value, dict):
             raise ValueError(
                 f"token-usage record must be one JSON object, got {type(value).__name__}"
             )
+        try:
+            check_json(value, "record")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"token-usage record cannot be stored as it is: {exc}") from None
     elif isinstance(record, Mapping):
         value = dict(record)
         try:
             check_json(value, "record")
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"token-usage record is not one JSON object: {exc}") from None
     else:
         raise ValueError(

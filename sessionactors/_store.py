@@ -207,12 +207,12 @@ class SessionStore:
                 raise StoreClosedError("the store closed before this call was accepted") from None
             return await op.reply.wait()
 
-    async def _close(self, drain_timeout: float) -> None:
+    async def _close(self, drain_timeout: float | None) -> None:
         """Refuse new calls, let every actor finish what it accepted, then stop."""
         self._closed = True
         for route in list(self._routes.values()):
             route.send.close()  # the actor drains its mailbox, then exits
-        with trio.move_on_after(drain_timeout):
+        with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
             await self._all_exited.wait()
             return
         logger.warning(
@@ -369,7 +369,7 @@ async def open_store(
     idle_timeout: float = 30.0,
     mailbox_size: int = 256,
     max_threads: int = 32,
-    drain_timeout: float = 60.0,
+    drain_timeout: float | None = None,
 ) -> AsyncIterator[SessionStore]:
     """Open a session store on ``root``, a directory created if missing.
 
@@ -384,8 +384,10 @@ async def open_store(
         mailbox_size: messages an actor's mailbox holds; callers beyond that
             wait (backpressure) instead of growing memory.
         max_threads: worker threads this store uses at once for file work.
-        drain_timeout: on leaving the block, how long actors may take to
-            finish the calls they accepted before they are cancelled.
+        drain_timeout: on leaving the block, how many seconds actors may take
+            to finish the calls they accepted before they are cancelled (and
+            those calls fail with StoreClosedError); None, the default, waits
+            for all of them.
     """
     if durability not in ("fsync", "flush"):
         raise ValueError(f"durability must be 'fsync' or 'flush', got {durability!r}")
@@ -395,10 +397,13 @@ async def open_store(
         raise ValueError(f"mailbox_size must be a positive int, got {mailbox_size!r}")
     if not (isinstance(max_threads, int) and max_threads >= 1):
         raise ValueError(f"max_threads must be a positive int, got {max_threads!r}")
-    if not (isinstance(drain_timeout, (int, float)) and not math.isnan(drain_timeout)):
-        raise ValueError(f"drain_timeout must be a number, got {drain_timeout!r}")
+    if drain_timeout is not None and not (
+        isinstance(drain_timeout, (int, float)) and drain_timeout >= 0
+    ):
+        raise ValueError(f"drain_timeout must be None or a number >= 0, got {drain_timeout!r}")
     path = Path(root)
     await trio.to_thread.run_sync(lambda: path.mkdir(parents=True, exist_ok=True))
+    body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         store = SessionStore(
             path,
@@ -410,8 +415,17 @@ async def open_store(
         )
         try:
             yield store
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            # Re-raised below, outside the nursery, so it reaches the caller
+            # as it is rather than wrapped in an ExceptionGroup: the actors
+            # never raise, so the body's error is the only one there is.
+            body_error = exc
         finally:
             # Shielded: each caller already accepted gets its answer even if
             # the block is left by a cancellation.
             with trio.CancelScope(shield=True):
                 await store._close(drain_timeout)
+    if body_error is not None:
+        raise body_error
