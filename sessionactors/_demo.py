@@ -12,6 +12,10 @@ from ._store import SessionStore, open_store
 
 __all__ = ["run_demo"]
 
+STEPS = 40  # runtime steps per session, two messages and one save each
+RENAMES = 5  # UI renames per session, then one pin
+CALLS = 60  # usage records per session
+
 
 async def _runtime(store: SessionStore, session_id: str, steps: int, started: trio.Event) -> None:
     """An agent loop: a step adds two messages, then saves the whole snapshot."""
@@ -51,20 +55,21 @@ async def run_demo(root: str | os.PathLike[str], *, sessions: int = 3) -> None:
             for number in range(sessions):
                 session_id = f"demo-{number}"
                 started = trio.Event()  # the session exists once its first save returns
-                nursery.start_soon(_runtime, store, session_id, 40, started)
-                nursery.start_soon(_ui, store, session_id, 5, started)
-                nursery.start_soon(_usage, store, session_id, 60, started)
+                nursery.start_soon(_runtime, store, session_id, STEPS, started)
+                nursery.start_soon(_ui, store, session_id, RENAMES, started)
+                nursery.start_soon(_usage, store, session_id, CALLS, started)
         for summary in await store.list_sessions():
             usage = await store.read_token_usage(summary.id)
             tokens = sum(record["input_tokens"] + record["output_tokens"] for record in usage)
+            pinned = "pinned" if summary.pinned else "unpinned"
             print(
-                f"{summary.id}: title {summary.title!r} (title_version "
-                f"{summary.title_version}), pinned={summary.pinned}, "
-                f"{summary.message_count} messages, {len(usage)} usage records, "
-                f"{tokens} tokens"
+                f"{summary.id}: {summary.title!r} v{summary.title_version}, {pinned}, "
+                f"{summary.message_count} msgs, {len(usage)} usage records, {tokens} tokens"
             )
         stats = store.statistics()
         print(
-            f"{stats.saves_requested} saves -> {stats.snapshots_written} snapshot writes; "
-            f"{stats.appends_requested} appends -> {stats.append_batches} log writes"
+            f"{stats.saves_requested} saves and {sessions * (RENAMES + 1)} UI edits: "
+            f"{stats.snapshots_written} snapshot writes, {stats.journal_appends} journal "
+            f"appends,\n{stats.journal_rewrites} journal rewrites; "
+            f"{stats.appends_requested} usage records: {stats.append_batches} log writes"
         )

@@ -498,7 +498,14 @@ def test_demo(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     result = run("demo", root)
     assert result.returncode == 0, result.stderr
-    assert "demo-0: title 'demo-0 rename 5'" in result.stdout
+    assert "demo-0: 'demo-0 rename 5' v5, pinned, 80 msgs, 60 usage records" in result.stdout
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
     listed = json.loads(run("list", root, "--json").stdout)
     assert sorted(entry["id"] for entry in listed) == ["demo-0", "demo-1", "demo-2"]
+    # The runtime's stale saves never clobbered the UI's edits; nothing was lost.
+    for entry in listed:
+        assert entry["title"] == f"{entry['id']} rename 5"
+        assert (entry["title_version"], entry["metadata_version"]) == (5, 6)
+        assert entry["pinned"] is True
+        assert entry["message_count"] == 80
     assert run("verify", root).returncode == 0
