@@ -169,13 +169,6 @@ def _own_messages(prior: list[Message], incoming: list[Message]) -> list[Message
     return converter.structure(converter.unstructure(prior, list[Message]), list[Message])
 
 
-class _Unknown:
-    pass
-
-
-_UNKNOWN = _Unknown()
-
-
 class _Segment:
     """Ops applied in order under one hold of the lock, ending at a delete.
 
@@ -193,7 +186,6 @@ class _Segment:
         self.waiting_snapshot: list[tuple[int, Any]] = []
         self.lines: list[bytes] = []
         self.waiting_lines: list[int] = []
-        self._disk_group: Authoritative | _Unknown | None = _UNKNOWN
         self._disk_exists: bool | None = None
 
     # What the session is now, counting what is pending.
@@ -201,9 +193,7 @@ class _Segment:
     def group(self) -> Authoritative | None:
         if self.pending is not None:
             return _group_of(self.pending)
-        if isinstance(self._disk_group, _Unknown):
-            self._disk_group = self.files.read_group() if self.present else None
-        return self._disk_group
+        return self.files.read_group()  # read once per hold of the lock
 
     def exists(self) -> bool:
         if self.pending is not None:
@@ -215,7 +205,7 @@ class _Segment:
     def read_session(self) -> Session | None:
         """The session on disk, after writing what is pending."""
         self.flush()
-        return self.files.read_session() if self.present else None
+        return self.files.read_session()
 
     # The operations.
 
@@ -285,7 +275,6 @@ class _Segment:
         self.lines.clear()
         if self.present:
             self.files.delete()
-        self._disk_group = None
         self._disk_exists = False
         self.outcomes[index] = outcome.Value(existed)
 
@@ -317,10 +306,8 @@ class _Segment:
                 self.waiting_snapshot.clear()
                 self.waiting_lines.clear()
                 self.lines.clear()
-                self._disk_group = _UNKNOWN
                 self._disk_exists = None
                 return
-            self._disk_group = _group_of(snapshot)
             self._disk_exists = True
             self._succeed(self.waiting_snapshot)
         if self.lines:
