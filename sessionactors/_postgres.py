@@ -43,6 +43,7 @@ import attrs
 import orjson
 import psycopg
 import psycopg.conninfo
+import psycopg.errors
 import trio
 from psycopg_pool import ConnectionPool
 
@@ -379,6 +380,11 @@ class PostgresSession:
         retry = _retryable(error) and self._attempt + 1 < ATTEMPTS
         if retry:
             logger.info("session %r: retrying after %s", self.session_id, error)
+            if not isinstance(error, psycopg.errors.TransactionRollback):
+                # A lost connection: the pool's idle ones may be lost too
+                # (a server restart); replace those before the next try.
+                with contextlib.suppress(psycopg.Error):
+                    self._backend.pool.check()
             _backoff(self._attempt)
             self._attempt += 1
         else:
