@@ -79,7 +79,6 @@ MIGRATIONS: dict[int, list[str]] = {
             metadata json NOT NULL,
             runtime_state json NOT NULL
         )""",
-        f"CREATE INDEX {SESSIONS}_updated ON {SESSIONS} (updated_order DESC)",
         f"""CREATE TABLE {MESSAGES} (
             session_id text NOT NULL REFERENCES {SESSIONS} (id) ON DELETE CASCADE,
             position integer NOT NULL,
@@ -104,22 +103,36 @@ _HEAD_COLUMNS = (
     "title, title_version, pinned, metadata_version, created_at, updated_at,"
     " message_count, transcript"
 )
-_UPSERT = f"""
-INSERT INTO {SESSIONS} (id, title, title_version, pinned, metadata_version, created_at,
-    updated_at, updated_order, message_count, transcript, metadata, runtime_state)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s::json)
-ON CONFLICT (id) DO UPDATE SET
-    title = EXCLUDED.title, title_version = EXCLUDED.title_version,
-    pinned = EXCLUDED.pinned, metadata_version = EXCLUDED.metadata_version,
-    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-    updated_order = EXCLUDED.updated_order, message_count = EXCLUDED.message_count,
-    transcript = EXCLUDED.transcript, metadata = EXCLUDED.metadata,
-    runtime_state = EXCLUDED.runtime_state
+_LOCK = f"""
+SELECT l.xid, s.title, s.title_version, s.pinned, s.metadata_version, s.created_at,
+    s.updated_at, s.message_count, s.transcript
+FROM (SELECT pg_advisory_xact_lock(%s) AS locked, pg_current_xact_id()::text AS xid) AS l
+LEFT JOIN LATERAL (
+    SELECT * FROM {SESSIONS} WHERE id = %s AND l.xid IS NOT NULL FOR UPDATE
+) AS s ON true
 """
-_INSERT_MESSAGES = f"""
+_INSERT = f"""
+INSERT INTO {SESSIONS} (title, title_version, pinned, metadata_version, created_at,
+    updated_at, updated_order, message_count, transcript, metadata, runtime_state, id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s::json, %s)
+RETURNING id
+"""
+_UPDATE = f"""
+UPDATE {SESSIONS} SET title = %s, title_version = %s, pinned = %s, metadata_version = %s,
+    created_at = %s, updated_at = %s, updated_order = %s, message_count = %s, transcript = %s,
+    metadata = %s::json, runtime_state = %s::json
+WHERE id = %s
+RETURNING id
+"""
+# The session's row and its new messages in one statement (the foreign key
+# is checked at the statement's end, when the row is there).
+_WITH_MESSAGES = f"""
+WITH head AS ({{}})
 INSERT INTO {MESSAGES} (session_id, position, body)
-SELECT %s, p, b::json FROM unnest(%s::integer[], %s::text[]) AS t(p, b)
+SELECT head.id, t.p, t.b::json FROM head, unnest(%s::integer[], %s::text[]) AS t(p, b)
 """
+_INSERT_WITH_MESSAGES = _WITH_MESSAGES.format(_INSERT)
+_UPDATE_WITH_MESSAGES = _WITH_MESSAGES.format(_UPDATE)
 _INSERT_USAGE = f"""
 INSERT INTO {USAGE} (session_id, seq, record)
 SELECT %(id)s, base.n + t.n, t.r::json
@@ -335,21 +348,13 @@ class PostgresSession:
             raise self._rolled_back(exc) from None
         try:
             try:
-                with conn.pipeline():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
-                    xid_cursor = conn.execute("SELECT pg_current_xact_id()::text")
-                    head_cursor = conn.execute(
-                        f"SELECT {_HEAD_COLUMNS} FROM {SESSIONS} WHERE id = %s FOR UPDATE",
-                        (self.session_id,),
-                    )
-                xid_row = xid_cursor.fetchone()
-                head_row = head_cursor.fetchone()
+                row = conn.execute(_LOCK, (self._key, self.session_id)).fetchone()
             except psycopg.Error as exc:
                 _rollback(conn)
                 raise self._rolled_back(exc) from None
-            assert xid_row is not None
-            xid: str = xid_row[0]
-            self._head = None if head_row is None else _decode_head(head_row)
+            assert row is not None
+            xid: str = row[0]
+            self._head = None if row[1] is None else _decode_head(row[1:])
             self._conn = conn
             try:
                 yield create or self._head is not None
@@ -415,11 +420,14 @@ class PostgresSession:
         return self._conn
 
     @contextlib.contextmanager
-    def _statements(self) -> Iterator[psycopg.Connection[Any]]:
-        """Run statements in the transaction, pipelined; a database error spoils it."""
+    def _statements(self, *, pipeline: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """Run statements in the transaction; a database error spoils it.
+
+        Several statements are pipelined (one round trip); one needs no pipeline.
+        """
         conn = self._cursor()
         try:
-            with conn.pipeline():
+            with conn.pipeline() if pipeline else contextlib.nullcontext():
                 yield conn
         except psycopg.Error as exc:
             self._failure = exc
@@ -515,7 +523,7 @@ class PostgresSession:
         return self._read_session(head, fresh=True).messages
 
     def read_usage(self) -> list[dict[str, Any]]:
-        with self._statements() as conn:
+        with self._statements(pipeline=False) as conn:
             cursor = conn.execute(
                 f"SELECT record::text FROM {USAGE} WHERE session_id = %s ORDER BY seq",
                 (self.session_id,),
@@ -552,31 +560,30 @@ class PostgresSession:
         metadata = orjson.dumps(session.metadata).decode()
         runtime_state = orjson.dumps(session.runtime_state).decode()
         created_at, updated_at = _iso(session.created_at), _iso(session.updated_at)
-        with self._statements() as conn:
+        values = (
+            session.title,
+            session.title_version,
+            session.pinned,
+            session.metadata_version,
+            created_at,
+            updated_at,
+            session.updated_at,
+            len(messages),
+            transcript,
+            metadata,
+            runtime_state,
+            self.session_id,
+        )
+        # The row is locked (or, absent, its creation is: the advisory lock).
+        with self._statements(pipeline=start == 0 and head is not None) as conn:
             if start == 0 and head is not None:
                 conn.execute(f"DELETE FROM {MESSAGES} WHERE session_id = %s", (self.session_id,))
-            conn.execute(
-                _UPSERT,
-                (
-                    self.session_id,
-                    session.title,
-                    session.title_version,
-                    session.pinned,
-                    session.metadata_version,
-                    created_at,
-                    updated_at,
-                    session.updated_at,
-                    len(messages),
-                    transcript,
-                    metadata,
-                    runtime_state,
-                ),
-            )
             if bodies:
-                conn.execute(
-                    _INSERT_MESSAGES,
-                    (self.session_id, list(range(start, len(messages))), bodies),
-                )
+                positions = list(range(start, len(messages)))
+                query = _INSERT_WITH_MESSAGES if head is None else _UPDATE_WITH_MESSAGES
+                conn.execute(query, (*values, positions, bodies))
+            else:
+                conn.execute(_INSERT if head is None else _UPDATE, values)
         self.counts.snapshots_written += 1
         if start:
             self.counts.journal_appends += 1 if bodies else 0
@@ -592,7 +599,7 @@ class PostgresSession:
             self.write_session(session)
             return
         updated_at = _iso(session.updated_at)
-        with self._statements() as conn:
+        with self._statements(pipeline=False) as conn:
             conn.execute(
                 f"UPDATE {SESSIONS} SET title = %s, title_version = %s, pinned = %s,"
                 f" metadata_version = %s, updated_at = %s, updated_order = %s WHERE id = %s",
@@ -612,13 +619,13 @@ class PostgresSession:
     def append(self, data: bytes) -> None:
         records = data.decode().split("\n")
         records.pop()  # empty after the final newline
-        with self._statements() as conn:
+        with self._statements(pipeline=False) as conn:
             conn.execute(_INSERT_USAGE, {"id": self.session_id, "records": records})
         self.counts.append_batches += 1
         self.counts.bytes_written += len(data)
 
     def delete(self) -> bool:
-        with self._statements() as conn:
+        with self._statements(pipeline=False) as conn:
             cursor = conn.execute(f"DELETE FROM {SESSIONS} WHERE id = %s", (self.session_id,))
         self._head = None
         self._known = None
