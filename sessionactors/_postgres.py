@@ -161,6 +161,22 @@ def _iso(value: datetime) -> str:
     return text
 
 
+_BIGINT = range(-(2**63), 2**63)
+
+
+def _check_columns(session: Session) -> None:
+    """Refuse, before any statement, what the row's columns cannot hold.
+
+    A failed statement would spoil the whole batch's transaction; a
+    ValueError here fails only the calls that depend on this write.
+    """
+    if "\x00" in session.title:
+        raise ValueError("title holds a NUL character, which PostgreSQL text cannot store")
+    for name in ("title_version", "metadata_version"):
+        if getattr(session, name) not in _BIGINT:
+            raise ValueError(f"{name} does not fit in 64 bits")
+
+
 def _where(session_id: str) -> str:
     return f"postgresql {SESSIONS} row {session_id!r}"
 
@@ -542,6 +558,7 @@ class PostgresSession:
     # --- writes ---
 
     def write_session(self, session: Session) -> None:
+        _check_columns(session)
         head = self._head
         known = self._known
         messages = session.messages
@@ -594,6 +611,7 @@ class PostgresSession:
         self._known = _Known(transcript, list(messages), mark)
 
     def write_group(self, session: Session) -> None:
+        _check_columns(session)
         head = self._head
         if head is None:
             self.write_session(session)

@@ -198,3 +198,17 @@ async def test_a_password_is_not_shown_as_the_root(postgres_url: str) -> None:
     assert backend.display_url == "postgresql://user:***@db.example/app"
     async with sessionactors.open_store(postgres_url) as store:
         assert store.root == postgres_url  # no password in it: shown as given
+
+
+async def test_what_a_column_cannot_hold_fails_that_call_only(postgres_url: str) -> None:
+    """A NUL in a title is refused up front (ValueError), nothing written; the store serves on."""
+    async with sessionactors.open_store(postgres_url) as store:
+        await store.save_runtime_session(Session(id="s"))
+        with pytest.raises(ValueError, match="NUL"):
+            await store.set_title("s", "a\x00b")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.append_token_usage_record, "s", {"n": 1})
+            nursery.start_soon(store.append_token_usage_record, "s", {"n": 2})
+        assert await store.read_token_usage("s") == [{"n": 1}, {"n": 2}]
+        loaded = await store.load_session("s")
+        assert loaded is not None and loaded.title == "" and loaded.metadata_version == 0
