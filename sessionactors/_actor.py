@@ -20,8 +20,9 @@ import attrs
 import outcome
 import trio
 
+from ._backend import SegmentRolledBack, SessionStorage
 from ._errors import ActorCrashedError, SessionNotFoundError, StoreClosedError
-from ._files import IoCounts, SessionFiles
+from ._files import IoCounts
 from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
 from ._model import Message, Session, check_session, converter, utc_now
 
@@ -177,7 +178,7 @@ class _Segment:
     Results are given only once what they depend on is written.
     """
 
-    def __init__(self, files: SessionFiles, present: bool) -> None:
+    def __init__(self, files: SessionStorage, present: bool) -> None:
         self.files = files
         self.present = present
         self.outcomes: dict[int, outcome.Outcome[Any]] = {}
@@ -321,12 +322,12 @@ class _Segment:
             self.waiting_lines.clear()
 
 
-def run_batch(files: SessionFiles, ops: list[Op]) -> tuple[list[outcome.Outcome[Any]], IoCounts]:
-    """Apply ``ops`` in order; the outcome of each, and what the disk work was.
+def run_batch(files: SessionStorage, ops: list[Op]) -> tuple[list[outcome.Outcome[Any]], IoCounts]:
+    """Apply ``ops`` in order; the outcome of each, and what the storage work was.
 
     Runs in a worker thread. The ops are split into segments ending at each
     delete, since a delete removes the lock file itself; each segment holds
-    the lock once.
+    the lock once (one transaction, for a database).
     """
     files.counts = IoCounts()
     outcomes: dict[int, outcome.Outcome[Any]] = {}
@@ -335,8 +336,19 @@ def run_batch(files: SessionFiles, ops: list[Op]) -> tuple[list[outcome.Outcome[
         end = start
         while end < len(ops) - 1 and not isinstance(ops[end], Delete):
             end += 1
-        creates = any(isinstance(op, Save) for op in ops[start : end + 1])
+        outcomes.update(_run_segment(files, ops, start, end))
+        start = end + 1
+    return [outcomes[index] for index in range(len(ops))], files.counts
+
+
+def _run_segment(
+    files: SessionStorage, ops: list[Op], start: int, end: int
+) -> dict[int, outcome.Outcome[Any]]:
+    creates = any(isinstance(op, Save) for op in ops[start : end + 1])
+    while True:
         segment: _Segment | None = None
+        outcomes: dict[int, outcome.Outcome[Any]] = {}
+        error: Exception
         try:
             with files.lock(create=creates) as present:
                 segment = _Segment(files, present)
@@ -345,14 +357,19 @@ def run_batch(files: SessionFiles, ops: list[Op]) -> tuple[list[outcome.Outcome[
                 segment.flush()
                 if creates and not segment.exists():
                     files.remove_directory()  # every save failed: leave nothing behind
-            outcomes.update(segment.outcomes)
+            return segment.outcomes
+        except SegmentRolledBack as exc:
+            # Nothing of the segment took effect: drop what it computed.
+            if exc.retry:
+                continue
+            error = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
         except Exception as exc:  # the lock or the directory failed (e.g. EACCES)
             if segment is not None:
                 outcomes.update(segment.outcomes)
-            for index in range(start, end + 1):
-                outcomes.setdefault(index, outcome.Error(exc))
-        start = end + 1
-    return [outcomes[index] for index in range(len(ops))], files.counts
+            error = exc
+        for index in range(start, end + 1):
+            outcomes.setdefault(index, outcome.Error(error))
+        return outcomes
 
 
 # --- the actor task -----------------------------------------------------------------------
@@ -382,7 +399,7 @@ class Actor:
 
     def __init__(
         self,
-        files: SessionFiles,
+        files: SessionStorage,
         receive: trio.MemoryReceiveChannel[Op],
         *,
         idle_timeout: float,

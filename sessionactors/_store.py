@@ -25,8 +25,8 @@ from ._actor import (
     Retitle,
     Save,
 )
+from ._backend import Backend, FileBackend
 from ._errors import InvalidSessionIdError, StoreClosedError
-from ._files import SessionFiles, list_summaries
 from ._model import Session, SessionSummary, encode_record
 
 __all__ = [
@@ -136,17 +136,17 @@ class SessionStore:
 
     def __init__(
         self,
-        root: Path,
+        root: Path | str,
         nursery: trio.Nursery,
         *,
-        fsync: bool,
+        backend: Backend,
         idle_timeout: float,
         mailbox_size: int,
         limiter: trio.CapacityLimiter,
     ) -> None:
         self._root = root
         self._nursery = nursery
-        self._fsync = fsync
+        self._backend = backend
         self._idle_timeout = idle_timeout
         self._mailbox_size = mailbox_size
         self._limiter = limiter
@@ -158,8 +158,8 @@ class SessionStore:
         self._all_exited.set()
 
     @property
-    def root(self) -> Path:
-        """The directory this store keeps its sessions in."""
+    def root(self) -> Path | str:
+        """The directory this store keeps its sessions in (a PostgreSQL store: its URL)."""
         return self._root
 
     # --- routing and supervision ---
@@ -167,7 +167,7 @@ class SessionStore:
     def _spawn(self, session_id: str) -> _Route:
         send, receive = trio.open_memory_channel[Op](self._mailbox_size)
         actor = Actor(
-            SessionFiles(self._root, session_id, self._fsync),
+            self._backend.session(session_id),
             receive,
             idle_timeout=self._idle_timeout,
             limiter=self._limiter,
@@ -308,7 +308,7 @@ class SessionStore:
         if self._closed:
             raise StoreClosedError("the store is closed")
         summaries, errors = await trio.to_thread.run_sync(
-            list_summaries, self._root, limiter=self._limiter
+            self._backend.list_summaries, limiter=self._limiter
         )
         for error in errors:
             logger.warning("list_sessions skips an unreadable session: %s", error)
@@ -376,14 +376,21 @@ async def open_store(
     Many stores, in one process or several, may open the same root at once.
 
     Args:
-        root: the directory holding one sub-directory per session.
+        root: the directory holding one sub-directory per session; or a
+            ``postgresql://`` (or ``postgres://``) URL, for the PostgreSQL
+            backend (``pip install 'sessionactors[postgres]'``): the schema is
+            created or migrated on opening, and stores on any number of hosts
+            may share the database.
         durability: ``"fsync"``: a call returns once its bytes are on stable
             storage. ``"flush"``: once they are handed to the OS (they
-            survive a crash of the process, not a power loss).
+            survive a crash of the process, not a power loss). On PostgreSQL:
+            ``synchronous_commit`` ``on`` and ``off`` (a server crash may lose
+            the last commits, never leave one half-applied).
         idle_timeout: seconds an actor waits for a message before it retires.
         mailbox_size: messages an actor's mailbox holds; callers beyond that
             wait (backpressure) instead of growing memory.
-        max_threads: worker threads this store uses at once for file work.
+        max_threads: worker threads this store uses at once for file work
+            (on PostgreSQL, also the most connections it opens).
         drain_timeout: on leaving the block, how many seconds actors may take
             to finish the calls they accepted before they are cancelled (and
             those calls fail with StoreClosedError); None, the default, waits
@@ -401,31 +408,46 @@ async def open_store(
         isinstance(drain_timeout, (int, float)) and drain_timeout >= 0
     ):
         raise ValueError(f"drain_timeout must be None or a number >= 0, got {drain_timeout!r}")
-    path = Path(root)
-    await trio.to_thread.run_sync(lambda: path.mkdir(parents=True, exist_ok=True))
+    fsync = durability == "fsync"
+    where: Path | str
+    backend: Backend
+    if isinstance(root, str) and root.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresBackend  # psycopg is an optional extra
+
+        backend = PostgresBackend(root, fsync=fsync, max_connections=max_threads)
+        where = backend.display_url
+    else:
+        where = Path(root)
+        backend = FileBackend(where, fsync)
+    limiter = trio.CapacityLimiter(max_threads)
+    await backend.aopen(limiter)
     body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        store = SessionStore(
-            path,
-            nursery,
-            fsync=durability == "fsync",
-            idle_timeout=float(idle_timeout),
-            mailbox_size=mailbox_size,
-            limiter=trio.CapacityLimiter(max_threads),
-        )
-        try:
-            yield store
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            # Re-raised below, outside the nursery, so it reaches the caller
-            # as it is rather than wrapped in an ExceptionGroup: the actors
-            # never raise, so the body's error is the only one there is.
-            body_error = exc
-        finally:
-            # Shielded: each caller already accepted gets its answer even if
-            # the block is left by a cancellation.
-            with trio.CancelScope(shield=True):
-                await store._close(drain_timeout)
+    try:
+        async with trio.open_nursery() as nursery:
+            store = SessionStore(
+                where,
+                nursery,
+                backend=backend,
+                idle_timeout=float(idle_timeout),
+                mailbox_size=mailbox_size,
+                limiter=limiter,
+            )
+            try:
+                yield store
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                # Re-raised below, outside the nursery, so it reaches the caller
+                # as it is rather than wrapped in an ExceptionGroup: the actors
+                # never raise, so the body's error is the only one there is.
+                body_error = exc
+            finally:
+                # Shielded: each caller already accepted gets its answer even if
+                # the block is left by a cancellation.
+                with trio.CancelScope(shield=True):
+                    await store._close(drain_timeout)
+    finally:
+        with trio.CancelScope(shield=True):
+            await backend.aclose()
     if body_error is not None:
         raise body_error

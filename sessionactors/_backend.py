@@ -1,0 +1,131 @@
+"""The storage boundary: what an actor's batch needs from a backend, and the file backend.
+
+A backend has two levels. :class:`Backend` is the store's: it opens and
+closes, hands each actor the storage of its session, and lists summaries.
+:class:`SessionStorage` is the actor's: every method of its batch code
+(``_Segment`` and ``run_batch`` in ``_actor.py``) goes through it, inside one
+:meth:`SessionStorage.lock` hold. ``SessionFiles`` satisfies it as it is; the
+PostgreSQL backend (``_postgres.py``) implements it over one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from ._errors import CorruptSessionError
+from ._files import IoCounts, SessionFiles, list_summaries
+from ._merge import Authoritative
+from ._model import Message, Session, SessionSummary
+
+__all__ = ["Backend", "FileBackend", "SegmentRolledBack", "SessionStorage"]
+
+
+class SegmentRolledBack(Exception):
+    """Raised on leaving :meth:`SessionStorage.lock`: nothing done under it took effect.
+
+    A transactional backend raises it when its transaction did not commit, so
+    the batch code drops every result it computed under that hold: no caller
+    is told of a write that is not there. With ``retry`` the batch runs the
+    same ops again (the backend has already waited its backoff); without, each
+    op fails with ``__cause__``.
+    """
+
+    def __init__(self, cause: BaseException, *, retry: bool) -> None:
+        super().__init__(str(cause))
+        self.__cause__ = cause
+        self.retry = retry
+
+
+class SessionStorage(Protocol):
+    """One session's storage, used by that session's actor only.
+
+    Methods other than :meth:`lock` are called while it is held: it
+    serializes the session's writers across stores, processes and hosts (the
+    file backend's ``flock``, the PostgreSQL backend's transaction and row
+    lock).
+    """
+
+    session_id: str
+    counts: IoCounts
+
+    def lock(self, *, create: bool) -> AbstractContextManager[bool]:
+        """Hold the session exclusively; yields whether it may exist.
+
+        Without ``create``, yields False when there certainly is no session.
+        Leaving it may raise :class:`SegmentRolledBack`.
+        """
+        ...
+
+    def read_group(self) -> Authoritative | None: ...
+
+    def exists(self) -> bool: ...
+
+    def read_session(self) -> Session | None: ...
+
+    def known_prefix(self, messages: Sequence[Message]) -> int:
+        """How many leading ``messages`` are known persisted and unedited (checked already)."""
+        ...
+
+    def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]: ...
+
+    def read_usage(self) -> list[dict[str, Any]]: ...
+
+    def write_session(self, session: Session) -> None: ...
+
+    def write_group(self, session: Session) -> None: ...
+
+    def append(self, data: bytes) -> None:
+        """Append whole token-usage lines (compact JSON, each ending in a newline)."""
+        ...
+
+    def delete(self) -> bool: ...
+
+    def remove_directory(self) -> None:
+        """Remove what a create left behind once every save of it failed."""
+        ...
+
+
+class Backend(Protocol):
+    """What a store persists into; made by ``open_store``, one per store."""
+
+    async def aopen(self, limiter: trio.CapacityLimiter) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def session(self, session_id: str) -> SessionStorage: ...
+
+    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+        """Every readable session's summary, newest first, and the errors of the others.
+
+        Blocks: called in a worker thread.
+        """
+        ...
+
+
+@attrs.define
+class FileBackend:
+    """The default backend: a directory per session under ``root`` (``_files.py``)."""
+
+    root: Path
+    fsync: bool
+
+    async def aopen(self, limiter: trio.CapacityLimiter) -> None:
+        root = self.root
+        await trio.to_thread.run_sync(
+            lambda: root.mkdir(parents=True, exist_ok=True), limiter=limiter
+        )
+
+    async def aclose(self) -> None:
+        pass
+
+    def session(self, session_id: str) -> SessionFiles:
+        return SessionFiles(self.root, session_id, self.fsync)
+
+    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+        return list_summaries(self.root)
