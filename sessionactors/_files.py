@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import operator
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -46,7 +45,7 @@ import orjson
 
 from ._errors import CorruptSessionError, UnsupportedFormatError
 from ._merge import Authoritative
-from ._model import Message, Session, SessionSummary, converter, edit_mark, edited_since
+from ._model import KnownTranscript, Message, Session, SessionSummary, converter, edit_mark
 
 __all__ = [
     "FORMAT",
@@ -65,7 +64,6 @@ JOURNAL_SUFFIX = ".jsonl"
 TEMP_SUFFIX = ".tmp"
 _GROUP_KEYS = ("title", "title_version", "pinned", "metadata_version")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_stamp_of = operator.attrgetter("_stamp")
 
 
 @attrs.define
@@ -245,6 +243,13 @@ def _read_first_line(path: str) -> bytes | None:
         return None
 
 
+def _version(snapshot: Snapshot) -> tuple[Any, ...]:
+    """What names a format-2 transcript on disk: its journal, counted size and count."""
+    if snapshot.format != FORMAT:
+        return ()  # format 1 is never known: its next write makes it format 2
+    return (snapshot.journal, snapshot.journal_size, snapshot.message_count)
+
+
 def read_summary(root: Path, session_id: str) -> SessionSummary | None:
     """The summary of one session from its snapshot, or None if it has none."""
     path = os.path.join(root, session_id, SESSION_FILE)
@@ -336,21 +341,6 @@ _UNREAD = _Unread()
 
 
 @attrs.define
-class _Known:
-    """The transcript this actor last wrote or read, to spot an unchanged prefix.
-
-    ``messages`` holds the very Message objects, so none of them can be
-    replaced by another at the same address; every stamp below ``mark``
-    means no field of theirs was assigned since.
-    """
-
-    journal: str
-    journal_size: int
-    messages: list[Message]
-    mark: int
-
-
-@attrs.define
 class SessionFiles:
     """The files of one session. Used by that session's actor only.
 
@@ -362,7 +352,7 @@ class SessionFiles:
     session_id: str
     fsync: bool
     counts: IoCounts = attrs.field(factory=IoCounts)
-    _known: _Known | None = None
+    _known: KnownTranscript | None = None  # version: (journal, size, count)
     _swept: bool = False
     # While the lock is held, nobody else writes: the snapshot is read once.
     _held: Snapshot | _Unread | None = attrs.field(factory=lambda: _UNREAD)
@@ -476,9 +466,7 @@ class SessionFiles:
         mark = edit_mark()  # above the stamps of the objects just made
         assert snapshot.journal is not None
         if fresh or not self._known_matches(snapshot):
-            self._known = _Known(
-                snapshot.journal, snapshot.journal_size, list(session.messages), mark
-            )
+            self._known = KnownTranscript(_version(snapshot), list(session.messages), mark)
         return session
 
     def _read_journal(self, snapshot: Snapshot) -> list[Any]:
@@ -491,37 +479,24 @@ class SessionFiles:
             raise CorruptSessionError(path, f"unreadable message: {exc}") from None
 
     def known_prefix(self, messages: Sequence[Message]) -> int:
-        """How many leading ``messages`` are the known transcript, untouched since.
-
-        Returns the known transcript's length if ``messages`` starts with
-        exactly its objects and none was edited since; otherwise 0.
-        """
-        known = self._known
-        if known is None or len(messages) < len(known.messages):
-            return 0
-        if not all(map(operator.is_, messages, known.messages)):
-            return 0
-        if edited_since(known.mark) and max(map(_stamp_of, known.messages), default=0) > known.mark:
-            return 0
-        return len(known.messages)
+        """How many leading ``messages`` are checked already (see KnownTranscript.prefix)."""
+        return 0 if self._known is None else self._known.prefix(messages)
 
     def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]:
         """The persisted transcript, for a checkpoint bringing ``incoming`` (locked).
 
         When the known transcript is what is on disk and ``incoming`` starts
-        with its very objects, those are returned; otherwise the journal is
-        read and fresh objects are returned, so no caller gets another's.
+        with it (the same objects or equal ones), that prefix of ``incoming``
+        is returned; otherwise the journal is read and fresh objects are
+        returned. Either way no caller gets another caller's objects.
         """
         snapshot = self.read_snapshot()
         if snapshot is None:
             return []
-        known = self._known
-        if (
-            known is not None
-            and self._known_matches(snapshot)
-            and (not known.messages or self.known_prefix(incoming))
-        ):
-            return known.messages
+        if self._known is not None and self._known_matches(snapshot):
+            own = self._known.persisted(incoming)
+            if own is not None:
+                return own
         return self._read_session(snapshot, fresh=True).messages
 
     def read_usage(self) -> list[dict[str, Any]]:
@@ -545,14 +520,7 @@ class SessionFiles:
     # -- writes (locked) --
 
     def _known_matches(self, snapshot: Snapshot) -> bool:
-        known = self._known
-        return (
-            known is not None
-            and snapshot.format == FORMAT
-            and snapshot.journal == known.journal
-            and snapshot.journal_size == known.journal_size
-            and snapshot.message_count == len(known.messages)
-        )
+        return self._known is not None and self._known.version == _version(snapshot)
 
     def write_session(self, session: Session) -> None:
         """Persist a checked session: new messages appended, then the snapshot (locked).
@@ -570,13 +538,13 @@ class SessionFiles:
             known is not None
             and snapshot is not None
             and self._known_matches(snapshot)
-            and (not known.messages or self.known_prefix(messages) > 0)
+            and known.prefix(messages) == len(known.messages)
         )
         # Encode everything before touching a file: a value the encoder
         # refuses must leave the disk as it was.
         if appending:
-            assert known is not None
-            journal, start = known.journal, known.journal_size
+            assert known is not None and snapshot is not None and snapshot.journal is not None
+            journal, start = snapshot.journal, snapshot.journal_size
             lines = encode_messages(messages[len(known.messages) :])
         else:
             if snapshot is not None and snapshot.journal is not None:
@@ -591,7 +559,7 @@ class SessionFiles:
             self._write_journal(journal, lines)
         self._known = None  # until the snapshot naming the journal is in place
         self._replace_snapshot(data)
-        self._known = _Known(journal, size, list(messages), mark)
+        self._known = KnownTranscript((journal, size, len(messages)), list(messages), mark)
         if journal != old_journal:
             self._sweep(force=True)  # the old journal is no longer named
 

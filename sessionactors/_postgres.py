@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import operator
 import random
 import time
 import urllib.parse
@@ -51,7 +50,7 @@ from ._backend import SegmentRolledBack
 from ._errors import CorruptSessionError, UnsupportedFormatError
 from ._files import IoCounts
 from ._merge import Authoritative
-from ._model import Message, Session, SessionSummary, converter, edit_mark, edited_since
+from ._model import KnownTranscript, Message, Session, SessionSummary, converter, edit_mark
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresSession"]
 
@@ -181,6 +180,11 @@ def _where(session_id: str) -> str:
     return f"postgresql {SESSIONS} row {session_id!r}"
 
 
+def _version(head: _Head) -> tuple[Any, ...]:
+    """What names a transcript in the database: its generation and message count."""
+    return (head.transcript, head.message_count)
+
+
 @attrs.frozen
 class _Head:
     """The columns of a session's row a batch needs to merge and append."""
@@ -190,18 +194,6 @@ class _Head:
     updated_at: str
     message_count: int
     transcript: str
-
-
-@attrs.define
-class _Known:
-    """The transcript this actor last wrote or read (see ``_files._Known``)."""
-
-    transcript: str
-    messages: list[Message]
-    mark: int
-
-
-_stamp_of = operator.attrgetter("_stamp")
 
 
 class PostgresBackend:
@@ -348,7 +340,7 @@ class PostgresSession:
         self._key = lock_key(session_id)
         self._conn: psycopg.Connection[Any] | None = None
         self._head: _Head | None = None
-        self._known: _Known | None = None
+        self._known: KnownTranscript | None = None  # version: (transcript, count)
         self._failure: BaseException | None = None
         self._attempt = 0
 
@@ -504,38 +496,23 @@ class PostgresSession:
             raise CorruptSessionError(where, f"not a valid session: {exc!r}") from None
         mark = edit_mark()
         if fresh or not self._known_matches(head):
-            self._known = _Known(head.transcript, list(session.messages), mark)
+            self._known = KnownTranscript(_version(head), list(session.messages), mark)
         return session
 
     def _known_matches(self, head: _Head) -> bool:
-        known = self._known
-        return (
-            known is not None
-            and known.transcript == head.transcript
-            and len(known.messages) == head.message_count
-        )
+        return self._known is not None and self._known.version == _version(head)
 
     def known_prefix(self, messages: Sequence[Message]) -> int:
-        known = self._known
-        if known is None or len(messages) < len(known.messages):
-            return 0
-        if not all(map(operator.is_, messages, known.messages)):
-            return 0
-        if edited_since(known.mark) and max(map(_stamp_of, known.messages), default=0) > known.mark:
-            return 0
-        return len(known.messages)
+        return 0 if self._known is None else self._known.prefix(messages)
 
     def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]:
         head = self._head
         if head is None:
             return []
-        known = self._known
-        if (
-            known is not None
-            and self._known_matches(head)
-            and (not known.messages or self.known_prefix(incoming))
-        ):
-            return known.messages
+        if self._known is not None and self._known_matches(head):
+            own = self._known.persisted(incoming)
+            if own is not None:
+                return own
         return self._read_session(head, fresh=True).messages
 
     def read_usage(self) -> list[dict[str, Any]]:
@@ -567,7 +544,7 @@ class PostgresSession:
             head is not None
             and known is not None
             and self._known_matches(head)
-            and (not known.messages or self.known_prefix(messages))
+            and known.prefix(messages) == len(known.messages)
         ):
             transcript, start = head.transcript, len(known.messages)
         else:
@@ -608,7 +585,7 @@ class PostgresSession:
             self.counts.journal_rewrites += 1
         self.counts.bytes_written += sum(map(len, bodies)) + len(metadata) + len(runtime_state)
         self._head = _Head(_group(session), created_at, updated_at, len(messages), transcript)
-        self._known = _Known(transcript, list(messages), mark)
+        self._known = KnownTranscript((transcript, len(messages)), list(messages), mark)
 
     def write_group(self, session: Session) -> None:
         _check_columns(session)

@@ -200,7 +200,10 @@ class SessionStore:
                 raise StoreClosedError("the store is closed")
             route = self._routes.get(session_id) or self._spawn(session_id)
             try:
-                await route.send.send(op)
+                try:
+                    route.send.send_nowait(op)  # the usual case: room in the mailbox
+                except trio.WouldBlock:
+                    await route.send.send(op)  # full: wait (backpressure)
             except trio.BrokenResourceError:
                 continue  # that actor retired or crashed just now: use a fresh one
             except trio.ClosedResourceError:

@@ -121,6 +121,30 @@ async def test_checkpoint_appends_to_the_journal(tmp_path: Path) -> None:
         assert await store.load_session("s") == runtime
 
 
+async def test_an_equal_copy_of_the_transcript_appends(tmp_path: Path) -> None:
+    """Another caller's copy (equal values, other objects) needs no rewrite."""
+    async with open_store(tmp_path, durability="flush") as store:
+        runtime = Session(id="s", messages=[_message(n) for n in range(5)])
+        await store.save_runtime_session(runtime)
+        copy = Session(id="s", messages=[_message(n) for n in range(6)])
+        before = store.statistics()
+        await store.save_runtime_session(copy)
+        assert store.statistics().journal_rewrites == before.journal_rewrites
+        assert await store.load_session("s") == copy
+        # A checkpoint from yet another copy keeps its own objects.
+        other = Session(id="s", messages=[_message(n) for n in range(7)])
+        mine = list(other.messages)
+        await store.checkpoint_runtime_session(other)
+        assert all(a is b for a, b in zip(other.messages, mine, strict=True))
+        assert store.statistics().journal_rewrites == before.journal_rewrites
+        # An equal copy whose message differs in value is a change: rewrite.
+        edited = Session(id="s", messages=[_message(n) for n in range(7)])
+        edited.messages[3] = Message(id="m3", role="user", content="changed")
+        await store.save_runtime_session(edited)
+        assert store.statistics().journal_rewrites == before.journal_rewrites + 1
+        assert await store.load_session("s") == edited
+
+
 async def test_a_ui_edit_leaves_the_journal_alone(tmp_path: Path) -> None:
     async with open_store(tmp_path, durability="flush") as store:
         session = Session(id="s", messages=[_message(n) for n in range(5)])
