@@ -4,6 +4,11 @@ The PostgreSQL half runs against ``SESSIONACTORS_TEST_POSTGRES_DSN`` (a
 ``postgresql://`` URL; ``.ci/run`` starts a throw-away server and sets it).
 Each test gets a schema of its own, dropped afterwards. Without the variable
 those tests are skipped, saying how to run them; with it, none is skipped.
+
+A test taking ``store`` (or ``make_store``, ``location``, ``backend``) runs once
+for each backend. One that checks the files themselves either takes ``disk``
+(the file store's root, ``None`` on PostgreSQL) and guards those checks, or is
+marked ``@file_only``; a test taking only ``root`` opens a file store itself.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ POSTGRES_SKIP = (
 )
 
 StoreFactory = Callable[..., AbstractAsyncContextManager[sessionactors.SessionStore]]
+
+#: Runs a test taking ``store`` (or ``backend``) on the file store only: it checks files.
+file_only = pytest.mark.parametrize("backend", ["file"])
 
 
 def postgres_dsn() -> str:
@@ -69,10 +77,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def location(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str | Path:
-    """What ``open_store`` is given: a directory, or a ``postgresql://`` URL."""
+def root(tmp_path: Path) -> Path:
+    """A file store's root that does not exist yet (open_store creates it)."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def location(backend: str, root: Path, request: pytest.FixtureRequest) -> str | Path:
+    """What ``open_store`` is given: a directory (``root``), or a ``postgresql://`` URL."""
     if backend == "file":
-        return tmp_path / "store"
+        return root
     url: str = request.getfixturevalue("postgres_url")
     return url
 
@@ -89,13 +103,13 @@ def make_store(location: str | Path) -> StoreFactory:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """A store root that does not exist yet (open_store creates it)."""
-    return tmp_path / "store"
+def disk(backend: str, root: Path) -> Path | None:
+    """The file store's root, for checks of the files themselves; ``None`` on PostgreSQL."""
+    return root if backend == "file" else None
 
 
 @pytest.fixture
-async def store(root: Path) -> AsyncIterator[sessionactors.SessionStore]:
-    """A store on ``root``; "flush" durability, since fsync is not what these tests check."""
-    async with sessionactors.open_store(root, durability="flush") as opened:
+async def store(make_store: StoreFactory) -> AsyncIterator[sessionactors.SessionStore]:
+    """A store on this test's backend; "flush" durability, since fsync is not checked here."""
+    async with make_store() as opened:
         yield opened

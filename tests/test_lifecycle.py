@@ -1,17 +1,23 @@
-"""Actor lifecycle: idle retirement, draining on close, cancellation, crashed actors."""
+"""Actor lifecycle: idle retirement, draining on close, cancellation, crashed actors.
+
+Every test runs once for each backend (the file store and PostgreSQL; see
+conftest.py). The actor runs its batches through ``sessionactors._actor.run_batch``
+whichever backend stores them, so the tests that hold or break a batch there
+(``Gate``, the crashing actor) are backend-generic too.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
 import trio.testing
+from conftest import StoreFactory
 
 import sessionactors
 import sessionactors._actor
@@ -22,7 +28,6 @@ from sessionactors import (
     SessionStore,
     SessionStoreError,
     StoreClosedError,
-    open_store,
 )
 
 IDLE = 5.0
@@ -49,8 +54,9 @@ def ids(session: Session | None) -> list[str]:
 class Gate:
     """Holds the first batch of one session in its worker thread until opened.
 
-    The actor's file work runs in a thread; holding it there makes "while the
-    batch runs" and "while queued behind a batch" states a test can rely on.
+    The actor's storage work (files or SQL) runs in a thread; holding it there
+    makes "while the batch runs" and "while queued behind a batch" states a
+    test can rely on.
     """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, session_id: str) -> None:
@@ -93,9 +99,9 @@ def gates(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Gate]]:
 
 
 async def test_idle_actors_retire_and_respawn(
-    autojump_clock: trio.testing.MockClock, root: Path
+    autojump_clock: trio.testing.MockClock, make_store: StoreFactory
 ) -> None:
-    async with open_store(root, durability="flush", idle_timeout=IDLE) as store:
+    async with make_store(idle_timeout=IDLE) as store:
         assert store.statistics().live_actors == 0
         session = Session(id="a", messages=[msg("1")])
         await store.save_runtime_session(session)
@@ -117,9 +123,9 @@ async def test_idle_actors_retire_and_respawn(
 
 
 async def test_live_actors_return_to_zero_after_many_sessions(
-    autojump_clock: trio.testing.MockClock, root: Path
+    autojump_clock: trio.testing.MockClock, make_store: StoreFactory
 ) -> None:
-    async with open_store(root, durability="flush", idle_timeout=IDLE) as store:
+    async with make_store(idle_timeout=IDLE) as store:
         for i in range(30):
             await store.save_runtime_session(Session(id=f"s{i}"))
             await store.append_token_usage_record(f"s{i}", {"i": i})
@@ -135,9 +141,9 @@ async def test_live_actors_return_to_zero_after_many_sessions(
 
 @pytest.mark.parametrize("offset", [0.0, -1e-6, 1e-6])
 async def test_messages_sent_at_the_idle_deadline_are_not_lost(
-    autojump_clock: trio.testing.MockClock, root: Path, offset: float
+    autojump_clock: trio.testing.MockClock, make_store: StoreFactory, offset: float
 ) -> None:
-    async with open_store(root, durability="flush", idle_timeout=IDLE) as store:
+    async with make_store(idle_timeout=IDLE) as store:
         runtime = Session(id="s")
         await store.save_runtime_session(runtime)
         expected_messages: list[str] = []
@@ -211,9 +217,9 @@ class Workload:
         for i in range(self.count):
             nursery.start_soon(self.call, store, i)
 
-    async def check(self, root: Path) -> None:
+    async def check(self, make_store: StoreFactory) -> None:
         assert self.results == dict.fromkeys(range(self.count), "ok")
-        async with open_store(root, durability="flush") as store:
+        async with make_store() as store:
             for n in range(3):
                 sid = f"s{n}"
                 mine = [i for i in range(self.count) if i % 3 == n]
@@ -235,11 +241,11 @@ async def _prepare(store: SessionStore) -> None:
 
 
 async def test_leaving_the_store_drains_accepted_calls_then_refuses(
-    root: Path, gates: Callable[[str], Gate]
+    make_store: StoreFactory, gates: Callable[[str], Gate]
 ) -> None:
     work = Workload()
     async with guarded_nursery() as nursery:
-        async with open_store(root, durability="flush") as store:
+        async with make_store() as store:
             await _prepare(store)
             # One session's actor is busy in its worker thread as the block is left.
             gate = gates("s1")
@@ -267,11 +273,11 @@ async def test_leaving_the_store_drains_accepted_calls_then_refuses(
                 await call(store)
             assert isinstance(info.value, SessionStoreError)
     assert held.is_set()
-    await work.check(root)
+    await work.check(make_store)
 
 
 async def test_leaving_the_store_under_autojump_clock_drains_accepted_calls(
-    autojump_clock: trio.testing.MockClock, root: Path, gates: Callable[[str], Gate]
+    autojump_clock: trio.testing.MockClock, make_store: StoreFactory, gates: Callable[[str], Gate]
 ) -> None:
     # Users test their runtimes with autojump_clock. Virtual time then runs
     # ahead whenever every task waits, a worker thread's file work included:
@@ -294,7 +300,7 @@ async def test_leaving_the_store_under_autojump_clock_drains_accepted_calls(
         await trio.sleep(0.001)
         gate.open()
 
-    async with trio.open_nursery() as nursery, open_store(root, durability="fsync") as store:
+    async with trio.open_nursery() as nursery, make_store(durability="fsync") as store:
         await store.save_runtime_session(Session(id="s"))
         gate = gates("s")
         nursery.start_soon(store.save_runtime_session, big)
@@ -304,19 +310,21 @@ async def test_leaving_the_store_under_autojump_clock_drains_accepted_calls(
         await trio.testing.wait_all_tasks_blocked()  # all 20 accepted, queued
         nursery.start_soon(finish_the_batch_soon)
     assert results == dict.fromkeys(range(20), "ok")
-    async with open_store(root, durability="flush") as store:
+    async with make_store() as store:
         assert sorted(r["i"] for r in await store.read_token_usage("s")) == list(range(20))
         assert ids(await store.load_session("s")) == ["a"]
 
 
-async def test_an_exception_in_the_body_still_lets_accepted_calls_finish(root: Path) -> None:
+async def test_an_exception_in_the_body_still_lets_accepted_calls_finish(
+    make_store: StoreFactory,
+) -> None:
     class Boom(Exception):
         pass
 
     work = Workload()
     async with guarded_nursery() as nursery:
         with pytest.raises(Boom):
-            async with open_store(root, durability="flush") as store:
+            async with make_store() as store:
                 await _prepare(store)
                 work.start(nursery, store)
                 await trio.testing.wait_all_tasks_blocked()
@@ -326,21 +334,23 @@ async def test_an_exception_in_the_body_still_lets_accepted_calls_finish(root: P
         for call in _check_closed_calls():
             with pytest.raises(StoreClosedError):
                 await call(store)
-    await work.check(root)
+    await work.check(make_store)
 
 
-async def test_a_cancelled_body_still_lets_accepted_calls_finish(root: Path) -> None:
+async def test_a_cancelled_body_still_lets_accepted_calls_finish(
+    make_store: StoreFactory,
+) -> None:
     work = Workload()
     async with guarded_nursery() as nursery:
         with trio.CancelScope() as scope:
-            async with open_store(root, durability="flush") as store:
+            async with make_store() as store:
                 await _prepare(store)
                 work.start(nursery, store)
                 await trio.testing.wait_all_tasks_blocked()
                 scope.cancel()
                 await trio.sleep_forever()
         assert scope.cancelled_caught
-    await work.check(root)
+    await work.check(make_store)
 
 
 # --- cancellation ------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""The contract of API.md, through the public API only."""
+"""The contract of API.md, once for each backend (the file store and PostgreSQL).
+
+Tests taking ``store`` run on both (see conftest.py). Where a test also checks
+the file store's files, it takes ``disk`` (``None`` on PostgreSQL, whose API
+checks alongside stand for those); ``@file_only`` tests and those opening a
+store on ``root`` themselves are about the file store's directory only.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from conftest import StoreFactory, file_only
 
 import sessionactors
 from sessionactors import (
@@ -84,15 +91,18 @@ def rich_session(session_id: str = "rich") -> Session:
     )
 
 
-def files_under(path: Path) -> list[str]:
-    """Every file and directory below ``path``, relative, sorted."""
-    if not path.exists():
+def files_under(path: Path | None) -> list[str]:
+    """Every file and directory below ``path``, relative, sorted; none on PostgreSQL."""
+    if path is None or not path.exists():
         return []
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
-def disk_state(directory: Path) -> dict[str, tuple[int, int, bytes]]:
-    """Inode, mtime and bytes of every file of a session directory."""
+def disk_state(disk: Path | None, session_id: str) -> dict[str, tuple[int, int, bytes]] | None:
+    """Inode, mtime and bytes of every file of a session directory; ``None`` on PostgreSQL."""
+    if disk is None:
+        return None
+    directory = disk / session_id
     state = {}
     for path in sorted(directory.rglob("*")):
         if path.is_file():
@@ -101,13 +111,21 @@ def disk_state(directory: Path) -> dict[str, tuple[int, int, bytes]]:
     return state
 
 
-def disk_bytes(directory: Path) -> dict[str, bytes]:
-    """The bytes of every file of a session directory."""
-    return {name: data for name, (_, _, data) in disk_state(directory).items()}
+def disk_bytes(disk: Path | None, session_id: str) -> dict[str, bytes] | None:
+    """The bytes of every file of a session directory; ``None`` on PostgreSQL."""
+    state = disk_state(disk, session_id)
+    if state is None:
+        return None
+    return {name: data for name, (_, _, data) in state.items()}
 
 
 def log_path(root: Path, session_id: str) -> Path:
     return root / session_id / "token-usage.jsonl"
+
+
+def log_bytes(disk: Path | None, session_id: str) -> bytes | None:
+    """The token-usage log's bytes; ``None`` on PostgreSQL."""
+    return None if disk is None else log_path(disk, session_id).read_bytes()
 
 
 def read_log_with_stdlib(path: Path) -> list[dict[str, Any]]:
@@ -209,14 +227,16 @@ async def test_load_equals_the_callers_object_as_it_stood_after_save(store: Sess
     assert await store.load_session("eq") == session
 
 
-async def test_persistence_across_two_stores_one_after_the_other(root: Path) -> None:
+async def test_persistence_across_two_stores_one_after_the_other(
+    make_store: StoreFactory,
+) -> None:
     session = rich_session("kept")
-    async with open_store(root, durability="flush") as first:
+    async with make_store() as first:
         await first.save_runtime_session(session)
         await first.append_token_usage_record("kept", {"tokens": 12})
         await first.set_title("kept", "Renamed")
         await first.set_pinned("kept", True)
-    async with open_store(root, durability="flush") as second:
+    async with make_store() as second:
         loaded = await second.load_session("kept")
         assert loaded is not None
         assert loaded.title == "Renamed"
@@ -230,9 +250,11 @@ async def test_persistence_across_two_stores_one_after_the_other(root: Path) -> 
         assert [s.id for s in await second.list_sessions()] == ["kept"]
 
 
-async def test_load_of_an_unknown_id_returns_none(store: SessionStore, root: Path) -> None:
+async def test_load_of_an_unknown_id_returns_none(store: SessionStore, disk: Path | None) -> None:
     assert await store.load_session("never-saved") is None
-    assert files_under(root) == []  # a read creates nothing
+    # A read creates nothing.
+    assert await store.list_sessions() == []
+    assert files_under(disk) == []
     await store.save_runtime_session(Session(id="other"))
     assert await store.load_session("never-saved") is None
 
@@ -376,11 +398,10 @@ async def test_ui_rename_and_pin_survive_a_stale_runtime_save(store: SessionStor
     assert (again.title, again.pinned, again.metadata_version) == ("Named by the user", True, 2)
 
 
-async def test_ui_edits_through_another_store_survive_a_stale_runtime_save(root: Path) -> None:
-    async with (
-        open_store(root, durability="flush") as runtime_store,
-        open_store(root, durability="flush") as ui_store,
-    ):
+async def test_ui_edits_through_another_store_survive_a_stale_runtime_save(
+    make_store: StoreFactory,
+) -> None:
+    async with make_store() as runtime_store, make_store() as ui_store:
         runtime = Session(id="shared", messages=[msg("u0")])
         await runtime_store.save_runtime_session(runtime)
         await ui_store.set_title("shared", "From the other store")
@@ -416,31 +437,35 @@ async def test_set_title_strips_bumps_and_returns_the_session(store: SessionStor
 
 @pytest.mark.parametrize("title", ["", " ", "\n\t ", "\u3000"])
 async def test_set_title_refuses_an_empty_title(
-    store: SessionStore, root: Path, title: str
+    store: SessionStore, disk: Path | None, title: str
 ) -> None:
     await store.save_runtime_session(Session(id="s", title="kept"))
-    before = disk_bytes(root / "s")
+    persisted = await store.load_session("s")
+    before = disk_bytes(disk, "s")
     with pytest.raises(ValueError):
         await store.set_title("s", title)
-    assert disk_bytes(root / "s") == before
+    assert disk_bytes(disk, "s") == before
     loaded = await store.load_session("s")
+    assert loaded == persisted  # updated_at included: nothing was written
     assert loaded is not None
     assert (loaded.title, loaded.title_version, loaded.metadata_version) == ("kept", 0, 0)
 
 
-async def test_set_title_of_an_unknown_session(store: SessionStore, root: Path) -> None:
+async def test_set_title_of_an_unknown_session(store: SessionStore, disk: Path | None) -> None:
     with pytest.raises(SessionNotFoundError) as info:
         await store.set_title("nobody", "title")
     assert isinstance(info.value, KeyError)
     assert isinstance(info.value, SessionStoreError)
-    assert files_under(root) == []
+    assert await store.load_session("nobody") is None
+    assert await store.list_sessions() == []
+    assert files_under(disk) == []
 
 
-async def test_set_title_unchanged_writes_nothing(store: SessionStore, root: Path) -> None:
+async def test_set_title_unchanged_writes_nothing(store: SessionStore, disk: Path | None) -> None:
     await store.save_runtime_session(Session(id="s"))
     await store.set_title("s", "Same")
     written = store.statistics().snapshots_written
-    before = disk_state(root / "s")
+    before = disk_state(disk, "s")
     persisted = await store.load_session("s")
 
     result = await store.set_title("s", "  Same  ")
@@ -448,7 +473,7 @@ async def test_set_title_unchanged_writes_nothing(store: SessionStore, root: Pat
     assert result == persisted
     assert (result.title_version, result.metadata_version) == (1, 1)
     assert store.statistics().snapshots_written == written
-    assert disk_state(root / "s") == before
+    assert disk_state(disk, "s") == before
     assert await store.load_session("s") == persisted
 
 
@@ -468,42 +493,46 @@ async def test_set_pinned_bumps_metadata_version_only(store: SessionStore) -> No
     assert await store.load_session("s") == result
 
 
-async def test_set_pinned_of_an_unknown_session(store: SessionStore, root: Path) -> None:
+async def test_set_pinned_of_an_unknown_session(store: SessionStore, disk: Path | None) -> None:
     with pytest.raises(SessionNotFoundError) as info:
         await store.set_pinned("nobody", True)
     assert isinstance(info.value, KeyError)
-    assert files_under(root) == []
+    assert await store.load_session("nobody") is None
+    assert await store.list_sessions() == []
+    assert files_under(disk) == []
 
 
 @pytest.mark.parametrize("pinned", [False, True])
 async def test_set_pinned_unchanged_writes_nothing(
-    store: SessionStore, root: Path, pinned: bool
+    store: SessionStore, disk: Path | None, pinned: bool
 ) -> None:
     await store.save_runtime_session(Session(id="s"))
     if pinned:
         await store.set_pinned("s", True)
     written = store.statistics().snapshots_written
-    before = disk_state(root / "s")
+    before = disk_state(disk, "s")
     persisted = await store.load_session("s")
 
     result = await store.set_pinned("s", pinned)
 
     assert result == persisted
     assert store.statistics().snapshots_written == written
-    assert disk_state(root / "s") == before
+    assert disk_state(disk, "s") == before
     loaded = await store.load_session("s")
     assert loaded == persisted
     assert loaded is not None
     assert loaded.metadata_version == (1 if pinned else 0)
 
 
-async def test_twenty_concurrent_renames_each_count(store: SessionStore) -> None:
+async def test_twenty_concurrent_renames_each_count(
+    store: SessionStore, make_store: StoreFactory
+) -> None:
     await store.save_runtime_session(Session(id="s", messages=[msg("a")]))
     titles = [f"title {i}" for i in range(20)]
 
-    async with trio.open_nursery() as nursery:
-        for title in titles:
-            nursery.start_soon(store.set_title, "s", title)
+    async with make_store() as other, trio.open_nursery() as nursery:
+        for i, title in enumerate(titles):  # half through this store, half through another
+            nursery.start_soon((store if i % 2 else other).set_title, "s", title)
 
     loaded = await store.load_session("s")
     assert loaded is not None
@@ -513,23 +542,27 @@ async def test_twenty_concurrent_renames_each_count(store: SessionStore) -> None
     assert loaded.messages == [msg("a")]
 
 
-async def test_concurrent_renames_and_stale_runtime_saves(store: SessionStore) -> None:
+async def test_concurrent_renames_and_stale_runtime_saves(
+    store: SessionStore, make_store: StoreFactory
+) -> None:
     await store.save_runtime_session(Session(id="s", messages=[msg("a")]))
     titles = [f"title {i}" for i in range(20)]
 
-    async def runtime(i: int) -> None:
+    async def runtime(target: SessionStore, i: int) -> None:
         # A stale copy: metadata_version 0, a title of its own, new messages.
         stale = Session(id="s", title=f"runtime {i}", messages=[msg("a"), msg(f"r{i}")])
         if i % 2:
-            await store.save_runtime_session(stale)
+            await target.save_runtime_session(stale)
         else:
-            await store.checkpoint_runtime_session(stale)
+            await target.checkpoint_runtime_session(stale)
 
-    async with trio.open_nursery() as nursery:
+    async with make_store() as other, trio.open_nursery() as nursery:
         for i, title in enumerate(titles):
-            nursery.start_soon(store.set_title, "s", title)
-            nursery.start_soon(runtime, i)
-            nursery.start_soon(store.set_pinned, "s", i % 2 == 0)
+            # The UI and the runtime in the same store, or in two.
+            ui = store if i % 3 else other
+            nursery.start_soon(ui.set_title, "s", title)
+            nursery.start_soon(runtime, store if i % 2 else other, i)
+            nursery.start_soon(ui.set_pinned, "s", i % 2 == 0)
 
     loaded = await store.load_session("s")
     assert loaded is not None
@@ -614,24 +647,27 @@ async def test_save_may_replace_and_shrink_the_transcript(store: SessionStore) -
 # --- token usage ----------------------------------------------------------------------------
 
 
-async def test_token_usage_str_and_mapping_records(store: SessionStore, root: Path) -> None:
+async def test_token_usage_str_and_mapping_records(store: SessionStore, disk: Path | None) -> None:
     await store.save_runtime_session(Session(id="s"))
     first = {"input": 10, "output": 2, "model": "m-\u00e9", "cost": 0.25, "cached": None}
     second = {"nested": {"a": [1, 2, {"b": True}]}, "empty": {}, "list": []}
-    third = {"big": 2**63 - 1, "neg": -(2**63), "unicode": "\U0001f600"}
+    third = {"big": 2**64 - 1, "neg": -(2**63), "huge": 1e300, "unicode": "\U0001f600"}
     await store.append_token_usage_record("s", json.dumps(first))
     await store.append_token_usage_record("s", json.dumps(second) + "\n")  # trailing newline
     await store.append_token_usage_record("s", types.MappingProxyType(third))  # any Mapping
     await store.append_token_usage_record("s", {"n": 4})
 
     expected = [first, second, third, {"n": 4}]
-    assert await store.read_token_usage("s") == expected
-    lines = log_path(root, "s").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line) for line in lines] == expected
+    records = await store.read_token_usage("s")
+    assert records == expected
+    assert type(records[2]["huge"]) is float  # not turned into an integer
+    if disk is not None:
+        lines = log_path(disk, "s").read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line) for line in lines] == expected
 
 
 async def test_token_usage_pretty_printed_record_is_one_compact_line(
-    store: SessionStore, root: Path
+    store: SessionStore, disk: Path | None
 ) -> None:
     await store.save_runtime_session(Session(id="s"))
     record = {"model": "m", "usage": {"input": 1, "output": 2}, "tags": ["a", "b"], "x": "a b"}
@@ -640,21 +676,24 @@ async def test_token_usage_pretty_printed_record_is_one_compact_line(
     await store.append_token_usage_record("s", pretty)
     await store.append_token_usage_record("s", {"after": 1})
 
-    raw = log_path(root, "s").read_bytes()
-    lines = raw.split(b"\n")
-    assert lines[-1] == b""  # every line ends with a newline
-    assert lines[:-1] == [
-        json.dumps(record, separators=(",", ":")).encode(),
-        b'{"after":1}',
-    ]
     assert await store.read_token_usage("s") == [record, {"after": 1}]
+    if disk is not None:
+        lines = log_path(disk, "s").read_bytes().split(b"\n")
+        assert lines[-1] == b""  # every line ends with a newline
+        assert lines[:-1] == [
+            json.dumps(record, separators=(",", ":")).encode(),
+            b'{"after":1}',
+        ]
 
 
-async def test_token_usage_of_an_unknown_session(store: SessionStore, root: Path) -> None:
+async def test_token_usage_of_an_unknown_session(store: SessionStore, disk: Path | None) -> None:
     with pytest.raises(SessionNotFoundError) as info:
         await store.append_token_usage_record("nobody", {"tokens": 1})
     assert isinstance(info.value, KeyError)
-    assert files_under(root) == []
+    assert await store.load_session("nobody") is None
+    assert await store.read_token_usage("nobody") == []
+    assert await store.list_sessions() == []
+    assert files_under(disk) == []
 
     # Deleted sessions are unknown too.
     await store.save_runtime_session(Session(id="gone"))
@@ -662,7 +701,10 @@ async def test_token_usage_of_an_unknown_session(store: SessionStore, root: Path
     assert await store.delete_session("gone") is True
     with pytest.raises(SessionNotFoundError):
         await store.append_token_usage_record("gone", {"tokens": 2})
-    assert files_under(root) == []
+    assert await store.load_session("gone") is None
+    assert await store.read_token_usage("gone") == []
+    assert await store.list_sessions() == []
+    assert files_under(disk) == []
 
 
 class Opaque:
@@ -699,26 +741,32 @@ BAD_RECORDS: list[Any] = [
 
 @pytest.mark.parametrize("record", BAD_RECORDS)
 async def test_token_usage_bad_record_is_refused_and_nothing_written(
-    store: SessionStore, root: Path, record: Any
+    store: SessionStore, disk: Path | None, record: Any
 ) -> None:
     await store.save_runtime_session(Session(id="s"))
     await store.append_token_usage_record("s", {"good": 1})
-    before = log_path(root, "s").read_bytes()
+    before = log_bytes(disk, "s")
     with pytest.raises(ValueError):
         await store.append_token_usage_record("s", record)
-    assert log_path(root, "s").read_bytes() == before
+    assert log_bytes(disk, "s") == before
+    assert await store.read_token_usage("s") == [{"good": 1}]
     # The actor keeps serving.
     await store.append_token_usage_record("s", {"good": 2})
     assert await store.read_token_usage("s") == [{"good": 1}, {"good": 2}]
 
 
-async def test_token_usage_bad_first_record_creates_no_log(store: SessionStore, root: Path) -> None:
+async def test_token_usage_bad_first_record_creates_no_log(
+    store: SessionStore, disk: Path | None
+) -> None:
     await store.save_runtime_session(Session(id="s"))
     for record in ("[1]", "null", {"a": {1}}):
         with pytest.raises(ValueError):
             await store.append_token_usage_record("s", record)
-    assert not log_path(root, "s").exists() or log_path(root, "s").read_bytes() == b""
+    if disk is not None:
+        assert not log_path(disk, "s").exists() or log_path(disk, "s").read_bytes() == b""
     assert await store.read_token_usage("s") == []
+    await store.append_token_usage_record("s", {"first": 1})
+    assert await store.read_token_usage("s") == [{"first": 1}]
 
 
 async def test_token_usage_str_record_with_a_huge_integer_is_not_altered(
@@ -737,32 +785,33 @@ async def test_token_usage_str_record_with_a_huge_integer_is_not_altered(
 
 
 async def test_token_usage_forty_tasks_of_twenty_five_appends(
-    store: SessionStore, root: Path
+    store: SessionStore, make_store: StoreFactory, disk: Path | None
 ) -> None:
     await store.save_runtime_session(Session(id="s"))
 
-    async def writer(task: int) -> None:
+    async def writer(target: SessionStore, task: int) -> None:
         for seq in range(25):
             record = {"task": task, "seq": seq, "pad": "x" * (task % 7)}
             if seq % 2:
-                await store.append_token_usage_record("s", json.dumps(record))
+                await target.append_token_usage_record("s", json.dumps(record))
             else:
-                await store.append_token_usage_record("s", record)
+                await target.append_token_usage_record("s", record)
 
-    async with trio.open_nursery() as nursery:
-        for task in range(40):
-            nursery.start_soon(writer, task)
+    async with make_store() as other, trio.open_nursery() as nursery:
+        for task in range(40):  # half through this store, half through another
+            nursery.start_soon(writer, store if task % 2 else other, task)
 
     records = await store.read_token_usage("s")
     assert len(records) == 1000
     assert len({(r["task"], r["seq"]) for r in records}) == 1000
     for task in range(40):
         assert [r["seq"] for r in records if r["task"] == task] == list(range(25))
-    # The file agrees, line for line.
-    lines = log_path(root, "s").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line) for line in lines] == records
+    if disk is not None:  # the file agrees, line for line
+        lines = log_path(disk, "s").read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line) for line in lines] == records
 
 
+@file_only
 async def test_token_usage_log_is_one_json_object_per_line_for_the_stdlib(
     store: SessionStore, root: Path
 ) -> None:
@@ -813,28 +862,42 @@ async def test_list_sessions_newest_first_with_message_count(store: SessionStore
     assert [s.id for s in await store.list_sessions()] == ["a", "c"]
 
 
-async def test_delete_session(store: SessionStore, root: Path) -> None:
+@pytest.mark.parametrize("through", ["same-store", "other-store"])
+async def test_delete_session(
+    store: SessionStore, make_store: StoreFactory, disk: Path | None, through: str
+) -> None:
     await store.save_runtime_session(Session(id="doomed", messages=[msg("a")]))
     await store.append_token_usage_record("doomed", {"tokens": 1})
     await store.save_runtime_session(Session(id="kept"))
-    assert log_path(root, "doomed").exists()
+    if disk is not None:
+        assert log_path(disk, "doomed").exists()
 
-    assert await store.delete_session("doomed") is True
-    assert not log_path(root, "doomed").exists()
-    assert not (root / "doomed").exists()
+    if through == "same-store":
+        assert await store.delete_session("doomed") is True
+    else:  # this store, which wrote the session, must see the other's delete
+        async with make_store() as other:
+            assert await other.delete_session("doomed") is True
+    if disk is not None:
+        assert not log_path(disk, "doomed").exists()
+        assert not (disk / "doomed").exists()
     assert await store.load_session("doomed") is None
+    assert await store.read_token_usage("doomed") == []
     assert await store.delete_session("doomed") is False
     assert await store.delete_session("never-existed") is False
-    assert files_under(root / "doomed") == []
-    assert not (root / "never-existed").exists()
+    if disk is not None:
+        assert not (disk / "doomed").exists()
+        assert not (disk / "never-existed").exists()
+    assert await store.load_session("never-existed") is None
     assert [s.id for s in await store.list_sessions()] == ["kept"]
 
     # The id can be used again, from scratch.
-    await store.save_runtime_session(Session(id="doomed"))
+    again = Session(id="doomed", messages=[msg("b")])
+    await store.save_runtime_session(again)
     assert await store.read_token_usage("doomed") == []
     loaded = await store.load_session("doomed")
+    assert loaded == again
     assert loaded is not None
-    assert loaded.messages == []
+    assert [m.id for m in loaded.messages] == ["b"]
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -877,26 +940,27 @@ ID_METHODS: list[Any] = [
 @pytest.mark.parametrize("call", ID_METHODS)
 @pytest.mark.parametrize("bad_id", BAD_IDS)
 async def test_bad_session_id_is_refused_and_nothing_touched(
-    tmp_path: Path, bad_id: str, call: IdCall
+    store: SessionStore, disk: Path | None, tmp_path: Path, bad_id: str, call: IdCall
 ) -> None:
-    root = tmp_path / "store"
-    async with open_store(root, durability="flush") as store:
-        before = files_under(tmp_path)
-        with pytest.raises(InvalidSessionIdError) as info:
-            await call(store, bad_id)
-        assert isinstance(info.value, ValueError)
-        assert isinstance(info.value, SessionStoreError)
-        assert files_under(tmp_path) == before == ["store"]
-        # The store keeps serving.
-        await store.save_runtime_session(Session(id="fine"))
-        assert await store.load_session("fine") is not None
+    before = files_under(tmp_path)
+    with pytest.raises(InvalidSessionIdError) as info:
+        await call(store, bad_id)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, SessionStoreError)
+    assert files_under(tmp_path) == before == ([] if disk is None else ["store"])
+    assert await store.list_sessions() == []
+    # The store keeps serving.
+    await store.save_runtime_session(Session(id="fine"))
+    assert await store.load_session("fine") is not None
 
 
 @pytest.mark.parametrize(
     "good_id",
     [".a", "...", "a.", " ", "a b", "-rf", "~", "\u540d\u524d", "x" * 200, "a:b", "CON", "é" * 100],
 )
-async def test_unusual_but_valid_ids_work(store: SessionStore, root: Path, good_id: str) -> None:
+async def test_unusual_but_valid_ids_work(
+    store: SessionStore, disk: Path | None, good_id: str
+) -> None:
     session = Session(id=good_id, messages=[msg("a")])
     await store.save_runtime_session(session)
     await store.append_token_usage_record(good_id, {"t": 1})
@@ -908,7 +972,9 @@ async def test_unusual_but_valid_ids_work(store: SessionStore, root: Path, good_
     assert await store.read_token_usage(good_id) == [{"t": 1}]
     assert [s.id for s in await store.list_sessions()] == [good_id]
     assert await store.delete_session(good_id) is True
-    assert files_under(root) == []
+    assert await store.load_session(good_id) is None
+    assert await store.list_sessions() == []
+    assert files_under(disk) == []
 
 
 NOT_PLAIN_JSON: list[Any] = [
@@ -944,7 +1010,7 @@ PLACES: list[Any] = [
 @pytest.mark.parametrize("value", NOT_PLAIN_JSON)
 async def test_value_that_is_not_plain_json_is_refused(
     store: SessionStore,
-    root: Path,
+    disk: Path | None,
     value: Any,
     place: Callable[[Session, Any], None],
     checkpoint: bool,
@@ -953,14 +1019,14 @@ async def test_value_that_is_not_plain_json_is_refused(
     good = Session(id="s", messages=[msg("a", {"ok": [1]})], metadata={"m": 1})
     await store.save_runtime_session(good)
     persisted = await store.load_session("s")
-    before = disk_bytes(root / "s")
+    before = disk_bytes(disk, "s")
 
     bad = Session(id="s", messages=[msg("a", {"ok": [1]}), msg("b")], metadata={"m": 2})
     place(bad, value)
     with pytest.raises((TypeError, ValueError)):
         await call(bad)
     assert await store.load_session("s") == persisted
-    assert disk_bytes(root / "s") == before
+    assert disk_bytes(disk, "s") == before
 
     # A session never saved stays unsaved.
     fresh = Session(id="fresh")
@@ -968,7 +1034,9 @@ async def test_value_that_is_not_plain_json_is_refused(
     with pytest.raises((TypeError, ValueError)):
         await call(fresh)
     assert await store.load_session("fresh") is None
-    assert not (root / "fresh").exists()
+    assert [s.id for s in await store.list_sessions()] == ["s"]
+    if disk is not None:
+        assert not (disk / "fresh").exists()
 
     # The actor keeps serving.
     good.metadata["m"] = 3
@@ -984,7 +1052,7 @@ async def test_a_non_message_in_messages_is_refused(store: SessionStore) -> None
     assert await store.load_session("s") is None
 
 
-async def test_naive_datetimes_are_refused(store: SessionStore, root: Path) -> None:
+async def test_naive_datetimes_are_refused(store: SessionStore) -> None:
     naive = datetime(2024, 1, 1, 12, 0)
     with pytest.raises((TypeError, ValueError)):
         Message(id="m", role="user", created_at=naive)
