@@ -28,6 +28,10 @@ The workloads (issue 4), each for both designs:
 5. memory per live actor with 10,000 actors alive (classic: per lock kept),
    and RSS after 100,000 distinct session ids came and went.
 
+6. saves that cost what changed (``benchmarks/journal.py``, issue 5): a save
+   adding one message to sessions of 10, 1,000 and 10,000 messages, and the
+   whole life of a 2,000-step session against full rewrites.
+
 Counters from ``statistics()`` (and the classic port's own) show how many
 snapshot writes, journal writes, log writes and fsyncs each design made.
 
@@ -52,6 +56,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +64,7 @@ import attrs
 import orjson
 import trio
 from classic import ClassicStore
+from journal import print_journal_table, run_journal_benchmarks
 
 import sessionactors
 from sessionactors import Message, Session, open_store
@@ -1113,6 +1119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = trio.run(timed_workloads, config, base, progress)
         progress("5/5 memory (child processes)")
         results["memory_live"], results["memory_churn"] = workload_memory(config, base)
+        progress("journal: saves that cost what changed")
+        journal_dir = base / "journal"
+        journal_dir.mkdir()
+        journal = trio.run(partial(run_journal_benchmarks, journal_dir, quick=args.quick))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     checks = targets(results)
@@ -1131,11 +1141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "config": attrs.asdict(config),
         },
         "workloads": results,
+        "journal": journal,
         "targets": [{**attrs.asdict(check), "passed": check.passed} for check in checks],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     print(report(results, checks))
+    print_journal_table(journal)
     print(f"\nfigures written to {args.out}")
     return 0
 

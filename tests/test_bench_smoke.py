@@ -58,3 +58,6 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
     assert {target["name"] for target in document["targets"]}
     # Only its own scratch directory was used, and it is gone.
     assert not list(tmp_path.glob("sessionactors-bench-*"))
+    journal = document["journal"]
+    assert all(row["median_ms"] > 0 for row in journal["save_latency"].values())
+    assert journal["session_life"]["journal_s"] > 0 and journal["session_life"]["rewrite_s"] > 0
