@@ -88,6 +88,9 @@ class _Saved:
 class Save(Op):
     session: Session
     checkpoint: bool
+    # The transcript as it stood at the call: the caller's tasks may go on
+    # appending to session.messages while the worker thread writes this one.
+    messages: list[Message]
 
     def finish(self, result: outcome.Outcome[Any]) -> None:
         # Update the caller's object here, on the event loop, not in the
@@ -234,22 +237,21 @@ class _Segment:
             self.outcomes[index] = outcome.Error(exc)
 
     def _save(self, index: int, op: Save) -> None:
-        check_session(op.session, start=self.files.known_prefix(op.session.messages))
+        check_session(op.session, op.messages, start=self.files.known_prefix(op.messages))
         persisted = self.group()
         group = merge_authoritative(persisted, _group_of(op.session))
         merged: list[Message] | None = None
         if op.checkpoint:
             if self.pending is not None:
-                prior = _own_messages(self.pending.messages, op.session.messages)
+                prior = _own_messages(self.pending.messages, op.messages)
             elif persisted is not None:
-                prior = self.files.persisted_messages(op.session.messages)
+                prior = self.files.persisted_messages(op.messages)
             else:
                 prior = []
-            merged = merge_transcript(prior, op.session.messages)
+            merged = merge_transcript(prior, op.messages)
         updated_at = utc_now()
         snapshot = _with_group(op.session, group, updated_at)
-        if merged is not None:
-            snapshot.messages = merged
+        snapshot.messages = op.messages if merged is None else merged
         self.pending = snapshot
         self.pending_edit = False
         self.waiting_snapshot.append((index, _Saved(group, updated_at, merged)))
@@ -269,13 +271,17 @@ class _Segment:
 
     def _delete(self, index: int) -> None:
         existed = self.exists()
+        if self.present:
+            try:
+                self.files.delete()
+            except Exception as exc:
+                self._abandon(exc)  # nothing pending was written: those calls fail too
+                raise
         # What is pending is superseded: it took effect and is deleted now.
         self._succeed(self.waiting_snapshot)
         self._succeed([(i, None) for i in self.waiting_lines])
         self.pending = None
         self.lines.clear()
-        if self.present:
-            self.files.delete()
         self._disk_exists = False
         self.outcomes[index] = outcome.Value(existed)
 
@@ -290,6 +296,16 @@ class _Segment:
         for index in indexes:
             self.outcomes[index] = outcome.Error(exc)
 
+    def _abandon(self, exc: Exception) -> None:
+        """Fail every pending op with ``exc``: none of it is on disk."""
+        self._fail([i for i, _ in self.waiting_snapshot], exc)
+        self._fail(self.waiting_lines, exc)
+        self.waiting_snapshot.clear()
+        self.waiting_lines.clear()
+        self.pending = None
+        self.lines.clear()
+        self._disk_exists = None
+
     def flush(self) -> None:
         """Write the pending snapshot, then the pending lines."""
         if self.pending is not None:
@@ -300,14 +316,9 @@ class _Segment:
                 else:
                     self.files.write_session(snapshot)
             except Exception as exc:
-                # Nothing of these ops is on disk; the appends may have
-                # counted on the session this snapshot would have created.
-                self._fail([i for i, _ in self.waiting_snapshot], exc)
-                self._fail(self.waiting_lines, exc)
-                self.waiting_snapshot.clear()
-                self.waiting_lines.clear()
-                self.lines.clear()
-                self._disk_exists = None
+                # The appends may have counted on the session this snapshot
+                # would have created: they fail with it.
+                self._abandon(exc)
                 return
             self._disk_exists = True
             self._succeed(self.waiting_snapshot)

@@ -34,7 +34,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import time
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +59,8 @@ __all__ = [
 
 FORMAT = 2
 SESSION_FILE = "session.json"
+#: The snapshot's two slots, written in turn (slot 0 is format 1's only file).
+SLOT_FILES = (SESSION_FILE, "session.1.json")
 LOG_FILE = "token-usage.jsonl"
 LOCK_FILE = ".lock"
 JOURNAL_PREFIX = "messages."
@@ -102,6 +106,13 @@ class Snapshot:
     path: str
     head: dict[str, Any]
     body: bytes | None = None
+    slot: int = 0
+
+    @property
+    def seq(self) -> int:
+        """Which of the two slots is newer: the one with the higher ``seq``."""
+        seq: int = self.head.get("seq", 0)
+        return seq
 
     @property
     def format(self) -> int:
@@ -127,8 +138,18 @@ class Snapshot:
         return Authoritative(**{key: self.head[key] for key in _GROUP_KEYS})
 
 
-def decode_snapshot(path: str, raw: bytes, session_id: str) -> Snapshot:
-    """Check and decode the bytes of a ``session.json``.
+def encode_head(head: dict[str, Any]) -> bytes:
+    """A format-2 slot's bytes: the head as one JSON line, then its CRC-32 line.
+
+    The CRC tells a slot torn by a crash in the middle of its rewrite from a
+    whole one, so a reader falls back to the other slot.
+    """
+    line = orjson.dumps(head)
+    return line + b"\n" + b"%08x\n" % zlib.crc32(line)
+
+
+def decode_snapshot(path: str, raw: bytes, session_id: str, slot: int = 0) -> Snapshot:
+    """Check and decode the bytes of one snapshot slot.
 
     Raises:
         UnsupportedFormatError: written by a newer version of the library.
@@ -150,6 +171,10 @@ def decode_snapshot(path: str, raw: bytes, session_id: str) -> Snapshot:
             f"written in format {version}; this version of sessionactors reads "
             f"formats 1 to {FORMAT}: upgrade it to read this session",
         )
+    if version == 2:
+        crc, _, tail = rest.partition(b"\n")
+        if crc != b"%08x" % zlib.crc32(line) or tail:
+            raise CorruptSessionError(path, "torn: its checksum does not match")
     checks: dict[str, type | tuple[type, ...]] = {
         "id": str,
         "title": str,
@@ -161,7 +186,7 @@ def decode_snapshot(path: str, raw: bytes, session_id: str) -> Snapshot:
         "updated_at": str,
     }
     if version == 2:
-        checks.update(journal=str, journal_size=int, metadata=dict, runtime_state=dict)
+        checks.update(seq=int, journal=str, journal_size=int, metadata=dict, runtime_state=dict)
     for key, kind in checks.items():
         if not isinstance(head.get(key), kind):
             raise CorruptSessionError(path, f"{key!r} is missing or of the wrong type")
@@ -171,33 +196,76 @@ def decode_snapshot(path: str, raw: bytes, session_id: str) -> Snapshot:
         journal = head["journal"]
         if not is_journal(journal) or "/" in journal or journal.startswith("."):
             raise CorruptSessionError(path, f"names no valid journal ({journal!r})")
-        if rest.strip():
-            raise CorruptSessionError(path, "holds more than one line")
-        return Snapshot(path, head)
+        return Snapshot(path, head, slot=slot)
+    if slot != 0:
+        raise CorruptSessionError(path, "format 1 in the second slot")
     return Snapshot(path, head, rest)
 
 
-def encode_snapshot(session: Session, journal: str, journal_size: int) -> bytes:
-    """The bytes of a format-2 ``session.json`` for a checked session."""
-    return (
-        orjson.dumps(
-            {
-                "format": FORMAT,
-                "id": session.id,
-                "title": session.title,
-                "title_version": session.title_version,
-                "pinned": session.pinned,
-                "metadata_version": session.metadata_version,
-                "created_at": converter.unstructure(session.created_at, datetime),
-                "updated_at": converter.unstructure(session.updated_at, datetime),
-                "message_count": len(session.messages),
-                "journal": journal,
-                "journal_size": journal_size,
-                "metadata": session.metadata,
-                "runtime_state": session.runtime_state,
-            }
-        )
-        + b"\n"
+def read_slots(directory: str, session_id: str) -> list[Snapshot | CorruptSessionError | None]:
+    """Each snapshot slot of a session: decoded, why it does not decode, or absent."""
+    slots: list[Snapshot | CorruptSessionError | None] = []
+    for slot, name in enumerate(SLOT_FILES):
+        path = os.path.join(directory, name)
+        raw = _read_file(path)
+        if raw is None:
+            slots.append(None)
+            continue
+        try:
+            slots.append(decode_snapshot(path, raw, session_id, slot))
+        except CorruptSessionError as exc:
+            slots.append(exc)
+    return slots
+
+
+def read_snapshot_at(directory: str, session_id: str, *, tries: int = 3) -> Snapshot | None:
+    """The newer whole slot of a session's snapshot, or None if it has none.
+
+    One slot may be torn (a crash while it was rewritten, or a writer of
+    another process rewriting it right now): the other one, the snapshot
+    before, is then the answer. Only when no slot decodes is the session
+    corrupt. A reader that is not holding the lock may meet both slots in
+    the middle of two rewrites in a row, so that case is read again.
+
+    Raises:
+        CorruptSessionError: a slot exists and none decodes.
+    """
+    for attempt in range(tries):
+        slots = read_slots(directory, session_id)
+        found = [slot for slot in slots if isinstance(slot, Snapshot)]
+        errors = [slot for slot in slots if isinstance(slot, CorruptSessionError)]
+        for error in errors:
+            if isinstance(error, UnsupportedFormatError):
+                raise error  # never fall back from a newer writer's snapshot to an older one
+        if found:
+            return max(found, key=lambda snapshot: snapshot.seq)
+        if not errors:
+            return None
+        if attempt + 1 == tries:
+            raise errors[0]
+        time.sleep(0.001 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def encode_snapshot(session: Session, journal: str, journal_size: int, seq: int) -> bytes:
+    """The bytes of a format-2 snapshot slot for a checked session."""
+    return encode_head(
+        {
+            "format": FORMAT,
+            "seq": seq,
+            "id": session.id,
+            "title": session.title,
+            "title_version": session.title_version,
+            "pinned": session.pinned,
+            "metadata_version": session.metadata_version,
+            "created_at": converter.unstructure(session.created_at, datetime),
+            "updated_at": converter.unstructure(session.updated_at, datetime),
+            "message_count": len(session.messages),
+            "journal": journal,
+            "journal_size": journal_size,
+            "metadata": session.metadata,
+            "runtime_state": session.runtime_state,
+        }
     )
 
 
@@ -235,14 +303,6 @@ def _summary(snapshot: Snapshot) -> SessionSummary:
     )
 
 
-def _read_first_line(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as file:
-            return file.readline()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
 def _version(snapshot: Snapshot) -> tuple[Any, ...]:
     """What names a format-2 transcript on disk: its journal, counted size and count."""
     if snapshot.format != FORMAT:
@@ -250,13 +310,17 @@ def _version(snapshot: Snapshot) -> tuple[Any, ...]:
     return (snapshot.journal, snapshot.journal_size, snapshot.message_count)
 
 
+def _next_slot(latest: Snapshot | None) -> tuple[int, int]:
+    """The slot and ``seq`` of the next snapshot: the older slot, one higher."""
+    if latest is None:
+        return 0, 1
+    return 1 - latest.slot, latest.seq + 1
+
+
 def read_summary(root: Path, session_id: str) -> SessionSummary | None:
     """The summary of one session from its snapshot, or None if it has none."""
-    path = os.path.join(root, session_id, SESSION_FILE)
-    line = _read_first_line(path)
-    if line is None:
-        return None
-    return _summary(decode_snapshot(path, line, session_id))
+    snapshot = read_snapshot_at(os.path.join(root, session_id), session_id)
+    return None if snapshot is None else _summary(snapshot)
 
 
 def list_summaries(root: Path) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
@@ -284,10 +348,15 @@ def list_summaries(root: Path) -> tuple[list[SessionSummary], list[CorruptSessio
 # --- low-level helpers --------------------------------------------------------
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write all of ``data``: at the file's offset, or at ``offset`` (pwrite)."""
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        if offset is None:
+            written = os.write(fd, view)
+        else:
+            written = os.pwrite(fd, view, offset)
+            offset += written
         view = view[written:]
 
 
@@ -424,8 +493,8 @@ class SessionFiles:
     def read_snapshot(self) -> Snapshot | None:
         if not isinstance(self._held, _Unread):
             return self._held
-        raw = _read_file(self.session_path)
-        snapshot = None if raw is None else decode_snapshot(self.session_path, raw, self.session_id)
+        # Under the lock no writer can be in the middle of a slot: one read.
+        snapshot = read_snapshot_at(self.directory, self.session_id, tries=1 if self._locked else 3)
         if self._locked:
             self._held = snapshot
         return snapshot
@@ -436,7 +505,7 @@ class SessionFiles:
         return None if snapshot is None else snapshot.group()
 
     def exists(self) -> bool:
-        return os.path.exists(self.session_path)
+        return any(os.path.exists(os.path.join(self.directory, name)) for name in SLOT_FILES)
 
     def read_session(self) -> Session | None:
         """The persisted session, as new objects."""
@@ -548,28 +617,29 @@ class SessionFiles:
             lines = encode_messages(messages[len(known.messages) :])
         else:
             if snapshot is not None and snapshot.journal is not None:
-                self._check_journal(snapshot)  # never sweep away a damaged one
+                # Never sweep away a journal that disagrees with its snapshot:
+                # its lines are counted (not decoded), cheap beside the rewrite.
+                self._counted_lines(snapshot)
             journal, start = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}", 0
             lines = encode_messages(messages)
         size = start + len(lines)
-        data = encode_snapshot(session, journal, size)
+        slot, seq = _next_slot(snapshot)
+        data = encode_snapshot(session, journal, size, seq)
         if appending:
             self._append_journal(journal, start, lines)
         else:
             self._write_journal(journal, lines)
         self._known = None  # until the snapshot naming the journal is in place
-        self._replace_snapshot(data)
+        try:
+            self._write_slot(slot, data)
+        except BaseException:
+            if not appending:  # the new journal is named by no snapshot: remove it
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, journal))
+            raise
         self._known = KnownTranscript((journal, size, len(messages)), list(messages), mark)
         if journal != old_journal:
             self._sweep(force=True)  # the old journal is no longer named
-
-    def _check_journal(self, snapshot: Snapshot) -> None:
-        """Refuse to replace a journal that disagrees with its snapshot.
-
-        Its lines are counted, not decoded: cheap beside the rewrite to come,
-        and enough to keep a damaged journal from being swept away.
-        """
-        self._counted_lines(snapshot)
 
     def _counted_lines(self, snapshot: Snapshot) -> list[bytes]:
         """The journal lines the snapshot counts (decoded by the caller)."""
@@ -601,28 +671,54 @@ class SessionFiles:
             self.write_session(session)  # format 1: upgrade it
             return
         assert snapshot.journal is not None
-        self._replace_snapshot(encode_snapshot(session, snapshot.journal, snapshot.journal_size))
+        slot, seq = _next_slot(snapshot)
+        self._write_slot(
+            slot, encode_snapshot(session, snapshot.journal, snapshot.journal_size, seq)
+        )
 
-    def _replace_snapshot(self, data: bytes) -> None:
-        temp = os.path.join(self.directory, f".{SESSION_FILE}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+    def _write_slot(self, slot: int, data: bytes) -> None:
+        """Rewrite the older snapshot slot in place (locked).
+
+        The newer slot stays whole meanwhile, so a crash at any instant leaves
+        the snapshot before this one readable. This slot reads as torn (its
+        checksum, or bytes after it) until the new bytes are complete and
+        the old ones cut off. No file is made and none renamed, so the
+        directory needs no fsync, except when the slot file is new.
+        """
+        path = os.path.join(self.directory, SLOT_FILES[slot])
+        self._held = _UNREAD
+        try:
+            fd = os.open(path, os.O_WRONLY | _O_CLOEXEC)
+            created = False
+        except FileNotFoundError:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+            created = True
         try:
             try:
-                _write_all(fd, data)
+                _write_all(fd, data, offset=0)
+                os.ftruncate(fd, len(data))
                 self._sync(fd)
+            except BaseException:
+                # The new bytes may be whole in the page cache though the call
+                # fails: make the slot torn, so readers keep the snapshot before.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                raise
             finally:
                 os.close(fd)
-            self._held = _UNREAD
-            os.replace(temp, self.session_path)
+            if created:
+                self._sync_dir(self.directory)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+            if created:  # a first snapshot that is not whole: as if never begun
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             raise
         self.counts.snapshots_written += 1
         self.counts.bytes_written += len(data)
-        self._sync_dir(self.directory)
+        if self._locked:
+            self._held = decode_snapshot(path, data, self.session_id, slot)
 
-    def _write_journal(self, name: str, data: bytes) -> int:
+    def _write_journal(self, name: str, data: bytes) -> None:
         path = os.path.join(self.directory, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
@@ -638,11 +734,10 @@ class SessionFiles:
             raise
         self.counts.journal_rewrites += 1
         self.counts.bytes_written += len(data)
-        return len(data)
 
-    def _append_journal(self, name: str, size: int, data: bytes) -> int:
+    def _append_journal(self, name: str, size: int, data: bytes) -> None:
         if not data:
-            return size
+            return
         path = os.path.join(self.directory, name)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | _O_CLOEXEC)
         try:
@@ -662,7 +757,6 @@ class SessionFiles:
             os.close(fd)
         self.counts.journal_appends += 1
         self.counts.bytes_written += len(data)
-        return size + len(data)
 
     def append(self, data: bytes) -> None:
         """Append whole lines to the token-usage log in one write (locked).
@@ -709,18 +803,21 @@ class SessionFiles:
         """
         self._known = None
         self._held = _UNREAD
-        try:
-            os.unlink(self.session_path)
-            existed = True
-        except FileNotFoundError:
-            existed = False
+        existed = False
+        for name in SLOT_FILES:
+            try:
+                os.unlink(os.path.join(self.directory, name))
+                existed = True
+            except FileNotFoundError:
+                pass
         self.remove_directory()
         return existed
 
     def remove_directory(self) -> None:
         """Remove what is left once the session file is gone (locked)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.log_path)
+        for name in (LOG_FILE, *SLOT_FILES):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, name))
         self._sweep(force=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._lock_path)

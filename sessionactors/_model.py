@@ -268,21 +268,19 @@ def _check(value: Any, where: str, depth: int) -> None:
     raise TypeError(f"{where}: {kind.__name__} is not plain JSON and would not read back equal")
 
 
-def check_session(session: Session, start: int = 0) -> None:
-    """Check a session before it is written (see :func:`check_json`).
+def check_session(session: Session, messages: Sequence[Message], start: int = 0) -> None:
+    """Check a session, with ``messages`` as its transcript, before it is written.
 
     The attrs validators run on construction and assignment (of a Message's
     fields too); this catches what they cannot see: values put into lists
-    and dicts afterwards. Messages before ``start`` are known to have been
-    checked already.
+    and dicts afterwards (see :func:`check_json`). Messages before ``start``
+    are known to have been checked already.
     """
-    if not isinstance(session, Session):
-        raise TypeError(f"expected a Session, got {type(session).__name__}")
     attrs.validate(session)
     check_json(session.metadata, "metadata")
     check_json(session.runtime_state, "runtime_state")
-    for index in range(start, len(session.messages)):
-        message = session.messages[index]
+    for index in range(start, len(messages)):
+        message = messages[index]
         if not isinstance(message, Message):
             raise TypeError(f"messages[{index}] is a {type(message).__name__}, not a Message")
         check_json(message.content, f"messages[{index}].content")

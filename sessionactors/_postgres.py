@@ -98,10 +98,6 @@ _MIGRATION_LOCK = 0x5E55_AC70  # pg_advisory_xact_lock key serializing migration
 ATTEMPTS = 5
 _BACKOFF = 0.02  # seconds, doubled each retry, with jitter
 
-_HEAD_COLUMNS = (
-    "title, title_version, pinned, metadata_version, created_at, updated_at,"
-    " message_count, transcript"
-)
 _LOCK = f"""
 SELECT l.xid, s.title, s.title_version, s.pinned, s.metadata_version, s.created_at,
     s.updated_at, s.message_count, s.transcript

@@ -65,7 +65,7 @@ def validate_session_id(session_id: object) -> str:
         if char in "/\\" or code < 0x20 or 0x7F <= code <= 0x9F:
             raise InvalidSessionIdError(f"session id {session_id!r} holds {char!r}")
     try:
-        encoded = os.fsencode(session_id)
+        encoded = session_id.encode()  # strict: a lone surrogate is refused
     except UnicodeError:
         raise InvalidSessionIdError(f"session id {session_id!r} cannot be encoded") from None
     if len(encoded) > 255:
@@ -151,7 +151,6 @@ class SessionStore:
         self._mailbox_size = mailbox_size
         self._limiter = limiter
         self._routes: dict[str, _Route] = {}
-        self._actors: set[Actor] = set()
         self._stats = ActorStats()
         self._closed = False
         self._all_exited = trio.Event()
@@ -176,22 +175,19 @@ class SessionStore:
         )
         route = _Route(send, actor)
         self._routes[session_id] = route
-        self._actors.add(actor)
         if self._all_exited.is_set():
             self._all_exited = trio.Event()
         self._stats.actors_started += 1
-        self._stats.live_actors = len(self._actors)
+        self._stats.live_actors = len(self._routes)
         self._nursery.start_soon(actor.run, name=f"sessionactors actor {session_id!r}")
         return route
 
     def _actor_exited(self, actor: Actor) -> None:
-        session_id = actor.files.session_id
-        route = self._routes.get(session_id)
-        if route is not None and route.actor is actor:
-            del self._routes[session_id]
-        self._actors.discard(actor)
-        self._stats.live_actors = len(self._actors)
-        if not self._actors:
+        # A route is replaced only once its actor has exited, so it is this one.
+        route = self._routes.pop(actor.files.session_id)
+        assert route.actor is actor
+        self._stats.live_actors = len(self._routes)
+        if not self._routes:
             self._all_exited.set()
 
     async def _call(self, session_id: str, op: Op) -> Any:
@@ -220,11 +216,11 @@ class SessionStore:
             return
         logger.warning(
             "%d actors still busy %s s after close; cancelling them",
-            len(self._actors),
+            len(self._routes),
             drain_timeout,
         )
-        for actor in list(self._actors):
-            actor.cancel_scope.cancel()
+        for route in list(self._routes.values()):
+            route.actor.cancel_scope.cancel()
         await self._all_exited.wait()
 
     # --- the contract ---
@@ -261,7 +257,7 @@ class SessionStore:
             raise TypeError(f"expected a Session, got {type(session).__name__}")
         session_id = validate_session_id(session.id)
         self._stats.saves_requested += 1
-        await self._call(session_id, Save(session, checkpoint))
+        await self._call(session_id, Save(session, checkpoint, list(session.messages)))
 
     async def append_token_usage_record(
         self, session_id: str, record: str | Mapping[str, Any]

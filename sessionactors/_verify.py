@@ -31,9 +31,10 @@ from ._files import (
     TEMP_SUFFIX,
     SessionFiles,
     cut_torn_tail,
-    decode_snapshot,
     fsync_dir,
     is_journal,
+    read_slots,
+    read_snapshot_at,
 )
 from ._store import validate_session_id
 
@@ -133,26 +134,32 @@ def check_name(where: SessionDir) -> Iterator[Problem]:
 
 
 def check_snapshot(where: SessionDir) -> Iterator[Problem]:
-    """``session.json`` exists, its head is sane, and it decodes with its messages."""
-    path = where.session_path
+    """The snapshot exists, its head is sane, and it decodes with its messages."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        snapshot = read_snapshot_at(str(where.path), where.name)
+    except CorruptSessionError as exc:
+        yield Problem(Path(exc.path), f"corrupt: {exc.reason}")
+        return
+    except OSError as exc:
+        yield Problem(where.session_path, f"cannot be read: {exc.strerror or exc}")
+        return
+    if snapshot is None:
         yield Problem(
             where.path,
             "no session.json: not a session (an abandoned or foreign directory)",
             transient=True,  # a first save creates the directory, then the file
         )
         return
-    except OSError as exc:
-        yield Problem(path, f"cannot be read: {exc.strerror or exc}")
-        return
-    try:
-        head = orjson.loads(raw.partition(b"\n")[0])
-    except orjson.JSONDecodeError:
-        head = None
-    if isinstance(head, dict):
-        yield from _check_head(path, head)
+    path = Path(snapshot.path)
+    for slot in read_slots(str(where.path), where.name):
+        if isinstance(slot, CorruptSessionError):
+            yield Problem(
+                Path(slot.path),
+                f"corrupt: {slot.reason}; the other slot (seq {snapshot.seq}) is read, "
+                "and the next save rewrites this one",
+                transient=True,  # a writer rewrites a slot in place
+            )
+    yield from _check_head(path, snapshot.head)
     try:
         session = SessionFiles(where.root, where.name, fsync=False).read_session()
     except CorruptSessionError as exc:
@@ -251,11 +258,11 @@ def check_temp_files(where: SessionDir) -> Iterator[Problem]:
 def check_journals(where: SessionDir) -> Iterator[Problem]:
     """No bytes beyond what the snapshot counts, and no journal it does not name."""
     try:
-        snapshot = decode_snapshot(
-            str(where.session_path), where.session_path.read_bytes(), where.name
-        )
+        snapshot = read_snapshot_at(str(where.path), where.name)
     except (OSError, CorruptSessionError):
         return  # check_snapshot reports it; without a snapshot nothing is an orphan
+    if snapshot is None:
+        return
     try:
         names = sorted(name for name in os.listdir(where.path) if is_journal(name))
     except OSError:
@@ -314,11 +321,8 @@ def _truncate_torn_tail(problem: Problem) -> None:
 
 
 def _truncate_uncounted(problem: Problem) -> None:
-    snapshot = decode_snapshot(
-        str(problem.path.parent / SESSION_FILE),
-        (problem.path.parent / SESSION_FILE).read_bytes(),
-        problem.path.parent.name,
-    )
+    snapshot = read_snapshot_at(str(problem.path.parent), problem.path.parent.name)
+    assert snapshot is not None  # under the lock, as when the problem was found
     fd = os.open(problem.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     try:
         os.ftruncate(fd, snapshot.journal_size)

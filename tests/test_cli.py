@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import trio
 
 from sessionactors import Message, Session, open_store
 from sessionactors._cli import _Progress
+from sessionactors._files import Snapshot, encode_head, read_snapshot_at
 
 LONG_TITLE = "A very long title " * 6
 LONG_TEXT = "lorem ipsum dolor sit amet " * 200 + "THE-END"
@@ -293,10 +293,18 @@ def test_usage_of_a_session_without_records(built: Path) -> None:
 # --- verify ---------------------------------------------------------------------------
 
 
+def newest(directory: Path) -> Snapshot:
+    """The session's newest snapshot slot."""
+    snapshot = read_snapshot_at(str(directory), directory.name)
+    assert snapshot is not None
+    return snapshot
+
+
 def damage(root: Path) -> dict[str, Path]:
     """A corrupt session file, a torn tail and a stray temporary file."""
     corrupt = root / "old" / "session.json"
-    corrupt.write_bytes(b"{not json\n")
+    for slot in (root / "old").glob("session*.json"):  # both slots: nothing to fall back to
+        slot.write_bytes(b"{not json\n")
     log = root / "new" / "token-usage.jsonl"
     with open(log, "ab") as file:
         file.write(b'{"model": "m1", "input_tok')
@@ -371,7 +379,7 @@ def test_verify_repair_of_repairable_problems_only(store: Path) -> None:
 
 def test_verify_journal_leftovers(store: Path) -> None:
     """Bytes a crashed save left beyond the counted journal, and a crashed rewrite's journal."""
-    snapshot = orjson.loads((store / "mid" / "session.json").read_bytes())
+    snapshot = newest(store / "mid").head
     journal = store / "mid" / snapshot["journal"]
     counted = journal.read_bytes()
     with open(journal, "ab") as file:
@@ -396,22 +404,28 @@ def test_verify_journal_leftovers(store: Path) -> None:
 
 
 def test_verify_insane_versions(store: Path) -> None:
-    path = store / "mid" / "session.json"
-    head = orjson.loads(path.read_bytes())
+    path = Path(newest(store / "mid").path)
+    head = newest(store / "mid").head
     head.update(title_version=5, metadata_version=3, message_count=7)
-    path.write_bytes(orjson.dumps(head))
+    path.write_bytes(encode_head(head))
     result = run("verify", store)
     assert result.returncode == 1
     assert f"{path}: versions disagree: title_version 5 > metadata_version 3" in result.stdout
     journal = path.parent / head["journal"]
     assert f"{journal}: corrupt: 2 messages where 7 are counted" in result.stdout
 
-    head.update(title_version=-1, metadata_version="3", message_count=2)
-    path.write_bytes(orjson.dumps(head))
+    head.update(title_version=-1, metadata_version=-2, message_count=2)
+    path.write_bytes(encode_head(head))
     result = run("verify", store)
     assert result.returncode == 1
     assert "title_version is -1, not a non-negative integer" in result.stdout
-    assert "metadata_version is '3', not a non-negative integer" in result.stdout
+    assert "metadata_version is -2, not a non-negative integer" in result.stdout
+
+    head.update(metadata_version="3")  # of the wrong type: the slot does not decode
+    path.write_bytes(encode_head(head))
+    result = run("verify", store)
+    assert result.returncode == 1
+    assert f"{path}: corrupt: 'metadata_version' is missing or of the wrong type" in result.stdout
 
 
 def test_progress_bar_only_on_a_terminal() -> None:

@@ -394,14 +394,15 @@ async def test_delete_removes_stray_temp_files_with_the_session(tmp_path: Path) 
 
 
 def spy_on_file_work(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Record (operation, path) of every write, fsync, rename and mkdir, in order.
+    """Record (operation, path) of every write, pwrite, truncate, fsync, rename and mkdir.
 
     A kill cannot tell "fsync" from "flush" (the page cache survives the
     process), so the order of the system calls is what proves a power loss
     would find every returned call on disk.
     """
     events: list[tuple[str, str]] = []
-    real = {name: getattr(os, name) for name in ("write", "fsync", "replace", "mkdir")}
+    by_fd_names = ("write", "pwrite", "ftruncate", "fsync")
+    real = {name: getattr(os, name) for name in (*by_fd_names, "replace", "mkdir")}
 
     def by_fd(name: str) -> Any:
         def spy(fd: int, *args: Any) -> Any:
@@ -418,7 +419,7 @@ def spy_on_file_work(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
         return spy
 
-    for name in ("write", "fsync"):
+    for name in by_fd_names:
         monkeypatch.setattr(os, name, by_fd(name))
     for name in ("replace", "mkdir"):
         monkeypatch.setattr(os, name, by_path(name))
@@ -443,19 +444,34 @@ async def test_fsync_durability_syncs_before_a_call_returns(
         events = spy_on_file_work(monkeypatch)
         for first in (True, False):
             events.clear()
-            await store.save_runtime_session(Session(id="s", metadata={"first": first}))
-            session = str(root / "s" / "session.json")
-            temp = next(p for n, p in events if n == "write" and ".tmp" in p)
-            rename = position(events, "replace", temp)
-            # The temp file's bytes are on disk before it is renamed into place...
-            assert position(events, "write", temp) < position(events, "fsync", temp) < rename
-            assert events[rename][1] == f"{temp} -> {session}"
-            # ...and the rename itself is made durable before the save returns.
-            assert position(events, "fsync", str(root / "s")) > rename
-            if first:  # the new session directory's own entry, in the root
+            session = Session(
+                id="s",
+                metadata={"first": first},
+                messages=[Message(id=f"m{i}", role="u") for i in range(1 if first else 2)],
+            )
+            await store.save_runtime_session(session)
+            snapshot = sessionactors._files.read_snapshot_at(str(root / "s"), "s")
+            assert snapshot is not None and snapshot.journal is not None
+            slot, journal = snapshot.path, str(root / "s" / snapshot.journal)
+            # The journal's bytes are on disk before the snapshot counting them is
+            # written; the snapshot slot is rewritten in place and synced in turn.
+            assert position(events, "write", journal) < position(events, "fsync", journal)
+            assert position(events, "fsync", journal) < position(events, "pwrite", slot)
+            assert position(events, "pwrite", slot) < position(events, "ftruncate", slot)
+            assert position(events, "ftruncate", slot) < position(events, "fsync", slot)
+            assert not [n for n, _ in events if n == "replace"]
+            if first:  # new names (directory, journal, slot) made durable in their directory
                 assert position(events, "fsync", str(root)) > position(
                     events, "mkdir", str(root / "s")
                 )
+                dir_syncs = [
+                    i for i, (n, p) in enumerate(events) if (n, p) == ("fsync", str(root / "s"))
+                ]
+                assert any(
+                    position(events, "fsync", journal) < i < position(events, "pwrite", slot)
+                    for i in dir_syncs
+                )
+                assert max(dir_syncs) > position(events, "fsync", slot)
         for first in (True, False):
             events.clear()
             await store.append_token_usage_record("s", {"first": first})
@@ -465,8 +481,11 @@ async def test_fsync_durability_syncs_before_a_call_returns(
                 assert ("fsync", str(root / "s")) in events
         events.clear()
         await store.set_title("s", "renamed")
-        assert ("fsync", str(root / "s")) in events
-        assert sum(1 for n, p in events if n == "fsync" and ".tmp" in p) == 1
+        snapshot = sessionactors._files.read_snapshot_at(str(root / "s"), "s")
+        assert snapshot is not None
+        # Both slots exist by now: a UI edit is one slot rewritten and synced.
+        assert [n for n, p in events if p == snapshot.path] == ["pwrite", "ftruncate", "fsync"]
+        assert ("fsync", str(root / "s")) not in events
 
 
 async def test_flush_durability_hands_bytes_to_the_os_without_fsync(
@@ -478,5 +497,5 @@ async def test_flush_durability_hands_bytes_to_the_os_without_fsync(
         await store.append_token_usage_record("s", {"a": 1})
         await store.set_title("s", "t")
         assert [n for n, _ in events if n == "fsync"] == []
-        assert sum(1 for n, _ in events if n == "replace") == 2  # still atomic renames
+        assert sum(1 for n, _ in events if n == "pwrite") == 2  # a slot rewritten in place
         assert any(n == "write" and p.endswith("token-usage.jsonl") for n, p in events)

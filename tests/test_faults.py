@@ -33,7 +33,7 @@ from sessionactors import (
     SessionStoreError,
 )
 
-TEMP = re.compile(r"/\.session\.json\.[0-9a-f]+\.tmp$")
+SLOT = re.compile(r"/session(\.1)?\.json$")
 
 
 def fd_path(fd: int) -> str:
@@ -63,13 +63,14 @@ class Fault:
         real = getattr(os, self.function)
 
         def fake(*args: Any, **kwargs: Any) -> Any:
-            by_fd = self.function in ("write", "fsync")
+            by_fd = self.function in ("write", "pwrite", "fsync", "ftruncate")
             path = fd_path(args[0]) if by_fd else os.fspath(args[0])
-            if self.injected < self.times and self.target(path):
+            reading = self.function == "open" and not args[1] & (os.O_WRONLY | os.O_RDWR)
+            if self.injected < self.times and self.target(path) and not reading:
                 if self.partial and not self._half_written:
                     self._half_written = True
                     data = args[1]
-                    return real(args[0], data[: max(1, len(data) // 2)])
+                    return real(args[0], data[: max(1, len(data) // 2)], *args[2:])
                 self.injected += 1
                 raise OSError(self.code, os.strerror(self.code), path)
             return real(*args, **kwargs)
@@ -78,8 +79,9 @@ class Fault:
         monkeypatch.setattr(sessionactors._files.os, self.function, fake)  # type: ignore[attr-defined]
 
 
-def is_temp_of(sid: str) -> Callable[[str], bool]:
-    return lambda path: bool(TEMP.search(path)) and f"/{sid}/" in path
+def is_slot_of(sid: str) -> Callable[[str], bool]:
+    """A snapshot slot of session ``sid`` (rewritten in place by every snapshot write)."""
+    return lambda path: bool(SLOT.search(path)) and f"/{sid}/" in path
 
 
 def is_log_of(sid: str) -> Callable[[str], bool]:
@@ -87,10 +89,23 @@ def is_log_of(sid: str) -> Callable[[str], bool]:
 
 
 def leftovers(directory: Path) -> list[str]:
-    """Temporary files left in a session directory."""
+    """Temporary files, and journals no snapshot names, left in a session directory."""
     if not directory.exists():
         return []
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+    snapshot = sessionactors._files.read_snapshot_at(str(directory), directory.name)
+    named = snapshot.journal if snapshot is not None else None
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if p.name.endswith(".tmp") or (p.name.startswith("messages.") and p.name != named)
+    )
+
+
+def latest_slot(directory: Path) -> Path:
+    """The snapshot slot holding the session's newest snapshot."""
+    snapshot = sessionactors._files.read_snapshot_at(str(directory), directory.name)
+    assert snapshot is not None
+    return Path(snapshot.path)
 
 
 def read(path: Path) -> bytes | None:
@@ -135,17 +150,15 @@ async def seed(store: SessionStore) -> Session:
 # --- OS errors while saving ---------------------------------------------------------
 
 SAVE_FAULTS = {
-    "write ENOSPC": ("write", errno.ENOSPC, False),
-    "write EACCES": ("write", errno.EACCES, False),
-    "write EIO": ("write", errno.EIO, False),
-    "half written, then ENOSPC": ("write", errno.ENOSPC, True),
+    "write ENOSPC": ("pwrite", errno.ENOSPC, False),
+    "write EACCES": ("pwrite", errno.EACCES, False),
+    "write EIO": ("pwrite", errno.EIO, False),
+    "half written, then ENOSPC": ("pwrite", errno.ENOSPC, True),
     "fsync EIO": ("fsync", errno.EIO, False),
     "fsync ENOSPC": ("fsync", errno.ENOSPC, False),
-    "rename EACCES": ("replace", errno.EACCES, False),
-    "rename EIO": ("replace", errno.EIO, False),
-    "rename ENOSPC": ("replace", errno.ENOSPC, False),
-    "create temp EACCES": ("open", errno.EACCES, False),
-    "create temp ENOSPC": ("open", errno.ENOSPC, False),
+    "truncate EIO": ("ftruncate", errno.EIO, False),
+    "open EACCES": ("open", errno.EACCES, False),
+    "open ENOSPC": ("open", errno.ENOSPC, False),
 }
 
 
@@ -158,7 +171,8 @@ async def test_os_error_while_writing_a_snapshot_changes_nothing(
     durability: Literal["fsync", "flush"] = "fsync" if function == "fsync" else "flush"
     async with sessionactors.open_store(tmp_path, durability=durability) as store:
         before = await seed(store)
-        snapshot = (tmp_path / "s1" / "session.json").read_bytes()
+        newest = latest_slot(tmp_path / "s1")
+        snapshot = newest.read_bytes()
         log = (tmp_path / "s1" / "token-usage.jsonl").read_bytes()
 
         caller = Session(
@@ -173,7 +187,7 @@ async def test_os_error_while_writing_a_snapshot_changes_nothing(
             "set_title": lambda: store.set_title("s1", "renamed"),
             "set_pinned": lambda: store.set_pinned("s1", True),
         }
-        injector = Fault(function, code, is_temp_of("s1"), partial=partial)
+        injector = Fault(function, code, is_slot_of("s1"), partial=partial)
         injector.install(monkeypatch)
 
         # The other session keeps being served while s1's write fails.
@@ -195,8 +209,10 @@ async def test_os_error_while_writing_a_snapshot_changes_nothing(
         assert error.errno == code
         assert injector.injected == 1
         assert results["s2 save"] is None and results["s2 append"] is None
-        # What was persisted before is intact, byte for byte, and nothing is left behind.
-        assert (tmp_path / "s1" / "session.json").read_bytes() == snapshot
+        # What was persisted before is intact, byte for byte (the write went to
+        # the other slot, which now reads as torn), and nothing is left behind.
+        assert latest_slot(tmp_path / "s1") == newest
+        assert newest.read_bytes() == snapshot
         assert (tmp_path / "s1" / "token-usage.jsonl").read_bytes() == log
         assert leftovers(tmp_path / "s1") == []
         assert caller == untouched  # a failed call does not half-update the caller's object
@@ -227,7 +243,7 @@ async def test_failed_first_save_leaves_no_session_behind(
 ) -> None:
     async with sessionactors.open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="kept"))
-        injector = Fault("write", code, is_temp_of("fresh"))
+        injector = Fault("pwrite", code, is_slot_of("fresh"))
         injector.install(monkeypatch)
         with pytest.raises(OSError) as raised:
             await store.save_runtime_session(Session(id="fresh", title="never"))
@@ -729,3 +745,28 @@ async def test_bad_ui_edits_are_refused_and_nothing_moves(tmp_path: Path) -> Non
                 await call
             assert isinstance(raised.value, KeyError)
         assert not (tmp_path / "missing").exists()
+
+
+async def test_a_failed_delete_fails_the_save_batched_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save and a delete in one batch: if the delete fails, the save was never written."""
+    async with sessionactors.open_store(tmp_path, durability="flush") as store:
+        before = await seed(store)
+        injector = Fault("unlink", errno.EIO, lambda path: path.endswith("/s1/session.json"))
+        injector.install(monkeypatch)
+        changed = Session(id="s1", runtime_state={"step": 99})
+        results: dict[str, Any] = {}
+
+        async def run(name: str, call: Callable[[], Awaitable[Any]]) -> None:
+            results[name] = await outcome_of(call())
+
+        async with trio.open_nursery() as nursery:  # both land in one batch
+            nursery.start_soon(run, "save", lambda: store.save_runtime_session(changed))
+            nursery.start_soon(run, "delete", lambda: store.delete_session("s1"))
+        assert injector.injected == 1
+        assert isinstance(results["delete"], OSError)
+        # Not "done" for a write that never reached the disk.
+        assert isinstance(results["save"], OSError)
+        assert await store.load_session("s1") == before
+        assert await store.delete_session("s1") is True

@@ -11,7 +11,7 @@ import pytest
 
 import sessionactors
 from sessionactors import Message, Session, open_store
-from sessionactors._files import SessionFiles, encode_messages
+from sessionactors._files import SessionFiles, encode_head, encode_messages, read_snapshot_at
 
 
 def _message(number: int, size: int = 100) -> Message:
@@ -22,9 +22,17 @@ def _journals(directory: Path) -> list[Path]:
     return sorted(directory.glob("messages.*.jsonl"))
 
 
+def _slot(directory: Path) -> Path:
+    """The snapshot slot holding the newest snapshot."""
+    snapshot = read_snapshot_at(str(directory), directory.name)
+    assert snapshot is not None
+    return Path(snapshot.path)
+
+
 def _snapshot(directory: Path) -> dict[str, Any]:
-    head: dict[str, Any] = orjson.loads((directory / "session.json").read_bytes())
-    return head
+    snapshot = read_snapshot_at(str(directory), directory.name)
+    assert snapshot is not None
+    return snapshot.head
 
 
 def _append_raw(path: Path, data: bytes) -> None:
@@ -49,7 +57,7 @@ async def test_growing_session_appends_only_the_new_messages(tmp_path: Path) -> 
             assert after.journal_appends == before.journal_appends + 1
             # What a save costs: the new message's line plus the small snapshot.
             line = len(encode_messages(session.messages[-1:]))
-            snapshot = len((tmp_path / "s" / "session.json").read_bytes())
+            snapshot = _slot(tmp_path / "s").stat().st_size
             assert after.bytes_written - before.bytes_written == line + snapshot
         assert await store.load_session("s") == session
     [journal] = _journals(tmp_path / "s")
@@ -212,11 +220,11 @@ async def test_snapshot_failure_after_journal_append_loses_nothing(
         await store.save_runtime_session(session)
         session.messages.append(_message(3))
 
-        def fail(self: SessionFiles, data: bytes) -> None:
+        def fail(self: SessionFiles, slot: int, data: bytes) -> None:
             raise OSError(28, "No space left on device")
 
         with monkeypatch.context() as patch:
-            patch.setattr(SessionFiles, "_replace_snapshot", fail)
+            patch.setattr(SessionFiles, "_write_slot", fail)
             with pytest.raises(OSError):
                 await store.save_runtime_session(session)
         loaded = await store.load_session("s")
@@ -296,8 +304,8 @@ async def test_a_ui_edit_upgrades_format_1(tmp_path: Path) -> None:
 async def test_a_newer_format_is_refused_and_kept(tmp_path: Path) -> None:
     async with open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="s", messages=[_message(0)]))
-    path = tmp_path / "s" / "session.json"
-    head = orjson.loads(path.read_bytes())
+    path = _slot(tmp_path / "s")
+    head = _snapshot(tmp_path / "s")
     head["format"] = 3
     path.write_bytes(orjson.dumps(head))
     raw = path.read_bytes()
@@ -326,10 +334,9 @@ async def test_a_journal_that_disagrees_with_its_snapshot_is_corrupt(
     elif damage == "short journal":
         journal.write_bytes(journal.read_bytes()[:-30])
     else:
-        path = tmp_path / "s" / "session.json"
-        head = orjson.loads(path.read_bytes())
+        head = _snapshot(tmp_path / "s")
         head["message_count"] = 2
-        path.write_bytes(orjson.dumps(head))
+        _slot(tmp_path / "s").write_bytes(encode_head(head))
     kept = {path: path.read_bytes() for path in (tmp_path / "s").iterdir()}
     async with open_store(tmp_path, durability="flush") as store:
         with pytest.raises(sessionactors.CorruptSessionError):

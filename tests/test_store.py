@@ -1147,3 +1147,23 @@ async def test_open_store_leaves_other_files_in_root_alone(root: Path) -> None:
     assert (root / "notes.txt").read_text() == "mine"
     assert (root / "empty-dir").is_dir()
     assert sorted(os.listdir(root)) == ["empty-dir", "notes.txt"]
+
+
+async def test_a_save_writes_the_transcript_as_it_stood_at_the_call(
+    store: SessionStore,
+) -> None:
+    """A runtime's other tasks may go on appending while a save is in flight."""
+    session = Session(id="s", messages=[Message(id=f"m{i}", role="user") for i in range(50)])
+    await store.save_runtime_session(session)
+    for round_ in range(20):
+        at_call = len(session.messages) + 1
+        session.messages.append(Message(id=f"r{round_}", role="user", content="x" * 1000))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.save_runtime_session, session)
+            await trio.testing.wait_all_tasks_blocked()  # the save is in the actor's hands
+            for extra in range(30):  # appended while the worker thread writes
+                session.messages.append(Message(id=f"x{round_}-{extra}", role="user"))
+        loaded = await store.load_session("s")
+        assert loaded is not None  # whole: never a count that disagrees with the journal
+        assert loaded.messages == session.messages[:at_call]
+        del session.messages[at_call:]
