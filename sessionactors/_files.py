@@ -3,16 +3,21 @@
 Everything here blocks; the actor calls it from a worker thread, one hop per
 batch of messages. A session directory holds (format 2)::
 
-    <root>/<id>/session.json              the small snapshot: one JSON line
+    <root>/<id>/session.json              snapshot slot 0
+    <root>/<id>/session.1.json            snapshot slot 1
     <root>/<id>/messages.<gen>.jsonl      the transcript journal: one message a line
     <root>/<id>/token-usage.jsonl         one compact JSON object a line
     <root>/<id>/.lock                     flock target: serializes processes
 
-The snapshot holds the format number, the authoritative metadata, the
-timestamps, ``metadata``, ``runtime_state``, the message count, and which
-journal holds the messages and how many of its bytes count. It is replaced
-atomically (temporary file, fsync, rename, directory fsync), so a reader sees
-the old snapshot or the new one, never a mix.
+The snapshot holds the format number, a sequence number ``seq``, the
+authoritative metadata, the timestamps, ``metadata``, ``runtime_state``, the
+message count, and which journal holds the messages and how many of its bytes
+count: one JSON line, then its CRC-32. It lives in two slots written in turn:
+a write rewrites the older slot in place (write, cut, fsync) while the newer
+one stays whole, and readers take the whole slot with the higher ``seq``. A
+crash at any instant thus leaves the snapshot before or the new one, never a
+mix, and a save costs one fsync for its snapshot: no file is made, none is
+renamed, so the directory needs no fsync either.
 
 A save whose persisted messages are an unchanged prefix of its transcript
 appends only the new messages to the journal, makes them durable, then
