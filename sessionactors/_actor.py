@@ -97,14 +97,10 @@ class Save(Op):
         # worker thread: the caller's other tasks may be looking at it.
         if isinstance(result, outcome.Value):
             saved: _Saved = result.value
-            session = self.session
-            session.title = saved.group.title
-            session.title_version = saved.group.title_version
-            session.pinned = saved.group.pinned
-            session.metadata_version = saved.group.metadata_version
-            session.updated_at = saved.updated_at
+            saved.group.assign(self.session)
+            self.session.updated_at = saved.updated_at
             if saved.messages is not None:
-                session.messages[:] = saved.messages
+                self.session.messages[:] = saved.messages
             result = outcome.Value(None)
         self.reply.set(result)
 
@@ -142,24 +138,8 @@ class Delete(Op):
 # --- the batch: synchronous, in a worker thread --------------------------------------
 
 
-def _group_of(session: Session) -> Authoritative:
-    return Authoritative(
-        title=session.title,
-        title_version=session.title_version,
-        pinned=session.pinned,
-        metadata_version=session.metadata_version,
-    )
-
-
 def _with_group(session: Session, group: Authoritative, updated_at: datetime) -> Session:
-    return attrs.evolve(
-        session,
-        title=group.title,
-        title_version=group.title_version,
-        pinned=group.pinned,
-        metadata_version=group.metadata_version,
-        updated_at=updated_at,
-    )
+    return attrs.evolve(session, updated_at=updated_at, **attrs.asdict(group))
 
 
 def _own_messages(prior: list[Message], incoming: list[Message]) -> list[Message]:
@@ -196,7 +176,7 @@ class _Segment:
 
     def group(self) -> Authoritative | None:
         if self.pending is not None:
-            return _group_of(self.pending)
+            return Authoritative.of(self.pending)
         return self.files.read_group()  # read once per hold of the lock
 
     def exists(self) -> bool:
@@ -239,7 +219,7 @@ class _Segment:
     def _save(self, index: int, op: Save) -> None:
         check_session(op.session, op.messages, start=self.files.known_prefix(op.messages))
         persisted = self.group()
-        group = merge_authoritative(persisted, _group_of(op.session))
+        group = merge_authoritative(persisted, Authoritative.of(op.session))
         merged: list[Message] | None = None
         if op.checkpoint:
             if self.pending is not None:
@@ -260,7 +240,7 @@ class _Segment:
         session = self.read_session()
         if session is None:
             raise SessionNotFoundError(self.files.session_id)
-        group = _group_of(session)
+        group = Authoritative.of(session)
         changed = retitle(group, op.title) if isinstance(op, Retitle) else pin(group, op.pinned)
         if changed is None:
             self.outcomes[index] = outcome.Value(session)

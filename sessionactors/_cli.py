@@ -31,7 +31,7 @@ from ._demo import run_demo
 from ._errors import CorruptSessionError, InvalidSessionIdError, SessionStoreError
 from ._model import Message, Session, SessionSummary, converter
 from ._store import SessionStore, open_store
-from ._verify import Problem, SessionReport, session_names, verify_session
+from ._verify import Problem, SessionReport, is_count, session_names, verify_session
 
 __all__ = ["build_parser", "main"]
 
@@ -360,10 +360,6 @@ UNKNOWN_MODEL = "(unknown)"
 _SUMS = ("calls", *TOKEN_FIELDS, "irregular_records")
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _first(sources: Sequence[dict[str, Any]], keys: Sequence[str]) -> Any:
     for source in sources:
         for key in keys:
@@ -389,7 +385,7 @@ def parse_usage_record(record: dict[str, Any]) -> tuple[str, dict[str, int], boo
         value = _first(sources, TOKEN_ALIASES[field])
         if value is None:
             continue
-        if _is_count(value):
+        if is_count(value):
             counts[field] = value
         else:
             irregular = True

@@ -52,7 +52,17 @@ import orjson
 
 from ._errors import CorruptSessionError, UnsupportedFormatError
 from ._merge import Authoritative
-from ._model import KnownTranscript, Message, Session, SessionSummary, converter, edit_mark
+from ._model import (
+    KnownTranscript,
+    Message,
+    Session,
+    SessionSummary,
+    converter,
+    decode_record,
+    edit_mark,
+    encode_message,
+    structure_session,
+)
 
 __all__ = [
     "FORMAT",
@@ -278,15 +288,7 @@ def encode_messages(messages: Sequence[Message]) -> bytes:
     """Journal lines for ``messages``, one compact JSON object each."""
     if not messages:
         return b""
-    unstructure = converter.get_unstructure_hook(Message)
-    return b"\n".join([orjson.dumps(unstructure(message)) for message in messages]) + b"\n"
-
-
-def _structure(path: str, data: dict[str, Any]) -> Session:
-    try:
-        return converter.structure(data, Session)
-    except Exception as exc:  # cattrs groups every field error in its own exception
-        raise CorruptSessionError(path, f"not a valid session: {exc!r}") from None
+    return b"\n".join([encode_message(message) for message in messages]) + b"\n"
 
 
 def _summary(snapshot: Snapshot) -> SessionSummary:
@@ -390,7 +392,12 @@ def fsync_dir(path: str | Path) -> None:
 
 
 def cut_torn_tail(fd: int, size: int) -> int:
-    """Truncate a log after its last newline; return the new size."""
+    """Truncate a log of ``size`` bytes after its last newline; return the new size.
+
+    A log whose last byte is a newline (or that is empty) is left as it is.
+    """
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return size
     end = size
     while end > 0:
         start = max(0, end - 65536)
@@ -530,13 +537,13 @@ class SessionFiles:
                 raise CorruptSessionError(snapshot.path, f"unreadable body: {exc}") from None
             if not isinstance(body, dict):
                 raise CorruptSessionError(snapshot.path, "the body is not a JSON object")
-            session = _structure(snapshot.path, {**head, **body})
+            session = structure_session(snapshot.path, {**head, **body})
             if len(session.messages) != snapshot.message_count:
                 raise CorruptSessionError(snapshot.path, "message count does not match")
             self._known = None  # the next write makes it format 2
             return session
         messages = self._read_journal(snapshot)
-        session = _structure(snapshot.path, {**head, "messages": messages})
+        session = structure_session(snapshot.path, {**head, "messages": messages})
         mark = edit_mark()  # above the stamps of the objects just made
         assert snapshot.journal is not None
         if fresh or not self._known_matches(snapshot):
@@ -580,16 +587,7 @@ class SessionFiles:
             return []
         lines = data.split(b"\n")
         lines.pop()  # empty after the final newline, or a torn tail
-        records = []
-        for number, line in enumerate(lines, 1):
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise CorruptSessionError(self.log_path, f"line {number}: {exc}") from None
-            if not isinstance(record, dict):
-                raise CorruptSessionError(self.log_path, f"line {number} is not an object")
-            records.append(record)
-        return records
+        return [decode_record(line, self.log_path, number) for number, line in enumerate(lines, 1)]
 
     # -- writes (locked) --
 
@@ -751,17 +749,21 @@ class SessionFiles:
                 raise CorruptSessionError(path, f"journal shorter than the {size} bytes counted")
             if actual > size:
                 os.ftruncate(fd, size)  # lines a crash left uncounted
-            try:
-                _write_all(fd, data)
-                self._sync(fd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
-                raise
+            self._append_synced(fd, data, size)
         finally:
             os.close(fd)
         self.counts.journal_appends += 1
         self.counts.bytes_written += len(data)
+
+    def _append_synced(self, fd: int, data: bytes, size: int) -> None:
+        """Append ``data`` to a file of ``size`` bytes, durably; on failure, cut it back."""
+        try:
+            _write_all(fd, data)
+            self._sync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
 
     def append(self, data: bytes) -> None:
         """Append whole lines to the token-usage log in one write (locked).
@@ -785,16 +787,8 @@ class SessionFiles:
                     os.unlink(self.log_path)
                 raise
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                size = cut_torn_tail(fd, size)
-            try:
-                _write_all(fd, data)
-                self._sync(fd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
-                raise
+            size = cut_torn_tail(fd, os.fstat(fd).st_size)
+            self._append_synced(fd, data, size)
         finally:
             os.close(fd)
         self.counts.append_batches += 1

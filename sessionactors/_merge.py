@@ -10,6 +10,13 @@ import attrs
 __all__ = ["Authoritative", "merge_authoritative", "merge_transcript", "pin", "retitle"]
 
 
+class _HasGroup(Protocol):
+    title: str
+    title_version: int
+    pinned: bool
+    metadata_version: int
+
+
 @attrs.frozen
 class Authoritative:
     """The UI-owned metadata, decided as one group by ``metadata_version``."""
@@ -18,6 +25,18 @@ class Authoritative:
     title_version: int
     pinned: bool
     metadata_version: int
+
+    @classmethod
+    def of(cls, holder: _HasGroup) -> Authoritative:
+        """The group a session (or anything holding the four fields) carries."""
+        return cls(holder.title, holder.title_version, holder.pinned, holder.metadata_version)
+
+    def assign(self, holder: _HasGroup) -> None:
+        """Set the four fields of ``holder`` (a caller's session, in place)."""
+        holder.title = self.title
+        holder.title_version = self.title_version
+        holder.pinned = self.pinned
+        holder.metadata_version = self.metadata_version
 
 
 def merge_authoritative(persisted: Authoritative | None, caller: Authoritative) -> Authoritative:

@@ -14,6 +14,8 @@ import attrs
 import orjson
 from cattrs.preconf.orjson import make_converter
 
+from ._errors import CorruptSessionError
+
 __all__ = [
     "Message",
     "Session",
@@ -202,6 +204,7 @@ converter.register_structure_hook(datetime, _structure_datetime)
 # Values of Any fields are plain JSON already (check_json); pass them through
 # instead of letting the converter dispatch on every nested value.
 converter.register_unstructure_hook_func(lambda t: t is Any, lambda v: v)
+_unstructure_message = converter.get_unstructure_hook(Message)
 
 
 # orjson stores integers in 64 bits; a wider one would not be written.
@@ -285,6 +288,40 @@ def check_session(session: Session, messages: Sequence[Message], start: int = 0)
             raise TypeError(f"messages[{index}] is a {type(message).__name__}, not a Message")
         check_json(message.content, f"messages[{index}].content")
         check_json(message.extra, f"messages[{index}].extra")
+
+
+def structure_session(where: str, data: dict[str, Any]) -> Session:
+    """A Session from stored, decoded JSON.
+
+    Raises:
+        CorruptSessionError: ``data`` is not a session; ``where`` names its file.
+    """
+    try:
+        return converter.structure(data, Session)
+    except Exception as exc:  # cattrs groups every field error in its own exception
+        raise CorruptSessionError(where, f"not a valid session: {exc!r}") from None
+
+
+def encode_message(message: Message) -> bytes:
+    """One message as compact JSON, as journals and message rows store it."""
+    return orjson.dumps(_unstructure_message(message))
+
+
+def decode_record(raw: bytes | str, where: str, line: int | None = None) -> dict[str, Any]:
+    """One stored token-usage record.
+
+    Raises:
+        CorruptSessionError: it is not one JSON object; ``where`` names the
+            file (or table) and ``line`` the line it is on.
+    """
+    at = "a record" if line is None else f"line {line}"
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptSessionError(where, f"{at}: {exc}") from None
+    if not isinstance(record, dict):
+        raise CorruptSessionError(where, f"{at} is not a JSON object")
+    return record
 
 
 def _refuse_constant(name: str) -> Any:

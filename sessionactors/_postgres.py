@@ -50,7 +50,17 @@ from ._backend import SegmentRolledBack
 from ._errors import CorruptSessionError, UnsupportedFormatError
 from ._files import IoCounts
 from ._merge import Authoritative
-from ._model import KnownTranscript, Message, Session, SessionSummary, converter, edit_mark
+from ._model import (
+    KnownTranscript,
+    Message,
+    Session,
+    SessionSummary,
+    converter,
+    decode_record,
+    edit_mark,
+    encode_message,
+    structure_session,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresSession"]
 
@@ -486,10 +496,7 @@ class PostgresSession:
             "metadata": metadata,
             "runtime_state": runtime_state,
         }
-        try:
-            session = converter.structure(data, Session)
-        except Exception as exc:  # cattrs groups every field error in its own exception
-            raise CorruptSessionError(where, f"not a valid session: {exc!r}") from None
+        session = structure_session(where, data)
         mark = edit_mark()
         if fresh or not self._known_matches(head):
             self._known = KnownTranscript(_version(head), list(session.messages), mark)
@@ -517,16 +524,7 @@ class PostgresSession:
                 f"SELECT record::text FROM {USAGE} WHERE session_id = %s ORDER BY seq",
                 (self.session_id,),
             )
-        records = []
-        for (text,) in cursor.fetchall():
-            try:
-                record = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                raise CorruptSessionError(f"postgresql {USAGE}", f"unreadable: {exc}") from None
-            if not isinstance(record, dict):
-                raise CorruptSessionError(f"postgresql {USAGE}", "a record is not an object")
-            records.append(record)
-        return records
+        return [decode_record(text, f"postgresql {USAGE}") for (text,) in cursor.fetchall()]
 
     # --- writes ---
 
@@ -545,8 +543,7 @@ class PostgresSession:
             transcript, start = head.transcript, len(known.messages)
         else:
             transcript, start = uuid.uuid4().hex, 0
-        unstructure = converter.get_unstructure_hook(Message)
-        bodies = [orjson.dumps(unstructure(m)).decode() for m in messages[start:]]
+        bodies = [encode_message(m).decode() for m in messages[start:]]
         metadata = orjson.dumps(session.metadata).decode()
         runtime_state = orjson.dumps(session.runtime_state).decode()
         created_at, updated_at = _iso(session.created_at), _iso(session.updated_at)
@@ -580,7 +577,9 @@ class PostgresSession:
         else:
             self.counts.journal_rewrites += 1
         self.counts.bytes_written += sum(map(len, bodies)) + len(metadata) + len(runtime_state)
-        self._head = _Head(_group(session), created_at, updated_at, len(messages), transcript)
+        self._head = _Head(
+            Authoritative.of(session), created_at, updated_at, len(messages), transcript
+        )
         self._known = KnownTranscript((transcript, len(messages)), list(messages), mark)
 
     def write_group(self, session: Session) -> None:
@@ -605,7 +604,7 @@ class PostgresSession:
                 ),
             )
         self.counts.snapshots_written += 1
-        self._head = attrs.evolve(head, group=_group(session), updated_at=updated_at)
+        self._head = attrs.evolve(head, group=Authoritative.of(session), updated_at=updated_at)
 
     def append(self, data: bytes) -> None:
         records = data.decode().split("\n")
@@ -624,15 +623,6 @@ class PostgresSession:
 
     def remove_directory(self) -> None:
         """Nothing to remove: a session whose every save failed has no row."""
-
-
-def _group(session: Session) -> Authoritative:
-    return Authoritative(
-        title=session.title,
-        title_version=session.title_version,
-        pinned=session.pinned,
-        metadata_version=session.metadata_version,
-    )
 
 
 def _decode_head(row: tuple[Any, ...]) -> _Head:

@@ -172,7 +172,8 @@ def check_snapshot(where: SessionDir) -> Iterator[Problem]:
         return
 
 
-def _is_count(value: Any) -> bool:
+def is_count(value: Any) -> bool:
+    """A non-negative int (bools, which are ints to Python, excluded)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -183,7 +184,7 @@ def _check_head(path: Path, head: dict[str, Any]) -> Iterator[Problem]:
     insane = [
         f"{key} is {head.get(key)!r}, not a non-negative integer"
         for key in ("title_version", "metadata_version", "message_count")
-        if not _is_count(head.get(key))
+        if not is_count(head.get(key))
     ]
     if not isinstance(head.get("title"), str):
         insane.append(f"title is {head.get('title')!r}, not a string")
@@ -191,7 +192,7 @@ def _check_head(path: Path, head: dict[str, Any]) -> Iterator[Problem]:
         insane.append(f"pinned is {head.get('pinned')!r}, not true or false")
     for reason in insane:
         yield Problem(path, f"bad head: {reason}")
-    if _is_count(title_version) and _is_count(metadata_version):
+    if is_count(title_version) and is_count(metadata_version):
         assert isinstance(title_version, int) and isinstance(metadata_version, int)
         if title_version > metadata_version:
             yield Problem(
@@ -312,10 +313,8 @@ def run_checks(where: SessionDir) -> list[Problem]:
 def _truncate_torn_tail(problem: Problem) -> None:
     fd = os.open(problem.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            cut_torn_tail(fd, size)
-            os.fsync(fd)
+        cut_torn_tail(fd, os.fstat(fd).st_size)
+        os.fsync(fd)
     finally:
         os.close(fd)
 

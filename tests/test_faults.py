@@ -12,6 +12,7 @@ import copy
 import errno
 import os
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import Any, Literal
 import attrs
 import pytest
 import trio
+import trio.testing
 
 import sessionactors
+import sessionactors._actor
 import sessionactors._files
 from sessionactors import (
     CorruptSessionError,
@@ -753,6 +756,18 @@ async def test_a_failed_delete_fails_the_save_batched_before_it(
     """A save and a delete in one batch: if the delete fails, the save was never written."""
     async with sessionactors.open_store(tmp_path, durability="flush") as store:
         before = await seed(store)
+        # Hold one batch of s1 in its worker thread, so the save and the delete
+        # queue behind it, in this order, and make the next batch together.
+        held, release = threading.Event(), threading.Event()
+        original = sessionactors._actor.run_batch
+
+        def gated(files: Any, ops: Any) -> Any:
+            if not held.is_set():
+                held.set()
+                release.wait(30)
+            return original(files, ops)
+
+        monkeypatch.setattr(sessionactors._actor, "run_batch", gated)
         injector = Fault("unlink", errno.EIO, lambda path: path.endswith("/s1/session.json"))
         injector.install(monkeypatch)
         changed = Session(id="s1", runtime_state={"step": 99})
@@ -761,9 +776,14 @@ async def test_a_failed_delete_fails_the_save_batched_before_it(
         async def run(name: str, call: Callable[[], Awaitable[Any]]) -> None:
             results[name] = await outcome_of(call())
 
-        async with trio.open_nursery() as nursery:  # both land in one batch
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "load", lambda: store.load_session("s1"))
+            assert await trio.to_thread.run_sync(held.wait, 30)
             nursery.start_soon(run, "save", lambda: store.save_runtime_session(changed))
+            await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(run, "delete", lambda: store.delete_session("s1"))
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
         assert injector.injected == 1
         assert isinstance(results["delete"], OSError)
         # Not "done" for a write that never reached the disk.
