@@ -57,6 +57,7 @@ from ._model import (
     Message,
     Session,
     SessionSummary,
+    check_messages,
     converter,
     decode_record,
     edit_mark,
@@ -623,6 +624,7 @@ class SessionFiles:
                 # Never sweep away a journal that disagrees with its snapshot:
                 # its lines are counted (not decoded), cheap beside the rewrite.
                 self._counted_lines(snapshot)
+            check_messages(messages)  # all of it is written: all of it is checked
             journal, start = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}", 0
             lines = encode_messages(messages)
         size = start + len(lines)

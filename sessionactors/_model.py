@@ -282,6 +282,15 @@ def check_session(session: Session, messages: Sequence[Message], start: int = 0)
     attrs.validate(session)
     check_json(session.metadata, "metadata")
     check_json(session.runtime_state, "runtime_state")
+    check_messages(messages, start)
+
+
+def check_messages(messages: Sequence[Message], start: int = 0) -> None:
+    """Check ``messages[start:]`` (see :func:`check_json`).
+
+    A backend writing a whole transcript anew checks it all again: a message
+    known unchanged may still have had a nested value changed in place.
+    """
     for index in range(start, len(messages)):
         message = messages[index]
         if not isinstance(message, Message):

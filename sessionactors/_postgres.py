@@ -55,6 +55,7 @@ from ._model import (
     Message,
     Session,
     SessionSummary,
+    check_messages,
     converter,
     decode_record,
     edit_mark,
@@ -542,6 +543,7 @@ class PostgresSession:
         ):
             transcript, start = head.transcript, len(known.messages)
         else:
+            check_messages(messages)  # all of it is written: all of it is checked
             transcript, start = uuid.uuid4().hex, 0
         bodies = [encode_message(m).decode() for m in messages[start:]]
         metadata = orjson.dumps(session.metadata).decode()

@@ -349,3 +349,20 @@ async def test_a_journal_that_disagrees_with_its_snapshot_is_corrupt(
         with pytest.raises(sessionactors.CorruptSessionError):
             await store.set_title("s", "renamed")
     assert {path: path.read_bytes() for path in (tmp_path / "s").iterdir()} == kept
+
+
+async def test_a_rewrite_checks_every_message_again(tmp_path: Path) -> None:
+    """A value changed in place is refused when the whole transcript is written."""
+    async with (
+        open_store(tmp_path, durability="flush") as first,
+        open_store(tmp_path, durability="flush") as second,
+    ):
+        mine = Session(id="s", messages=[Message(id="m0", role="user", content={"k": [1]})])
+        await first.save_runtime_session(mine)
+        await second.save_runtime_session(Session(id="s", messages=[_message(9)]))
+        mine.messages[0].content["k"] = (1, 2)  # in place: no field assigned
+        mine.messages.append(_message(1))
+        with pytest.raises(TypeError):  # refused, not silently stored as a list
+            await first.save_runtime_session(mine)
+        loaded = await first.load_session("s")
+        assert loaded is not None and [m.id for m in loaded.messages] == ["m9"]
