@@ -642,3 +642,36 @@ async def test_a_crashing_actor_fails_its_waiters_and_is_replaced(
     assert await store.read_token_usage("victim") == [{"n": 0}, {"n": 2}]
     assert ids(await store.load_session("bystander")) == ["q"]
     assert store.statistics().live_actors == 2
+
+
+async def test_a_drain_timeout_fails_what_is_still_queued(
+    autojump_clock: trio.testing.MockClock,
+    make_store: StoreFactory,
+    gates: Callable[[str], Gate],
+) -> None:
+    """With ``drain_timeout``, leaving the block waits that long, then gives up."""
+    gate = gates("s")
+    results: dict[str, Any] = {}
+
+    async def run(name: str, call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            results[name] = await call()
+        except Exception as exc:
+            results[name] = exc
+
+    async def open_gate_later() -> None:
+        await trio.sleep(10)  # after the 5 s deadline, while the actor waits on its thread
+        gate.open()
+
+    async with trio.open_nursery() as nursery:
+        async with make_store(drain_timeout=5) as store:
+            nursery.start_soon(run, "taken", lambda: store.save_runtime_session(Session(id="s")))
+            await gate.wait_entered()
+            queued = Session(id="s", title="queued")
+            nursery.start_soon(run, "queued", lambda: store.save_runtime_session(queued))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(open_gate_later)
+            started = trio.current_time()
+        assert trio.current_time() - started >= 5
+    assert results["taken"] is None  # its batch was running: it took full effect
+    assert isinstance(results["queued"], StoreClosedError)  # it never ran
