@@ -7,7 +7,6 @@ batch of messages. A session directory holds (format 2)::
     <root>/<id>/session.1.json            snapshot slot 1
     <root>/<id>/messages.<gen>.jsonl      the transcript journal: one message a line
     <root>/<id>/token-usage.jsonl         one compact JSON object a line
-    <root>/<id>/.lock                     flock target: serializes processes
 
 The snapshot holds the format number, a sequence number ``seq``, the
 authoritative metadata, the timestamps, ``metadata``, ``runtime_state``, the
@@ -78,7 +77,6 @@ SESSION_FILE = "session.json"
 #: The snapshot's two slots, written in turn (slot 0 is format 1's only file).
 SLOT_FILES = (SESSION_FILE, "session.1.json")
 LOG_FILE = "token-usage.jsonl"
-LOCK_FILE = ".lock"
 JOURNAL_PREFIX = "messages."
 JOURNAL_SUFFIX = ".jsonl"
 TEMP_SUFFIX = ".tmp"
@@ -443,13 +441,11 @@ class SessionFiles:
     directory: str = attrs.field(init=False)
     session_path: str = attrs.field(init=False)
     log_path: str = attrs.field(init=False)
-    _lock_path: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.directory = os.path.join(self.root, self.session_id)
         self.session_path = os.path.join(self.directory, SESSION_FILE)
         self.log_path = os.path.join(self.directory, LOG_FILE)
-        self._lock_path = os.path.join(self.directory, LOCK_FILE)
 
     def _sync(self, fd: int) -> None:
         if self.fsync:
@@ -467,12 +463,13 @@ class SessionFiles:
 
         Yields True with the lock held. Without ``create``, yields False (and
         holds nothing) when the session's directory does not exist. The lock
-        is an ``flock`` on ``.lock``; a delete unlinks that file, so after
-        waiting for it the holder checks it locked the file still in place.
+        is an ``flock`` on the session's directory itself, so it costs no
+        file; a delete removes the directory, so after waiting for the lock
+        the holder checks it locked the directory still in place.
         """
         while True:
             try:
-                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+                fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
             except (FileNotFoundError, NotADirectoryError):
                 if not create:
                     yield False
@@ -487,7 +484,7 @@ class SessionFiles:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    current = os.stat(self._lock_path).st_ino
+                    current = os.stat(self.directory).st_ino
                 except FileNotFoundError:
                     current = -1
                 if current != os.fstat(fd).st_ino:
@@ -820,8 +817,6 @@ class SessionFiles:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.directory, name))
         self._sweep(force=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._lock_path)
         try:
             os.rmdir(self.directory)
         except OSError as exc:

@@ -25,7 +25,6 @@ import orjson
 
 from ._errors import CorruptSessionError, InvalidSessionIdError
 from ._files import (
-    LOCK_FILE,
     LOG_FILE,
     SESSION_FILE,
     TEMP_SUFFIX,
@@ -364,9 +363,6 @@ def verify_session(root: Path, name: str, *, repair: bool) -> SessionReport:
     problems = run_checks(where)
     if not any(problem.transient for problem in problems):
         return SessionReport(problems, [])
-    repairable = repair and any(problem.repair is not None for problem in problems)
-    if not repairable and not (where.path / LOCK_FILE).exists():
-        return SessionReport(problems, [])  # never locked by the library: touch nothing
     repaired: list[Problem] = []
     files = SessionFiles(root, name, fsync=True)
     try:
