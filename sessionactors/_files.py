@@ -16,7 +16,8 @@ a write rewrites the older slot in place (write, cut, fsync) while the newer
 one stays whole, and readers take the whole slot with the higher ``seq``. A
 crash at any instant thus leaves the snapshot before or the new one, never a
 mix, and a save costs one fsync for its snapshot: no file is made, none is
-renamed, so the directory needs no fsync either.
+renamed, so the directory needs no fsync either. A slot's first snapshot is
+made whole under a temporary name and renamed into place.
 
 A save whose persisted messages are an unchanged prefix of its transcript
 appends only the new messages to the journal, makes them durable, then
@@ -679,46 +680,58 @@ class SessionFiles:
         )
 
     def _write_slot(self, slot: int, data: bytes) -> None:
-        """Rewrite the older snapshot slot in place (locked).
+        """Write the older snapshot slot (locked).
 
-        The newer slot stays whole meanwhile, so a crash at any instant leaves
-        the snapshot before this one readable. This slot reads as torn (its
-        checksum, or bytes after it) until the new bytes are complete and
-        the old ones cut off. No file is made and none renamed, so the
-        directory needs no fsync, except when the slot file is new.
+        An existing slot is rewritten in place: the newer slot stays whole
+        meanwhile, so a crash at any instant leaves the snapshot before this
+        one readable, and this slot reads as torn (its checksum, or bytes
+        after it) until the new bytes are complete and the old ones cut off.
+        That costs one fsync: no file is made, none renamed. A slot that does
+        not exist yet (a session's first two snapshots) is made whole under a
+        temporary name and renamed into place, so no reader ever meets a torn
+        slot with no whole one beside it.
         """
         path = os.path.join(self.directory, SLOT_FILES[slot])
         self._held = _UNREAD
         try:
             fd = os.open(path, os.O_WRONLY | _O_CLOEXEC)
-            created = False
         except FileNotFoundError:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
-            created = True
-        try:
+            self._create_slot(path, data)
+        else:
             try:
-                _write_all(fd, data, offset=0)
-                os.ftruncate(fd, len(data))
-                self._sync(fd)
-            except BaseException:
-                # The new bytes may be whole in the page cache though the call
-                # fails: make the slot torn, so readers keep the snapshot before.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-                raise
+                try:
+                    _write_all(fd, data, offset=0)
+                    os.ftruncate(fd, len(data))
+                    self._sync(fd)
+                except BaseException:
+                    # The new bytes may be whole in the page cache though the
+                    # call fails: make the slot torn, so readers keep the one before.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)
+                    raise
             finally:
                 os.close(fd)
-            if created:
-                self._sync_dir(self.directory)
-        except BaseException:
-            if created:  # a first snapshot that is not whole: as if never begun
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            raise
         self.counts.snapshots_written += 1
         self.counts.bytes_written += len(data)
         if self._locked:
             self._held = decode_snapshot(path, data, self.session_id, slot)
+
+    def _create_slot(self, path: str, data: bytes) -> None:
+        name = os.path.basename(path)
+        temp = os.path.join(self.directory, f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        try:
+            try:
+                _write_all(fd, data)
+                self._sync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        self._sync_dir(self.directory)
 
     def _write_journal(self, name: str, data: bytes) -> None:
         path = os.path.join(self.directory, name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import os
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,11 @@ from ._errors import CorruptSessionError, InvalidSessionIdError
 from ._files import (
     LOG_FILE,
     SESSION_FILE,
-    TEMP_SUFFIX,
     SessionFiles,
     cut_torn_tail,
     fsync_dir,
     is_journal,
+    is_temp,
     read_slots,
     read_snapshot_at,
 )
@@ -46,9 +45,6 @@ __all__ = [
     "session_names",
     "verify_session",
 ]
-
-#: The temporary file a snapshot is written to before its rename (see _files).
-TEMP_NAME = re.compile(rf"\.{re.escape(SESSION_FILE)}\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}", re.ASCII)
 
 # At most this many bad line numbers are listed in one problem.
 _MAX_LINES_LISTED = 5
@@ -246,7 +242,7 @@ def check_temp_files(where: SessionDir) -> Iterator[Problem]:
         yield Problem(where.path, f"cannot be listed: {exc.strerror or exc}")
         return
     for name in names:
-        if TEMP_NAME.fullmatch(name):
+        if is_temp(name):
             yield Problem(
                 where.path / name,
                 "stray temporary file (a crashed save)",

@@ -442,36 +442,43 @@ async def test_fsync_durability_syncs_before_a_call_returns(
     root = tmp_path / "root"
     async with sessionactors.open_store(root, durability="fsync") as store:
         events = spy_on_file_work(monkeypatch)
-        for first in (True, False):
+        for count in (1, 2, 3):
             events.clear()
             session = Session(
                 id="s",
-                metadata={"first": first},
-                messages=[Message(id=f"m{i}", role="u") for i in range(1 if first else 2)],
+                metadata={"count": count},
+                messages=[Message(id=f"m{i}", role="u") for i in range(count)],
             )
             await store.save_runtime_session(session)
             snapshot = sessionactors._files.read_snapshot_at(str(root / "s"), "s")
             assert snapshot is not None and snapshot.journal is not None
             slot, journal = snapshot.path, str(root / "s" / snapshot.journal)
-            # The journal's bytes are on disk before the snapshot counting them is
-            # written; the snapshot slot is rewritten in place and synced in turn.
+            directory = str(root / "s")
+            dir_syncs = [i for i, event in enumerate(events) if event == ("fsync", directory)]
+            # The journal's bytes are on disk before the snapshot counting them.
             assert position(events, "write", journal) < position(events, "fsync", journal)
-            assert position(events, "fsync", journal) < position(events, "pwrite", slot)
-            assert position(events, "pwrite", slot) < position(events, "ftruncate", slot)
-            assert position(events, "ftruncate", slot) < position(events, "fsync", slot)
-            assert not [n for n, _ in events if n == "replace"]
-            if first:  # new names (directory, journal, slot) made durable in their directory
+            if count < 3:
+                # A slot's first snapshot: made whole under a temporary name, synced,
+                # renamed into place, and the rename made durable before returning.
+                temp = next(p for n, p in events if n == "write" and p.endswith(".tmp"))
+                rename = position(events, "replace", temp)
+                assert events[rename][1] == f"{temp} -> {slot}"
+                assert position(events, "fsync", journal) < position(events, "write", temp)
+                assert position(events, "write", temp) < position(events, "fsync", temp) < rename
+                assert max(dir_syncs) > rename
+            else:
+                # Both slots exist: the older one is rewritten in place and synced;
+                # no file is made or renamed, so the directory needs no fsync.
+                assert position(events, "fsync", journal) < position(events, "pwrite", slot)
+                assert position(events, "pwrite", slot) < position(events, "ftruncate", slot)
+                assert position(events, "ftruncate", slot) < position(events, "fsync", slot)
+                assert not [n for n, _ in events if n == "replace"]
+                assert not dir_syncs
+            if count == 1:  # the new directory's entry, in the root, and the journal's
                 assert position(events, "fsync", str(root)) > position(
                     events, "mkdir", str(root / "s")
                 )
-                dir_syncs = [
-                    i for i, (n, p) in enumerate(events) if (n, p) == ("fsync", str(root / "s"))
-                ]
-                assert any(
-                    position(events, "fsync", journal) < i < position(events, "pwrite", slot)
-                    for i in dir_syncs
-                )
-                assert max(dir_syncs) > position(events, "fsync", slot)
+                assert min(dir_syncs) > position(events, "fsync", journal)
         for first in (True, False):
             events.clear()
             await store.append_token_usage_record("s", {"first": first})
@@ -496,6 +503,8 @@ async def test_flush_durability_hands_bytes_to_the_os_without_fsync(
         await store.save_runtime_session(Session(id="s"))
         await store.append_token_usage_record("s", {"a": 1})
         await store.set_title("s", "t")
+        await store.set_pinned("s", True)
         assert [n for n, _ in events if n == "fsync"] == []
-        assert sum(1 for n, _ in events if n == "pwrite") == 2  # a slot rewritten in place
+        assert sum(1 for n, _ in events if n == "replace") == 2  # each slot's first snapshot
+        assert sum(1 for n, _ in events if n == "pwrite") == 1  # then rewritten in place
         assert any(n == "write" and p.endswith("token-usage.jsonl") for n, p in events)

@@ -37,6 +37,7 @@ from sessionactors import (
 )
 
 SLOT = re.compile(r"/session(\.1)?\.json$")
+TEMP = re.compile(r"/\.session(\.1)?\.json\.[0-9a-f]+\.tmp$")
 
 
 def fd_path(fd: int) -> str:
@@ -80,6 +81,11 @@ class Fault:
 
         # The os module itself: the fake filters by path, so nothing else breaks.
         monkeypatch.setattr(sessionactors._files.os, self.function, fake)  # type: ignore[attr-defined]
+
+
+def is_temp_of(sid: str) -> Callable[[str], bool]:
+    """The temporary file a session's first snapshot is made in, then renamed."""
+    return lambda path: bool(TEMP.search(path)) and f"/{sid}/" in path
 
 
 def is_slot_of(sid: str) -> Callable[[str], bool]:
@@ -246,7 +252,7 @@ async def test_failed_first_save_leaves_no_session_behind(
 ) -> None:
     async with sessionactors.open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="kept"))
-        injector = Fault("pwrite", code, is_slot_of("fresh"))
+        injector = Fault("write", code, is_temp_of("fresh"))
         injector.install(monkeypatch)
         with pytest.raises(OSError) as raised:
             await store.save_runtime_session(Session(id="fresh", title="never"))
