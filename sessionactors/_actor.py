@@ -346,8 +346,6 @@ def _run_segment(
                 for index in range(start, end + 1):
                     segment.apply(index, ops[index])
                 segment.flush()
-                if creates and not segment.exists():
-                    files.remove_directory()  # every save failed: leave nothing behind
             return segment.outcomes
         except SegmentRolledBack as exc:
             # Nothing of the segment took effect: drop what it computed.

@@ -86,10 +86,6 @@ class SessionStorage(Protocol):
 
     def delete(self) -> bool: ...
 
-    def remove_directory(self) -> None:
-        """Remove what a create left behind once every save of it failed."""
-        ...
-
 
 class Backend(Protocol):
     """What a store persists into; made by ``open_store``, one per store."""

@@ -466,8 +466,10 @@ class SessionFiles:
         holds nothing) when the session's directory does not exist. The lock
         is an ``flock`` on the session's directory itself, so it costs no
         file; a delete removes the directory, so after waiting for the lock
-        the holder checks it locked the directory still in place.
+        the holder checks it locked the directory still in place. A directory
+        made for a session that in the end was not written is removed again.
         """
+        made = False
         while True:
             try:
                 fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
@@ -480,6 +482,7 @@ class SessionFiles:
                 except FileExistsError:
                     pass  # made by another writer just now
                 else:
+                    made = True
                     self._sync_dir(self.root)
                 continue
             try:
@@ -491,7 +494,11 @@ class SessionFiles:
                 if current != os.fstat(fd).st_ino:
                     continue  # deleted while we waited: lock the new one
                 self._locked = True
-                yield True
+                try:
+                    yield True
+                finally:
+                    if made and not self.exists():  # every save failed: leave nothing
+                        self.remove_directory()
                 return
             finally:
                 self._locked = False
@@ -825,7 +832,7 @@ class SessionFiles:
         return existed
 
     def remove_directory(self) -> None:
-        """Remove what is left once the session file is gone (locked)."""
+        """Remove what is left once the snapshot is gone (locked)."""
         for name in (LOG_FILE, *SLOT_FILES):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.directory, name))

@@ -623,9 +623,6 @@ class PostgresSession:
         self._known = None
         return cursor.rowcount > 0
 
-    def remove_directory(self) -> None:
-        """Nothing to remove: a session whose every save failed has no row."""
-
 
 def _decode_head(row: tuple[Any, ...]) -> _Head:
     return _Head(
