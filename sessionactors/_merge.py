@@ -51,18 +51,43 @@ def merge_authoritative(persisted: Authoritative | None, caller: Authoritative) 
     return persisted
 
 
-def retitle(group: Authoritative, title: str) -> Authoritative | None:
-    """The group after a UI rename, or None when the title does not change.
+def clean_title(title: object) -> str:
+    """``title`` stripped, as a UI edit stores it.
 
     Raises:
         TypeError: ``title`` is not a str.
-        ValueError: ``title`` is empty once stripped.
+        ValueError: ``title`` is empty once stripped, or not valid UTF-8.
     """
     if not isinstance(title, str):
         raise TypeError(f"title must be a str, got {type(title).__name__}")
     title = title.strip()
     if not title:
         raise ValueError("title must not be empty")
+    try:
+        title.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"title {title!r} holds a lone surrogate, not UTF-8") from None
+    return title
+
+
+def check_pinned(pinned: object) -> bool:
+    """``pinned`` if it is a bool.
+
+    Raises:
+        TypeError: it is not.
+    """
+    if not isinstance(pinned, bool):
+        raise TypeError(f"pinned must be a bool, got {type(pinned).__name__}")
+    return pinned
+
+
+def retitle(group: Authoritative, title: str) -> Authoritative | None:
+    """The group after a UI rename, or None when the title does not change.
+
+    Raises:
+        TypeError, ValueError: see :func:`clean_title`.
+    """
+    title = clean_title(title)
     if title == group.title:
         return None
     return Authoritative(
@@ -79,9 +104,7 @@ def pin(group: Authoritative, pinned: bool) -> Authoritative | None:
     Raises:
         TypeError: ``pinned`` is not a bool.
     """
-    if not isinstance(pinned, bool):
-        raise TypeError(f"pinned must be a bool, got {type(pinned).__name__}")
-    if pinned == group.pinned:
+    if check_pinned(pinned) == group.pinned:
         return None
     return attrs.evolve(group, pinned=pinned, metadata_version=group.metadata_version + 1)
 

@@ -27,6 +27,7 @@ from ._actor import (
 )
 from ._backend import Backend, FileBackend
 from ._errors import InvalidSessionIdError, StoreClosedError
+from ._merge import check_pinned, clean_title
 from ._model import Session, SessionSummary, encode_record
 
 __all__ = [
@@ -333,10 +334,7 @@ class SessionStore:
             SessionNotFoundError: no such session.
         """
         validate_session_id(session_id)
-        if not isinstance(title, str):
-            raise TypeError(f"title must be a str, got {type(title).__name__}")
-        if not title.strip():
-            raise ValueError("title must not be empty")
+        clean_title(title)  # refuse a bad title before troubling the actor
         result: Session = await self._call(session_id, Retitle(title))
         return result
 
@@ -350,8 +348,7 @@ class SessionStore:
             SessionNotFoundError: no such session.
         """
         validate_session_id(session_id)
-        if not isinstance(pinned, bool):
-            raise TypeError(f"pinned must be a bool, got {type(pinned).__name__}")
+        check_pinned(pinned)
         result: Session = await self._call(session_id, Pin(pinned))
         return result
 
