@@ -67,7 +67,7 @@ class ClassicStore:
             )
 
     def _save(self, session: Session) -> None:
-        check_session(session)
+        check_session(session, session.messages)
         caller = Authoritative(
             session.title, session.title_version, session.pinned, session.metadata_version
         )

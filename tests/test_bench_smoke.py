@@ -61,3 +61,17 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
     journal = document["journal"]
     assert all(row["median_ms"] > 0 for row in journal["save_latency"].values())
     assert journal["session_life"]["journal_s"] > 0 and journal["session_life"]["rewrite_s"] > 0
+
+
+def test_quick_postgres_benchmark_runs(postgres_url: str) -> None:
+    """``benchmarks/postgres.py --quick`` against the test server (no timing asserted)."""
+    script = BENCHMARK.with_name("postgres.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--dsn", postgres_url, "--quick", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "classic" in done.stdout
