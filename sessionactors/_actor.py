@@ -1,7 +1,7 @@
 """One session's actor: its message types, its mailbox loop, its batch of file work.
 
-The actor is the only code that touches its session's files. It wakes on a
-message, takes everything else already in its mailbox, and does the whole
+The actor is the only code that touches its session's storage. It wakes on
+a message, takes everything else already in its mailbox, and does the whole
 batch in one worker-thread hop under the session's cross-process lock:
 consecutive saves are folded into one snapshot write, consecutive appends
 into one ``write`` and one fsync. Every caller is answered after the bytes
@@ -317,8 +317,8 @@ def run_batch(files: SessionStorage, ops: list[Op]) -> tuple[list[outcome.Outcom
     """Apply ``ops`` in order; the outcome of each, and what the storage work was.
 
     Runs in a worker thread. The ops are split into segments ending at each
-    delete, since a delete removes the lock file itself; each segment holds
-    the lock once (one transaction, for a database).
+    delete, since a delete removes the directory the lock is taken on; each
+    segment holds the lock once (one transaction, for a database).
     """
     files.counts = IoCounts()
     outcomes: dict[int, outcome.Outcome[Any]] = {}
