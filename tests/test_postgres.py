@@ -5,8 +5,6 @@ Every test here needs SESSIONACTORS_TEST_POSTGRES_DSN (see conftest.py).
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,13 +12,13 @@ from pathlib import Path
 import psycopg
 import pytest
 import trio
+from shared_children import run_shared_children
 
 import sessionactors
 from sessionactors import Message, Session
 from sessionactors._errors import UnsupportedFormatError
 from sessionactors._postgres import SCHEMA_VERSION, PostgresBackend
 
-CHILD = Path(__file__).parent / "children" / "shared_child.py"
 SID = "shared"
 RENAMES = 40  # what shared_child.py's "ui" role does
 APPENDS = 300  # what its "appender" role does
@@ -41,44 +39,11 @@ async def test_four_hosts_share_one_session_without_clobbering(
     renamer's last title and versions are what stays; every record is there
     once, in the order it was appended; the last snapshot is one writer's, whole.
     """
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
     async with sessionactors.open_store(postgres_url, durability="flush") as store:
         await store.save_runtime_session(Session(id=SID, title="start"))
-
-    processes: dict[str, trio.Process] = {}
     started = time.monotonic()
-    try:
-        for role, name in HOSTS:
-            with (
-                (tmp_path / f"{name}.out").open("wb") as out,
-                (tmp_path / f"{name}.err").open("wb") as err,
-            ):
-                processes[name] = await trio.lowlevel.open_process(
-                    [sys.executable, str(CHILD), role, name, postgres_url, SID, str(barrier)],
-                    stdout=out,
-                    stderr=err,
-                )
-        with trio.fail_after(40):
-            while sum(1 for p in barrier.iterdir() if p.name.startswith("ready-")) < len(HOSTS):
-                assert all(p.returncode is None for p in processes.values()), "a child died"
-                await trio.sleep(0.01)
-            (barrier / "go").touch()
-            for name in ("ui", "ap-1"):
-                await processes[name].wait()
-            (barrier / "stop").touch()
-            for process in processes.values():
-                await process.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for process in processes.values():
-                if process.returncode is None:
-                    process.kill()
-                await process.wait()
+    done = await run_shared_children(HOSTS, postgres_url, SID, tmp_path, finite=("ui", "ap-1"))
     elapsed = time.monotonic() - started
-    for name, process in processes.items():
-        assert process.returncode == 0, (tmp_path / f"{name}.err").read_text(errors="replace")
-    done = {name: json.loads((tmp_path / f"{name}.out").read_text())["done"] for _, name in HOSTS}
     # They overlapped: both runtimes saved while the renamer and the appender ran.
     for runtime in ("rt-a", "rt-b"):
         for other in ("ui", "ap-1"):

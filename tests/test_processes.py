@@ -7,18 +7,16 @@ clobbered by stale runtime saves, and token-usage lines never interleave.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import trio
+from shared_children import run_shared_children
 
 import sessionactors
 from sessionactors import Message, Session
 
-CHILD = Path(__file__).parent / "children" / "shared_child.py"
 SID = "shared"
 RENAMES = 40
 APPENDS = 300
@@ -30,10 +28,6 @@ ROLES = [
     ("appender", "ap-1"),
     ("appender", "ap-2"),
 ]
-
-
-def ready_count(barrier: Path) -> int:
-    return sum(1 for path in barrier.iterdir() if path.name.startswith("ready-"))
 
 
 def line_count(path: Path) -> int:
@@ -76,42 +70,11 @@ def check_final_state(
 
 async def test_processes_share_one_session_without_clobbering(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
     async with sessionactors.open_store(root, durability="flush") as store:
         await store.save_runtime_session(Session(id=SID))
-
-    processes: dict[str, trio.Process] = {}
-    outputs: dict[str, Path] = {}
-    try:
-        for role, name in ROLES:
-            outputs[name] = tmp_path / f"{name}.out"
-            with outputs[name].open("wb") as out, (tmp_path / f"{name}.err").open("wb") as err:
-                processes[name] = await trio.lowlevel.open_process(
-                    [sys.executable, str(CHILD), role, name, str(root), SID, str(barrier)],
-                    stdout=out,
-                    stderr=err,
-                )
-        with trio.fail_after(20):
-            while ready_count(barrier) < len(ROLES):
-                assert all(p.returncode is None for p in processes.values()), "a child died"
-                await trio.sleep(0.01)
-            (barrier / "go").touch()
-            for name in ("ui", "ap-1", "ap-2"):
-                await processes[name].wait()
-            (barrier / "stop").touch()
-            for process in processes.values():
-                await process.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for process in processes.values():
-                if process.returncode is None:
-                    process.kill()
-                await process.wait()
-    for name, process in processes.items():
-        assert process.returncode == 0, read_text(tmp_path / f"{name}.err")
-
-    done = {name: json.loads(read_text(path))["done"] for name, path in outputs.items()}
+    done = await run_shared_children(
+        ROLES, str(root), SID, tmp_path, finite=("ui", "ap-1", "ap-2"), timeout=20
+    )
     assert len(done["ui"]) == RENAMES
     assert len(done["ap-1"]) == len(done["ap-2"]) == APPENDS
     # They really overlapped: each runtime finished saves while the UI renamed

@@ -1,0 +1,69 @@
+"""Runs ``children/shared_child.py`` once per role, all at once, on one session.
+
+Used by the shared-root test (file store) and the multi-host test (PostgreSQL):
+the children start, wait at a file barrier until all are ready, go together,
+and the long-running ones (the runtimes) stop once the finite ones are done.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+CHILD = Path(__file__).parent / "children" / "shared_child.py"
+
+
+async def run_shared_children(
+    roles: Sequence[tuple[str, str]],
+    location: str,
+    session_id: str,
+    workdir: Path,
+    *,
+    finite: Sequence[str],
+    timeout: float = 40,
+) -> dict[str, list[float]]:
+    """Run one child per ``(role, name)``; return each child's ``done`` times.
+
+    ``finite`` names the children that end by themselves; the others run
+    until those are done. Every child must exit with status 0.
+    """
+    barrier = workdir / "barrier"
+    barrier.mkdir()
+    processes: dict[str, trio.Process] = {}
+    try:
+        for role, name in roles:
+            with (
+                (workdir / f"{name}.out").open("wb") as out,
+                (workdir / f"{name}.err").open("wb") as err,
+            ):
+                processes[name] = await trio.lowlevel.open_process(
+                    [sys.executable, str(CHILD), role, name, location, session_id, str(barrier)],
+                    stdout=out,
+                    stderr=err,
+                )
+        with trio.fail_after(timeout):
+            while sum(1 for p in barrier.iterdir() if p.name.startswith("ready-")) < len(roles):
+                assert all(p.returncode is None for p in processes.values()), "a child died"
+                await trio.sleep(0.01)
+            (barrier / "go").touch()
+            for name in finite:
+                await processes[name].wait()
+            (barrier / "stop").touch()
+            for process in processes.values():
+                await process.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            for process in processes.values():
+                if process.returncode is None:
+                    process.kill()
+                await process.wait()
+    for name, process in processes.items():
+        assert process.returncode == 0, (workdir / f"{name}.err").read_text(errors="replace")
+    return {
+        name: json.loads((workdir / f"{name}.out").read_text(errors="replace"))["done"]
+        for _, name in roles
+    }
