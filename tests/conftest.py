@@ -14,6 +14,7 @@ marked ``@file_only``; a test taking only ``root`` opens a file store itself.
 from __future__ import annotations
 
 import os
+import threading
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 import sessionactors
+import sessionactors._actor
 
 POSTGRES_DSN_ENV = "SESSIONACTORS_TEST_POSTGRES_DSN"
 POSTGRES_SKIP = (
@@ -113,3 +116,47 @@ async def store(make_store: StoreFactory) -> AsyncIterator[sessionactors.Session
     """A store on this test's backend; "flush" durability, since fsync is not checked here."""
     async with make_store() as opened:
         yield opened
+
+
+class Gate:
+    """Holds the first batch of one session in its worker thread until opened.
+
+    The actor's storage work (files or SQL) runs in a thread; holding it there
+    makes "while the batch runs" and "while queued behind a batch" states a
+    test can rely on.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, session_id: str) -> None:
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.used = False
+        original = sessionactors._actor.run_batch
+
+        def gated(files: Any, ops: Any) -> Any:
+            if files.session_id == session_id and not self.used:
+                self.used = True
+                self.entered.set()
+                self.released.wait(30)  # bounded, so a broken test cannot hang forever
+            return original(files, ops)
+
+        monkeypatch.setattr(sessionactors._actor, "run_batch", gated)
+
+    async def wait_entered(self) -> None:
+        assert await trio.to_thread.run_sync(self.entered.wait, 30)
+
+    def open(self) -> None:
+        self.released.set()
+
+
+@pytest.fixture
+def gates(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Gate]]:
+    made: list[Gate] = []
+
+    def make(session_id: str) -> Gate:
+        gate = Gate(monkeypatch, session_id)
+        made.append(gate)
+        return gate
+
+    yield make
+    for gate in made:
+        gate.open()

@@ -9,7 +9,7 @@ whichever backend stores them, so the tests that hold or break a batch there
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from conftest import StoreFactory
+from conftest import Gate, StoreFactory
 
 import sessionactors
 import sessionactors._actor
@@ -49,50 +49,6 @@ def msg(message_id: str, content: Any = None) -> Message:
 def ids(session: Session | None) -> list[str]:
     assert session is not None
     return [m.id for m in session.messages]
-
-
-class Gate:
-    """Holds the first batch of one session in its worker thread until opened.
-
-    The actor's storage work (files or SQL) runs in a thread; holding it there
-    makes "while the batch runs" and "while queued behind a batch" states a
-    test can rely on.
-    """
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, session_id: str) -> None:
-        self.entered = threading.Event()
-        self.released = threading.Event()
-        self.used = False
-        original = sessionactors._actor.run_batch
-
-        def gated(files: Any, ops: Any) -> Any:
-            if files.session_id == session_id and not self.used:
-                self.used = True
-                self.entered.set()
-                self.released.wait(30)  # bounded, so a broken test cannot hang forever
-            return original(files, ops)
-
-        monkeypatch.setattr(sessionactors._actor, "run_batch", gated)
-
-    async def wait_entered(self) -> None:
-        assert await trio.to_thread.run_sync(self.entered.wait, 30)
-
-    def open(self) -> None:
-        self.released.set()
-
-
-@pytest.fixture
-def gates(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Gate]]:
-    made: list[Gate] = []
-
-    def make(session_id: str) -> Gate:
-        gate = Gate(monkeypatch, session_id)
-        made.append(gate)
-        return gate
-
-    yield make
-    for gate in made:
-        gate.open()
 
 
 # --- idle retirement ----------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Coalesced saves, group-committed appends and bounded mailboxes, seen through statistics().
+
+A gate holds one batch of a session in its worker thread, so the calls made
+meanwhile queue in the actor's mailbox and make the next batch together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+import trio.testing
+from conftest import Gate, StoreFactory
+
+from sessionactors import Message, Session
+
+
+async def test_concurrent_saves_of_one_session_coalesce(
+    make_store: StoreFactory, gates: Callable[[str], Gate]
+) -> None:
+    async with make_store(durability="fsync") as store:
+        await store.save_runtime_session(Session(id="s"))
+        await store.set_title("s", "from the ui")
+        gate = gates("s")
+        callers = [
+            Session(
+                id="s",
+                messages=[Message(id=f"m{n}", role="user", content=n)],
+                runtime_state={"caller": n},
+            )
+            for n in range(64)
+        ]
+        order: list[int] = []  # the order the saves reach the mailbox
+
+        async def save(n: int) -> None:
+            order.append(n)  # no checkpoint between this and the message's send
+            await store.save_runtime_session(callers[n])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.load_session, "s")  # the batch the gate holds
+            await gate.wait_entered()
+            before = store.statistics()
+            for n in range(64):
+                nursery.start_soon(save, n)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+        after = store.statistics()
+        assert after.saves_requested - before.saves_requested == 64
+        # 64 saves, one snapshot write: the last; each earlier one took effect and
+        # was superseded, as if they had been written one after the other.
+        assert after.snapshots_written - before.snapshots_written == 1
+        assert after.max_mailbox_depth >= 64
+        for caller in callers:  # every caller's object holds the merged metadata
+            assert (caller.title, caller.title_version, caller.metadata_version) == (
+                "from the ui",
+                1,
+                1,
+            )
+        stamps = [callers[n].updated_at for n in order]
+        assert stamps == sorted(stamps)
+        assert await store.load_session("s") == callers[order[-1]]
+
+
+async def test_concurrent_appends_are_group_committed(
+    make_store: StoreFactory, gates: Callable[[str], Gate]
+) -> None:
+    async with make_store(durability="fsync") as store:
+        await store.save_runtime_session(Session(id="s"))
+        gate = gates("s")
+
+        async def appender(task: int) -> None:
+            for seq in range(3):
+                await store.append_token_usage_record("s", {"task": task, "seq": seq})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.load_session, "s")
+            await gate.wait_entered()
+            before = store.statistics()
+            for task in range(100):
+                nursery.start_soon(appender, task)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+        after = store.statistics()
+        assert after.appends_requested - before.appends_requested == 300
+        # Each task's n-th record went with the others' in one write: three writes.
+        assert after.append_batches - before.append_batches == 3
+        records = await store.read_token_usage("s")
+        assert len(records) == 300
+        for task in range(100):
+            assert [r["seq"] for r in records if r["task"] == task] == [0, 1, 2]
+
+
+async def test_a_full_mailbox_makes_callers_wait(
+    make_store: StoreFactory, gates: Callable[[str], Gate]
+) -> None:
+    async with make_store(mailbox_size=4) as store:
+        await store.save_runtime_session(Session(id="s"))
+        gate = gates("s")
+        results: list[Any] = []
+
+        async def save(n: int) -> None:
+            await store.save_runtime_session(Session(id="s", runtime_state={"n": n}))
+            results.append(n)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.load_session, "s")
+            await gate.wait_entered()
+            for n in range(20):
+                nursery.start_soon(save, n)
+            await trio.testing.wait_all_tasks_blocked()
+            # The mailbox holds its 4; the other 16 callers wait in send, holding
+            # their own messages: memory does not grow with the flood.
+            mailbox = store._routes["s"].send.statistics()
+            assert (mailbox.current_buffer_used, mailbox.tasks_waiting_send) == (4, 16)
+            gate.open()
+        assert sorted(results) == list(range(20))  # and every one was served
