@@ -83,6 +83,7 @@ JOURNAL_SUFFIX = ".jsonl"
 TEMP_SUFFIX = ".tmp"
 _GROUP_KEYS = ("title", "title_version", "pinned", "metadata_version")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_CREATE_EMPTY = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
 
 
 @attrs.define
@@ -218,12 +219,18 @@ def decode_snapshot(path: str, raw: bytes, session_id: str, slot: int = 0) -> Sn
 
 
 def read_slots(directory: str, session_id: str) -> list[Snapshot | CorruptSessionError | None]:
-    """Each snapshot slot of a session: decoded, why it does not decode, or absent."""
+    """Each snapshot slot of a session: decoded, why it does not decode, or absent.
+
+    An empty second slot counts as absent: the first snapshot makes it ready
+    for the next one. (An empty first slot is torn: the library makes it
+    whole by a rename, and cuts it to nothing only when a rewrite fails, with
+    the other slot whole beside it.)
+    """
     slots: list[Snapshot | CorruptSessionError | None] = []
     for slot, name in enumerate(SLOT_FILES):
         path = os.path.join(directory, name)
         raw = _read_file(path)
-        if raw is None:
+        if raw is None or (slot == 1 and not raw):
             slots.append(None)
             continue
         try:
@@ -523,7 +530,11 @@ class SessionFiles:
         return None if snapshot is None else snapshot.group()
 
     def exists(self) -> bool:
-        return any(os.path.exists(os.path.join(self.directory, name)) for name in SLOT_FILES)
+        for name in SLOT_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(os.path.join(self.directory, name)).st_size:
+                    return True
+        return False
 
     def read_session(self) -> Session | None:
         """The persisted session, as new objects."""
@@ -738,6 +749,10 @@ class SessionFiles:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
+        # Make the second slot too, empty (it reads as absent), so the next
+        # snapshot rewrites it in place: one directory fsync covers both names.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(os.path.join(self.directory, SLOT_FILES[1]), _CREATE_EMPTY, 0o644))
         self._sync_dir(self.directory)
 
     def _write_journal(self, name: str, data: bytes) -> None:

@@ -457,8 +457,8 @@ async def test_fsync_durability_syncs_before_a_call_returns(
             dir_syncs = [i for i, event in enumerate(events) if event == ("fsync", directory)]
             # The journal's bytes are on disk before the snapshot counting them.
             assert position(events, "write", journal) < position(events, "fsync", journal)
-            if count < 3:
-                # A slot's first snapshot: made whole under a temporary name, synced,
+            if count == 1:
+                # A session's first snapshot: made whole under a temporary name, synced,
                 # renamed into place, and the rename made durable before returning.
                 temp = next(p for n, p in events if n == "write" and p.endswith(".tmp"))
                 rename = position(events, "replace", temp)
@@ -467,8 +467,9 @@ async def test_fsync_durability_syncs_before_a_call_returns(
                 assert position(events, "write", temp) < position(events, "fsync", temp) < rename
                 assert max(dir_syncs) > rename
             else:
-                # Both slots exist: the older one is rewritten in place and synced;
-                # no file is made or renamed, so the directory needs no fsync.
+                # Both slots exist (the first snapshot made the other, empty): the
+                # older is rewritten in place and synced; no file is made or
+                # renamed, so the directory needs no fsync.
                 assert position(events, "fsync", journal) < position(events, "pwrite", slot)
                 assert position(events, "pwrite", slot) < position(events, "ftruncate", slot)
                 assert position(events, "ftruncate", slot) < position(events, "fsync", slot)
@@ -505,6 +506,6 @@ async def test_flush_durability_hands_bytes_to_the_os_without_fsync(
         await store.set_title("s", "t")
         await store.set_pinned("s", True)
         assert [n for n, _ in events if n == "fsync"] == []
-        assert sum(1 for n, _ in events if n == "replace") == 2  # each slot's first snapshot
-        assert sum(1 for n, _ in events if n == "pwrite") == 1  # then rewritten in place
+        assert sum(1 for n, _ in events if n == "replace") == 1  # the first snapshot
+        assert sum(1 for n, _ in events if n == "pwrite") == 2  # then slots rewritten in place
         assert any(n == "write" and p.endswith("token-usage.jsonl") for n, p in events)
