@@ -16,8 +16,9 @@ a write rewrites the older slot in place (write, cut, fsync) while the newer
 one stays whole, and readers take the whole slot with the higher ``seq``. A
 crash at any instant thus leaves the snapshot before or the new one, never a
 mix, and a save costs one fsync for its snapshot: no file is made, none is
-renamed, so the directory needs no fsync either. A slot's first snapshot is
-made whole under a temporary name and renamed into place.
+renamed, so the directory needs no fsync either. A session's first snapshot
+is made whole under a temporary name and renamed into place, and the second
+slot is made beside it, empty (an empty second slot reads as absent).
 
 A save whose persisted messages are an unchanged prefix of its transcript
 appends only the new messages to the journal, makes them durable, then
