@@ -706,9 +706,9 @@ class SessionFiles:
         one readable, and this slot reads as torn (its checksum, or bytes
         after it) until the new bytes are complete and the old ones cut off.
         That costs one fsync: no file is made, none renamed. A slot that does
-        not exist yet (a session's first two snapshots) is made whole under a
-        temporary name and renamed into place, so no reader ever meets a torn
-        slot with no whole one beside it.
+        not exist yet (a session's first snapshot, or a format-1 session's
+        upgrade) is made whole under a temporary name and renamed into
+        place, so no reader ever meets a torn slot with no whole one beside it.
         """
         path = os.path.join(self.directory, SLOT_FILES[slot])
         self._held = _UNREAD
