@@ -466,20 +466,31 @@ async def throughput(
     verify: Callable[[Path], None] | None = None,
     designs: Sequence[str] = DESIGNS,
 ) -> dict[str, Any]:
-    """Operations per second of each design over ``rounds`` rounds, taking turns."""
+    """Operations per second of each design over ``rounds`` rounds, taking turns.
+
+    Every run gets its own directory, removed only once all rounds are done:
+    removing thousands of files just before a run would slow that run's file
+    creation (ext4 without a journal skips recently freed inodes when it
+    allocates one), a cost of the benchmark rather than of the design.
+    """
     elapsed: dict[str, list[float]] = {design: [] for design in designs}
     totals: dict[str, Counters] = {design: {} for design in designs}
+    roots: list[Path] = []
     for round_index in range(rounds):
         for design in turns(round_index, designs):
             prepare, jobs = setup()  # fresh objects for every run, outside the timing
-            root = fresh_dir(base, f"{name}-{design}")
+            root = fresh_dir(base, f"{name}-{design}-{round_index}")
+            roots.append(root)
             seconds, delta = await timed_jobs(design, root, prepare, jobs)
             if verify is not None:
                 verify(root)
             elapsed[design].append(seconds)
             add_counters(totals[design], delta)
             del prepare, jobs
-            settle(root)
+            settle()
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
+    settle()
     result: dict[str, Any] = {"unit": "operations per s", "operations": operations}
     for design in designs:
         rates = [operations / seconds for seconds in elapsed[design]]

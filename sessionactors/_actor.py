@@ -167,6 +167,7 @@ class _Segment:
         self.outcomes: dict[int, outcome.Outcome[Any]] = {}
         self.pending: Session | None = None
         self.pending_edit = False  # pending changes the metadata only
+        self.pending_checked = 0  # how many leading messages of pending are checked
         self.waiting_snapshot: list[tuple[int, Any]] = []
         self.lines: list[bytes] = []
         self.waiting_lines: list[int] = []
@@ -217,7 +218,8 @@ class _Segment:
             self.outcomes[index] = outcome.Error(exc)
 
     def _save(self, index: int, op: Save) -> None:
-        check_session(op.session, op.messages, start=self.files.known_prefix(op.messages))
+        start = self.files.known_prefix(op.messages)
+        check_session(op.session, op.messages, start=start)
         persisted = self.group()
         group = merge_authoritative(persisted, Authoritative.of(op.session))
         merged: list[Message] | None = None
@@ -234,6 +236,7 @@ class _Segment:
         snapshot.messages = op.messages if merged is None else merged
         self.pending = snapshot
         self.pending_edit = False
+        self.pending_checked = len(op.messages) if start == 0 and merged is None else 0
         self.waiting_snapshot.append((index, _Saved(group, updated_at, merged)))
 
     def _edit(self, index: int, op: Retitle | Pin) -> None:
@@ -294,7 +297,7 @@ class _Segment:
                 if self.pending_edit:
                     self.files.write_group(snapshot)
                 else:
-                    self.files.write_session(snapshot)
+                    self.files.write_session(snapshot, checked=self.pending_checked)
             except Exception as exc:
                 # The appends may have counted on the session this snapshot
                 # would have created: they fail with it.

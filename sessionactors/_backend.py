@@ -76,7 +76,13 @@ class SessionStorage(Protocol):
 
     def read_usage(self) -> list[dict[str, Any]]: ...
 
-    def write_session(self, session: Session) -> None: ...
+    def write_session(self, session: Session, *, checked: int = 0) -> None:
+        """Persist ``session``; this batch has checked its first ``checked`` messages.
+
+        A write of the whole transcript checks the rest again (see
+        ``check_messages``).
+        """
+        ...
 
     def write_group(self, session: Session) -> None: ...
 

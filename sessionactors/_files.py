@@ -124,6 +124,7 @@ class Snapshot:
     head: dict[str, Any]
     body: bytes | None = None
     slot: int = 0
+    size: int = 0  #: the slot's length in bytes
 
     @property
     def seq(self) -> int:
@@ -213,7 +214,7 @@ def decode_snapshot(path: str, raw: bytes, session_id: str, slot: int = 0) -> Sn
         journal = head["journal"]
         if not is_journal(journal) or "/" in journal or journal.startswith("."):
             raise CorruptSessionError(path, f"names no valid journal ({journal!r})")
-        return Snapshot(path, head, slot=slot)
+        return Snapshot(path, head, slot=slot, size=len(raw))
     if slot != 0:
         raise CorruptSessionError(path, "format 1 in the second slot")
     return Snapshot(path, head, rest)
@@ -254,20 +255,34 @@ def read_snapshot_at(directory: str, session_id: str, *, tries: int = 3) -> Snap
         CorruptSessionError: a slot exists and none decodes.
     """
     for attempt in range(tries):
-        slots = read_slots(directory, session_id)
-        found = [slot for slot in slots if isinstance(slot, Snapshot)]
-        errors = [slot for slot in slots if isinstance(slot, CorruptSessionError)]
-        for error in errors:
-            if isinstance(error, UnsupportedFormatError):
-                raise error  # never fall back from a newer writer's snapshot to an older one
-        if found:
-            return max(found, key=lambda snapshot: snapshot.seq)
-        if not errors:
-            return None
-        if attempt + 1 == tries:
-            raise errors[0]
+        try:
+            return newest(read_slots(directory, session_id))
+        except UnsupportedFormatError:
+            raise  # never fall back from a newer writer's snapshot to an older one
+        except CorruptSessionError:
+            if attempt + 1 == tries:
+                raise
         time.sleep(0.001 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def newest(slots: Sequence[Snapshot | CorruptSessionError | None]) -> Snapshot | None:
+    """The whole slot with the higher ``seq``, or None if no slot exists.
+
+    Raises:
+        UnsupportedFormatError: a slot is written by a newer version of the library.
+        CorruptSessionError: a slot exists and none decodes.
+    """
+    found = [slot for slot in slots if isinstance(slot, Snapshot)]
+    errors = [slot for slot in slots if isinstance(slot, CorruptSessionError)]
+    for error in errors:
+        if isinstance(error, UnsupportedFormatError):
+            raise error
+    if found:
+        return max(found, key=lambda snapshot: snapshot.seq)
+    if errors:
+        raise errors[0]
+    return None
 
 
 def encode_snapshot(session: Session, journal: str, journal_size: int, seq: int) -> bytes:
@@ -375,17 +390,21 @@ def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
         view = view[written:]
 
 
-def _read_file(path: str) -> bytes | None:
-    """The whole file, or None if it does not exist."""
+def _read_file(path: str, chunk: int = 65536) -> bytes | None:
+    """The whole file, or None if it does not exist.
+
+    Read in pieces of ``chunk`` bytes until one comes back short, which for a
+    regular file means its end: a small file (a snapshot slot) costs one
+    ``read`` and no ``fstat``.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        size = os.fstat(fd).st_size
-        chunks = [os.read(fd, size + 1)]
-        while chunks[-1]:  # it grew since the fstat
-            chunks.append(os.read(fd, 65536))
+        chunks = [os.read(fd, chunk)]
+        while len(chunks[-1]) == chunk:
+            chunks.append(os.read(fd, chunk))
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -429,6 +448,15 @@ class _Unread:
 _UNREAD = _Unread()
 
 
+@attrs.frozen
+class _Written:
+    """A slot this lock hold wrote: decoded only if it is read again."""
+
+    path: str
+    data: bytes
+    slot: int
+
+
 @attrs.define
 class SessionFiles:
     """The files of one session. Used by that session's actor only.
@@ -443,9 +471,11 @@ class SessionFiles:
     counts: IoCounts = attrs.field(factory=IoCounts)
     _known: KnownTranscript | None = None  # version: (journal, size, count)
     _swept: bool = False
-    # While the lock is held, nobody else writes: the snapshot is read once.
-    _held: Snapshot | _Unread | None = attrs.field(factory=lambda: _UNREAD)
-    _locked: bool = False
+    # While the lock is held, nobody else writes: the snapshot is read once,
+    # and the length of each slot (None: unknown) is known with it.
+    _held: Snapshot | _Written | _Unread | None = attrs.field(factory=lambda: _UNREAD)
+    _sizes: list[int | None] = attrs.field(factory=lambda: [None, None])
+    _lock_fd: int | None = None  # the locked directory, while the lock is held
     # Paths as strings, made once: pathlib costs more than the syscalls here.
     directory: str = attrs.field(init=False)
     session_path: str = attrs.field(init=False)
@@ -461,10 +491,15 @@ class SessionFiles:
             os.fsync(fd)
             self.counts.fsyncs += 1
 
-    def _sync_dir(self, path: str | Path) -> None:
+    def _sync_root(self) -> None:
         if self.fsync:
-            fsync_dir(path)
+            fsync_dir(self.root)
             self.counts.fsyncs += 1
+
+    def _sync_directory(self) -> None:
+        """Make new names in the session's directory durable (locked: its fd is at hand)."""
+        assert self._lock_fd is not None
+        self._sync(self._lock_fd)
 
     @contextlib.contextmanager
     def lock(self, *, create: bool) -> Iterator[bool]:
@@ -474,8 +509,9 @@ class SessionFiles:
         holds nothing) when the session's directory does not exist. The lock
         is an ``flock`` on the session's directory itself, so it costs no
         file; a delete removes the directory, so after waiting for the lock
-        the holder checks it locked the directory still in place. A directory
-        made for a session that in the end was not written is removed again.
+        the holder checks the directory it locked was not removed meanwhile
+        (a removed directory has no links). A directory made for a session
+        that in the end was not written is removed again.
         """
         made = False
         while True:
@@ -491,25 +527,24 @@ class SessionFiles:
                     pass  # made by another writer just now
                 else:
                     made = True
-                    self._sync_dir(self.root)
+                    self._sync_root()
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    current = os.stat(self.directory).st_ino
-                except FileNotFoundError:
-                    current = -1
-                if current != os.fstat(fd).st_ino:
+                if not os.fstat(fd).st_nlink:
                     continue  # deleted while we waited: lock the new one
-                self._locked = True
+                self._lock_fd = fd
+                if made:
+                    self._swept = True  # nothing to sweep in a directory just made
+                written = self.counts.snapshots_written
                 try:
                     yield True
                 finally:
-                    if made and not self.exists():  # every save failed: leave nothing
-                        self.remove_directory()
+                    if made and self.counts.snapshots_written == written and not self.exists():
+                        self.remove_directory()  # every save failed: leave nothing
                 return
             finally:
-                self._locked = False
+                self._lock_fd = None
                 self._held = _UNREAD
                 os.close(fd)  # also releases the flock
 
@@ -517,13 +552,18 @@ class SessionFiles:
     #    journal bytes it counts never change) --
 
     def read_snapshot(self) -> Snapshot | None:
-        if not isinstance(self._held, _Unread):
-            return self._held
+        held = self._held
+        if isinstance(held, _Written):
+            held = self._held = decode_snapshot(held.path, held.data, self.session_id, held.slot)
+        if not isinstance(held, _Unread):
+            return held
+        if self._lock_fd is None:
+            return read_snapshot_at(self.directory, self.session_id)
         # Under the lock no writer can be in the middle of a slot: one read.
-        snapshot = read_snapshot_at(self.directory, self.session_id, tries=1 if self._locked else 3)
-        if self._locked:
-            self._held = snapshot
-        return snapshot
+        slots = read_slots(self.directory, self.session_id)
+        self._held = newest(slots)
+        self._sizes = [slot.size if isinstance(slot, Snapshot) else None for slot in slots]
+        return self._held
 
     def read_group(self) -> Authoritative | None:
         """The authoritative metadata on disk now."""
@@ -612,7 +652,7 @@ class SessionFiles:
     def _known_matches(self, snapshot: Snapshot) -> bool:
         return self._known is not None and self._known.version == _version(snapshot)
 
-    def write_session(self, session: Session) -> None:
+    def write_session(self, session: Session, *, checked: int = 0) -> None:
         """Persist a checked session: new messages appended, then the snapshot (locked).
 
         The journal is appended to when the persisted transcript is an
@@ -641,7 +681,7 @@ class SessionFiles:
                 # Never sweep away a journal that disagrees with its snapshot:
                 # its lines are counted (not decoded), cheap beside the rewrite.
                 self._counted_lines(snapshot)
-            check_messages(messages)  # all of it is written: all of it is checked
+            check_messages(messages, checked)  # all of it is written: all of it is checked
             journal, start = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}", 0
             lines = encode_messages(messages)
         size = start + len(lines)
@@ -660,7 +700,7 @@ class SessionFiles:
                     os.unlink(os.path.join(self.directory, journal))
             raise
         self._known = KnownTranscript((journal, size, len(messages)), list(messages), mark)
-        if journal != old_journal:
+        if old_journal is not None and journal != old_journal:
             self._sweep(force=True)  # the old journal is no longer named
 
     def _counted_lines(self, snapshot: Snapshot) -> list[bytes]:
@@ -711,6 +751,9 @@ class SessionFiles:
         place, so no reader ever meets a torn slot with no whole one beside it.
         """
         path = os.path.join(self.directory, SLOT_FILES[slot])
+        # Bytes of the old slot beyond the new one are cut off; a slot known
+        # to be no longer than the new bytes needs no cut.
+        old_size = None if isinstance(self._held, _Unread) else self._sizes[slot]
         self._held = _UNREAD
         try:
             fd = os.open(path, os.O_WRONLY | _O_CLOEXEC)
@@ -720,7 +763,8 @@ class SessionFiles:
             try:
                 try:
                     _write_all(fd, data, offset=0)
-                    os.ftruncate(fd, len(data))
+                    if old_size is None or old_size > len(data):
+                        os.ftruncate(fd, len(data))
                     self._sync(fd)
                 except BaseException:
                     # The new bytes may be whole in the page cache though the
@@ -732,8 +776,9 @@ class SessionFiles:
                 os.close(fd)
         self.counts.snapshots_written += 1
         self.counts.bytes_written += len(data)
-        if self._locked:
-            self._held = decode_snapshot(path, data, self.session_id, slot)
+        if self._lock_fd is not None:
+            self._held = _Written(path, data, slot)
+            self._sizes[slot] = len(data)
 
     def _create_slot(self, path: str, data: bytes) -> None:
         name = os.path.basename(path)
@@ -754,7 +799,7 @@ class SessionFiles:
         # snapshot rewrites it in place: one directory fsync covers both names.
         with contextlib.suppress(FileExistsError):
             os.close(os.open(os.path.join(self.directory, SLOT_FILES[1]), _CREATE_EMPTY, 0o644))
-        self._sync_dir(self.directory)
+        self._sync_directory()
 
     def _write_journal(self, name: str, data: bytes) -> None:
         path = os.path.join(self.directory, name)
@@ -765,7 +810,7 @@ class SessionFiles:
                 self._sync(fd)
             finally:
                 os.close(fd)
-            self._sync_dir(self.directory)  # the new name, before a snapshot uses it
+            self._sync_directory()  # the new name, before a snapshot uses it
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -815,7 +860,7 @@ class SessionFiles:
             try:
                 # Make the new name durable before any record is in it: a
                 # failure here leaves no log, so a retry cannot double a record.
-                self._sync_dir(self.directory)
+                self._sync_directory()
             except BaseException:
                 os.close(fd)
                 with contextlib.suppress(OSError):
@@ -860,7 +905,7 @@ class SessionFiles:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
                 raise
         else:
-            self._sync_dir(self.root)
+            self._sync_root()
 
     def _sweep(self, *, force: bool = False) -> None:
         """Remove temporary files and journals no snapshot names (locked).

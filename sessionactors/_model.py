@@ -288,8 +288,9 @@ def check_session(session: Session, messages: Sequence[Message], start: int = 0)
 def check_messages(messages: Sequence[Message], start: int = 0) -> None:
     """Check ``messages[start:]`` (see :func:`check_json`).
 
-    A backend writing a whole transcript anew checks it all again: a message
-    known unchanged may still have had a nested value changed in place.
+    A backend writing a whole transcript anew checks it all again (but what
+    the same batch has just checked): a message known unchanged may still
+    have had a nested value changed in place.
     """
     for index in range(start, len(messages)):
         message = messages[index]

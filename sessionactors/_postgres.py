@@ -529,7 +529,7 @@ class PostgresSession:
 
     # --- writes ---
 
-    def write_session(self, session: Session) -> None:
+    def write_session(self, session: Session, *, checked: int = 0) -> None:
         _check_columns(session)
         head = self._head
         known = self._known
@@ -543,7 +543,7 @@ class PostgresSession:
         ):
             transcript, start = head.transcript, len(known.messages)
         else:
-            check_messages(messages)  # all of it is written: all of it is checked
+            check_messages(messages, checked)  # all of it is written: all of it is checked
             transcript, start = uuid.uuid4().hex, 0
         bodies = [encode_message(m).decode() for m in messages[start:]]
         metadata = orjson.dumps(session.metadata).decode()

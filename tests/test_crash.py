@@ -468,11 +468,13 @@ async def test_fsync_durability_syncs_before_a_call_returns(
                 assert max(dir_syncs) > rename
             else:
                 # Both slots exist (the first snapshot made the other, empty): the
-                # older is rewritten in place and synced; no file is made or
-                # renamed, so the directory needs no fsync.
+                # older is rewritten in place (cut only if it was longer) and
+                # synced; no file is made or renamed, so the directory needs no fsync.
                 assert position(events, "fsync", journal) < position(events, "pwrite", slot)
-                assert position(events, "pwrite", slot) < position(events, "ftruncate", slot)
-                assert position(events, "ftruncate", slot) < position(events, "fsync", slot)
+                assert position(events, "pwrite", slot) < position(events, "fsync", slot)
+                if ("ftruncate", slot) in events:
+                    assert position(events, "pwrite", slot) < position(events, "ftruncate", slot)
+                    assert position(events, "ftruncate", slot) < position(events, "fsync", slot)
                 assert not [n for n, _ in events if n == "replace"]
                 assert not dir_syncs
             if count == 1:  # the new directory's entry, in the root, and the journal's
@@ -487,12 +489,21 @@ async def test_fsync_durability_syncs_before_a_call_returns(
             assert position(events, "write", log) < position(events, "fsync", log)
             if first:  # the new log's directory entry
                 assert ("fsync", str(root / "s")) in events
-        events.clear()
-        await store.set_title("s", "renamed")
-        snapshot = sessionactors._files.read_snapshot_at(str(root / "s"), "s")
-        assert snapshot is not None
-        # Both slots exist by now: a UI edit is one slot rewritten and synced.
-        assert [n for n, p in events if p == snapshot.path] == ["pwrite", "ftruncate", "fsync"]
+        cuts = []
+        for title in ("a much longer title than any before", "short", "tiny"):
+            older = {path: path.stat().st_size for path in (root / "s").glob("session*.json")}
+            events.clear()
+            await store.set_title("s", title)
+            snapshot = sessionactors._files.read_snapshot_at(str(root / "s"), "s")
+            assert snapshot is not None
+            # Both slots exist by now: a UI edit is one slot rewritten and
+            # synced, and cut only if its old bytes were longer.
+            cut = older[Path(snapshot.path)] > snapshot.size
+            expected = ["pwrite", "ftruncate", "fsync"] if cut else ["pwrite", "fsync"]
+            assert [n for n, p in events if p == snapshot.path] == expected
+            cuts.append(cut)
+        assert cuts[0] is False and cuts[2] is True  # a longer slot, then a shorter one
+        assert (await store.load_session("s")).title == "tiny"  # type: ignore[union-attr]
         assert ("fsync", str(root / "s")) not in events
 
 
