@@ -11,6 +11,7 @@ its call depends on are durable.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 from collections.abc import Callable
 from datetime import datetime
@@ -364,6 +365,77 @@ def _run_segment(
         return outcomes
 
 
+# --- the worker threads ----------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Job:
+    files: SessionStorage
+    ops: list[Op]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: outcome.Outcome[tuple[list[outcome.Outcome[Any]], IoCounts]] | None = None
+
+
+def _run_jobs(jobs: list[_Job]) -> list[outcome.Outcome[Any]]:
+    return [outcome.capture(run_batch, job.files, job.ops) for job in jobs]
+
+
+class BatchRunner:
+    """Runs the actors' batches in worker threads, as many at once as ``limiter`` allows.
+
+    Each lane is one worker-thread hop at a time. An idle lane takes a batch
+    as soon as it is sent; when every lane is busy, batches wait, and the
+    next free lane takes its fair share of them (up to ``GROUP``) into one
+    hop, run one after the other: under load the cost of a hop, and the
+    contention of many threads for the interpreter, is shared by several
+    sessions. Each batch still holds its own session's lock.
+    """
+
+    GROUP = 16
+
+    def __init__(self, limiter: trio.CapacityLimiter, stats: ActorStats) -> None:
+        self.limiter = limiter
+        self.stats = stats
+        self.lanes = int(limiter.total_tokens)
+        self._send, self._receive = trio.open_memory_channel[_Job](math.inf)
+
+    async def serve(self) -> None:
+        """Run the lanes until :meth:`close`, and every batch sent before it, is done."""
+        # Shielded like the actors: a batch sent is always run and answered.
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.lanes):
+                    nursery.start_soon(self._lane)
+
+    def close(self) -> None:
+        self._send.close()
+
+    async def run(self, files: SessionStorage, ops: list[Op]) -> Any:
+        """Run one batch (see :func:`run_batch`) and return what it returns."""
+        job = _Job(files, ops)
+        self._send.send_nowait(job)
+        with trio.CancelScope(shield=True):  # the batch runs to its end regardless
+            await job.done.wait()
+        assert job.result is not None
+        return job.result.unwrap()
+
+    async def _lane(self) -> None:
+        async for job in self._receive:
+            jobs = [job]
+            waiting = self._receive.statistics().current_buffer_used
+            share = min(self.GROUP, 1 + waiting // self.lanes)
+            while len(jobs) < share:
+                try:
+                    jobs.append(self._receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            results = await trio.to_thread.run_sync(_run_jobs, jobs, limiter=self.limiter)
+            self.stats.thread_hops += 1
+            for job, result in zip(jobs, results, strict=True):
+                job.result = result
+                job.done.set()
+
+
 # --- the actor task -----------------------------------------------------------------------
 
 
@@ -375,6 +447,7 @@ class ActorStats:
     actors_started: int = 0
     actor_crashes: int = 0
     batches: int = 0
+    thread_hops: int = 0
     saves_requested: int = 0
     appends_requested: int = 0
     snapshots_written: int = 0
@@ -395,14 +468,14 @@ class Actor:
         receive: trio.MemoryReceiveChannel[Op],
         *,
         idle_timeout: float,
-        limiter: trio.CapacityLimiter,
+        runner: BatchRunner,
         stats: ActorStats,
         on_exit: Callable[[Actor], None],
     ) -> None:
         self.files = files
         self.receive = receive
         self.idle_timeout = idle_timeout
-        self.limiter = limiter
+        self.runner = runner
         self.stats = stats
         self.on_exit = on_exit
         # Shielded: the store stops an actor by closing its mailbox, so an
@@ -470,9 +543,7 @@ class Actor:
         for op in ops:
             op.reply.taken = True
         self._in_flight = ops
-        outcomes, counts = await trio.to_thread.run_sync(
-            run_batch, self.files, ops, limiter=self.limiter
-        )
+        outcomes, counts = await self.runner.run(self.files, ops)
         self._in_flight = []
         stats.batches += 1
         for name, value in attrs.asdict(counts).items():

@@ -17,6 +17,7 @@ from ._actor import (
     Actor,
     ActorStats,
     Append,
+    BatchRunner,
     Delete,
     Load,
     Op,
@@ -82,7 +83,10 @@ class StoreStatistics:
         live_actors: actors running now.
         actors_started: actors ever started by this store.
         actor_crashes: actors that failed with an unexpected error.
-        batches: batches of messages served (one worker-thread hop each).
+        batches: batches of messages served, each under one hold of its
+            session's lock.
+        thread_hops: trips to a worker thread; under load one trip serves the
+            batches of several sessions, so it is lower than ``batches``.
         saves_requested: calls of save_runtime_session and checkpoint_runtime_session.
         snapshots_written: snapshot files written (coalescing makes it lower).
         journal_appends: appends of new messages to transcript journals.
@@ -99,6 +103,7 @@ class StoreStatistics:
     actors_started: int
     actor_crashes: int
     batches: int
+    thread_hops: int
     saves_requested: int
     snapshots_written: int
     journal_appends: int
@@ -153,6 +158,8 @@ class SessionStore:
         self._limiter = limiter
         self._routes: dict[str, _Route] = {}
         self._stats = ActorStats()
+        self._runner = BatchRunner(limiter, self._stats)
+        nursery.start_soon(self._runner.serve, name="sessionactors worker lanes")
         self._closed = False
         self._all_exited = trio.Event()
         self._all_exited.set()
@@ -170,7 +177,7 @@ class SessionStore:
             self._backend.session(session_id),
             receive,
             idle_timeout=self._idle_timeout,
-            limiter=self._limiter,
+            runner=self._runner,
             stats=self._stats,
             on_exit=self._actor_exited,
         )
@@ -212,17 +219,20 @@ class SessionStore:
         self._closed = True
         for route in list(self._routes.values()):
             route.send.close()  # the actor drains its mailbox, then exits
-        with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
+        try:
+            with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
+                await self._all_exited.wait()
+                return
+            logger.warning(
+                "%d actors still busy %s s after close; cancelling them",
+                len(self._routes),
+                drain_timeout,
+            )
+            for route in list(self._routes.values()):
+                route.actor.cancel_scope.cancel()
             await self._all_exited.wait()
-            return
-        logger.warning(
-            "%d actors still busy %s s after close; cancelling them",
-            len(self._routes),
-            drain_timeout,
-        )
-        for route in list(self._routes.values()):
-            route.actor.cancel_scope.cancel()
-        await self._all_exited.wait()
+        finally:
+            self._runner.close()  # no actor is left to send it a batch
 
     # --- the contract ---
 
@@ -364,7 +374,7 @@ async def open_store(
     durability: Durability = "fsync",
     idle_timeout: float = 30.0,
     mailbox_size: int = 256,
-    max_threads: int = 32,
+    max_threads: int | None = None,
     drain_timeout: float | None = None,
 ) -> AsyncIterator[SessionStore]:
     """Open a session store on ``root``, a directory created if missing.
@@ -386,7 +396,12 @@ async def open_store(
         mailbox_size: messages an actor's mailbox holds; callers beyond that
             wait (backpressure) instead of growing memory.
         max_threads: worker threads this store uses at once for file work
-            (on PostgreSQL, also the most connections it opens).
+            (on PostgreSQL, also the most connections it opens). None, the
+            default, is ``min(32, os.cpu_count() + 4)``, as in
+            ``concurrent.futures``: the work is short system calls, and
+            Python runs one thread at a time, so more threads mostly contend.
+            Under load one trip to a thread serves several sessions' batches.
+            Raise it for storage whose fsync is slow and gains from many at once.
         drain_timeout: on leaving the block, how many seconds actors may take
             to finish the calls they accepted before they are cancelled (and
             those calls fail with StoreClosedError); None, the default, waits
@@ -398,6 +413,8 @@ async def open_store(
         raise ValueError(f"idle_timeout must be a positive number, got {idle_timeout!r}")
     if not (isinstance(mailbox_size, int) and mailbox_size >= 1):
         raise ValueError(f"mailbox_size must be a positive int, got {mailbox_size!r}")
+    if max_threads is None:
+        max_threads = min(32, (os.cpu_count() or 1) + 4)
     if not (isinstance(max_threads, int) and max_threads >= 1):
         raise ValueError(f"max_threads must be a positive int, got {max_threads!r}")
     if drain_timeout is not None and not (

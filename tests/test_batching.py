@@ -1,4 +1,5 @@
-"""Coalesced saves, group-committed appends and bounded mailboxes, seen through statistics().
+"""Coalesced saves, group-committed appends, bounded mailboxes and shared thread
+hops, seen through statistics().
 
 A gate holds one batch of a session in its worker thread, so the calls made
 meanwhile queue in the actor's mailbox and make the next batch together.
@@ -6,13 +7,16 @@ meanwhile queue in the actor's mailbox and make the next batch together.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from conftest import Gate, StoreFactory
 
+import sessionactors
 from sessionactors import Message, Session
 
 
@@ -115,3 +119,49 @@ async def test_a_full_mailbox_makes_callers_wait(
             assert (mailbox.current_buffer_used, mailbox.tasks_waiting_send) == (4, 16)
             gate.open()
         assert sorted(results) == list(range(20))  # and every one was served
+
+
+async def test_under_load_one_thread_hop_serves_many_sessions(
+    make_store: StoreFactory, gates: Callable[[str], Gate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker thread: while the gate holds it, every other session's batch
+    # waits, and the thread's next trip takes them all, each under its own lock.
+    async with make_store(max_threads=1) as store:
+        await store.save_runtime_session(Session(id="gate"))
+        await store.save_runtime_session(Session(id="broken"))
+        gate = gates("gate")
+        original = sessionactors._actor.run_batch
+
+        def run_batch(files: Any, ops: Any) -> Any:
+            if files.session_id == "broken":
+                raise RuntimeError("a bug in one batch")
+            return original(files, ops)
+
+        monkeypatch.setattr(sessionactors._actor, "run_batch", run_batch)
+        sessions = [Session(id=f"s{n}", runtime_state={"n": n}) for n in range(14)]
+        results: dict[str, Any] = {}
+
+        async def call(name: str, make: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                results[name] = await make()
+            except Exception as exc:  # noqa: BLE001 - the test looks at it below
+                results[name] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.load_session, "gate")
+            await gate.wait_entered()
+            before = store.statistics()
+            for session in sessions:
+                nursery.start_soon(call, session.id, partial(store.save_runtime_session, session))
+            nursery.start_soon(call, "broken", partial(store.set_title, "broken", "x"))
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+        after = store.statistics()
+        assert after.batches - before.batches == 15  # the gate's and 14 saves served
+        assert after.thread_hops - before.thread_hops == 2  # the gate's, then all the others
+        assert after.actor_crashes - before.actor_crashes == 1
+        # A batch that fails fails alone: its caller gets the crash, the others are written.
+        assert isinstance(results.pop("broken"), sessionactors.ActorCrashedError)
+        assert results == {session.id: None for session in sessions}
+        for session in sessions:
+            assert await store.load_session(session.id) == session

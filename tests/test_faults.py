@@ -194,8 +194,7 @@ async def test_os_error_while_writing_a_snapshot_changes_nothing(
             # A slot is cut only when its old bytes are longer than the new
             # ones: give the older slot a long torn tail, as a crash may leave.
             older = next(p for p in (tmp_path / "s1").glob("session*.json") if p != newest)
-            with open(older, "ab") as file:
-                file.write(b"x" * 4096)
+            older.write_bytes(older.read_bytes() + b"x" * 4096)
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "save": lambda: store.save_runtime_session(caller),
             "checkpoint": lambda: store.checkpoint_runtime_session(caller),
