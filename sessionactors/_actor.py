@@ -2,10 +2,12 @@
 
 The actor is the only code that touches its session's storage. It wakes on
 a message, takes everything else already in its mailbox, and does the whole
-batch in one worker-thread hop under the session's cross-process lock:
+batch in a worker thread under the session's cross-process lock:
 consecutive saves are folded into one snapshot write, consecutive appends
 into one ``write`` and one fsync. Every caller is answered after the bytes
-its call depends on are durable.
+its call depends on are durable. The store's :class:`BatchRunner` bounds the
+worker threads; under load one trip to a thread runs several sessions'
+batches.
 """
 
 from __future__ import annotations

@@ -664,11 +664,9 @@ class SessionFiles:
         messages = session.messages
         known = self._known
         old_journal = snapshot.journal if snapshot is not None else None
+        known_current = known is not None and snapshot is not None and self._known_matches(snapshot)
         appending = (
-            known is not None
-            and snapshot is not None
-            and self._known_matches(snapshot)
-            and known.prefix(messages) == len(known.messages)
+            known_current and known is not None and known.prefix(messages) == len(known.messages)
         )
         # Encode everything before touching a file: a value the encoder
         # refuses must leave the disk as it was.
@@ -677,9 +675,10 @@ class SessionFiles:
             journal, start = snapshot.journal, snapshot.journal_size
             lines = encode_messages(messages[len(known.messages) :])
         else:
-            if snapshot is not None and snapshot.journal is not None:
+            if snapshot is not None and snapshot.journal is not None and not known_current:
                 # Never sweep away a journal that disagrees with its snapshot:
                 # its lines are counted (not decoded), cheap beside the rewrite.
+                # (One this actor wrote or read, as the snapshot counts it, agrees.)
                 self._counted_lines(snapshot)
             check_messages(messages, checked)  # all of it is written: all of it is checked
             journal, start = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}", 0
@@ -701,7 +700,13 @@ class SessionFiles:
             raise
         self._known = KnownTranscript((journal, size, len(messages)), list(messages), mark)
         if old_journal is not None and journal != old_journal:
-            self._sweep(force=True)  # the old journal is no longer named
+            # The old journal is no longer named. The directory was swept of
+            # other leftovers on this actor's first write: remove just this one.
+            if known_current:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, old_journal))
+            else:
+                self._sweep(force=True)
 
     def _counted_lines(self, snapshot: Snapshot) -> list[bytes]:
         """The journal lines the snapshot counts (decoded by the caller)."""
