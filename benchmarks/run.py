@@ -950,6 +950,7 @@ COUNTERS = (
     "fsyncs",
     "bytes_written",
     "batches",
+    "thread_hops",
     "max_mailbox_depth",
 )
 
