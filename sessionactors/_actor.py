@@ -12,8 +12,8 @@ batches.
 
 from __future__ import annotations
 
+import collections
 import logging
-import math
 import operator
 from collections.abc import Callable
 from datetime import datetime
@@ -374,7 +374,7 @@ def _run_segment(
 class _Job:
     files: SessionStorage
     ops: list[Op]
-    done: trio.Event = attrs.field(factory=trio.Event)
+    turn: trio.Event = attrs.field(factory=trio.Event)  # done, or its caller's turn to run
     result: outcome.Outcome[tuple[list[outcome.Outcome[Any]], IoCounts]] | None = None
 
 
@@ -383,14 +383,16 @@ def _run_jobs(jobs: list[_Job]) -> list[outcome.Outcome[Any]]:
 
 
 class BatchRunner:
-    """Runs the actors' batches in worker threads, as many at once as ``limiter`` allows.
+    """Runs the actors' batches in worker threads, at most ``limiter``'s tokens at once.
 
-    Each lane is one worker-thread hop at a time. An idle lane takes a batch
-    as soon as it is sent; when every lane is busy, batches wait, and the
-    next free lane takes its fair share of them (up to ``GROUP``) into one
-    hop, run one after the other: under load the cost of a hop, and the
-    contention of many threads for the interpreter, is shared by several
-    sessions. Each batch still holds its own session's lock.
+    An actor with a batch runs it in a worker thread itself when fewer trips
+    than that are under way. Otherwise its batch waits; whoever finishes a
+    trip hands its place to the first waiting actor, which takes along its
+    fair share of the batches waiting behind it (up to ``GROUP``), to run
+    one after the other in one trip. Under load the cost of a trip, and the
+    contention of many threads for the interpreter, is thus shared by
+    several sessions; each batch still holds its own session's lock, and a
+    batch that fails fails alone.
     """
 
     GROUP = 16
@@ -399,43 +401,41 @@ class BatchRunner:
         self.limiter = limiter
         self.stats = stats
         self.lanes = int(limiter.total_tokens)
-        self._send, self._receive = trio.open_memory_channel[_Job](math.inf)
-
-    async def serve(self) -> None:
-        """Run the lanes until :meth:`close`, and every batch sent before it, is done."""
-        # Shielded like the actors: a batch sent is always run and answered.
-        with trio.CancelScope(shield=True):
-            async with trio.open_nursery() as nursery:
-                for _ in range(self.lanes):
-                    nursery.start_soon(self._lane)
-
-    def close(self) -> None:
-        self._send.close()
+        self._running = 0  # trips under way, or handed to a waiting actor
+        self._waiting: collections.deque[_Job] = collections.deque()
 
     async def run(self, files: SessionStorage, ops: list[Op]) -> Any:
         """Run one batch (see :func:`run_batch`) and return what it returns."""
         job = _Job(files, ops)
-        self._send.send_nowait(job)
-        with trio.CancelScope(shield=True):  # the batch runs to its end regardless
-            await job.done.wait()
+        # Shielded: a batch accepted is run to its end, and a place handed
+        # to this actor is always used (the actors are shielded too).
+        with trio.CancelScope(shield=True):
+            if self._running < self.lanes:
+                self._running += 1
+            else:
+                self._waiting.append(job)
+                await job.turn.wait()
+            if job.result is None:  # our turn: run a trip
+                try:
+                    await self._trip(job)
+                finally:
+                    if self._waiting:
+                        self._waiting.popleft().turn.set()  # hand the place on
+                    else:
+                        self._running -= 1
         assert job.result is not None
         return job.result.unwrap()
 
-    async def _lane(self) -> None:
-        async for job in self._receive:
-            jobs = [job]
-            waiting = self._receive.statistics().current_buffer_used
-            share = min(self.GROUP, 1 + waiting // self.lanes)
-            while len(jobs) < share:
-                try:
-                    jobs.append(self._receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            results = await trio.to_thread.run_sync(_run_jobs, jobs, limiter=self.limiter)
-            self.stats.thread_hops += 1
-            for job, result in zip(jobs, results, strict=True):
-                job.result = result
-                job.done.set()
+    async def _trip(self, job: _Job) -> None:
+        jobs = [job]
+        share = min(self.GROUP, 1 + len(self._waiting) // self.lanes)
+        while len(jobs) < share and self._waiting:
+            jobs.append(self._waiting.popleft())
+        results = await trio.to_thread.run_sync(_run_jobs, jobs, limiter=self.limiter)
+        self.stats.thread_hops += 1
+        for done, result in zip(jobs, results, strict=True):
+            done.result = result
+            done.turn.set()
 
 
 # --- the actor task -----------------------------------------------------------------------

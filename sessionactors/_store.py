@@ -159,7 +159,6 @@ class SessionStore:
         self._routes: dict[str, _Route] = {}
         self._stats = ActorStats()
         self._runner = BatchRunner(limiter, self._stats)
-        nursery.start_soon(self._runner.serve, name="sessionactors worker lanes")
         self._closed = False
         self._all_exited = trio.Event()
         self._all_exited.set()
@@ -219,20 +218,17 @@ class SessionStore:
         self._closed = True
         for route in list(self._routes.values()):
             route.send.close()  # the actor drains its mailbox, then exits
-        try:
-            with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
-                await self._all_exited.wait()
-                return
-            logger.warning(
-                "%d actors still busy %s s after close; cancelling them",
-                len(self._routes),
-                drain_timeout,
-            )
-            for route in list(self._routes.values()):
-                route.actor.cancel_scope.cancel()
+        with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
             await self._all_exited.wait()
-        finally:
-            self._runner.close()  # no actor is left to send it a batch
+            return
+        logger.warning(
+            "%d actors still busy %s s after close; cancelling them",
+            len(self._routes),
+            drain_timeout,
+        )
+        for route in list(self._routes.values()):
+            route.actor.cancel_scope.cancel()
+        await self._all_exited.wait()
 
     # --- the contract ---
 
