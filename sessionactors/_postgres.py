@@ -1,8 +1,8 @@
 """The PostgreSQL backend: sessions in tables, one transaction per batch of an actor.
 
 psycopg 3's synchronous API over a ``psycopg_pool.ConnectionPool``; every
-call blocks and runs in the actor's worker-thread hop (psycopg's async API
-is asyncio-only). Tables (schema version 1, recorded in
+call blocks and runs in a worker thread with the rest of the actor's batch
+(psycopg's async API is asyncio-only). Tables (schema version 1, recorded in
 ``sessionactors_schema``)::
 
     sessionactors_sessions     one row a session: the authoritative group,

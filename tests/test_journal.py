@@ -366,3 +366,18 @@ async def test_a_rewrite_checks_every_message_again(tmp_path: Path) -> None:
             await first.save_runtime_session(mine)
         loaded = await first.load_session("s")
         assert loaded is not None and [m.id for m in loaded.messages] == ["m9"]
+
+
+async def test_slots_that_grow_and_shrink_read_back_whole(tmp_path: Path) -> None:
+    """A slot rewritten in place is cut when shorter, read whole when longer than a read."""
+    async with open_store(tmp_path, durability="flush") as store:
+        session = Session(id="s", messages=[_message(0)])
+        for size in (10, 200_000, 300_000, 5, 70_000, 3, 0):
+            session.runtime_state = {"blob": "x" * size}
+            await store.save_runtime_session(session)
+            async with open_store(tmp_path, durability="flush") as other:  # reads the files anew
+                assert await other.load_session("s") == session
+            for slot in tmp_path.joinpath("s").glob("session*.json"):
+                data = slot.read_bytes()
+                # Every slot holds exactly one snapshot, or nothing (the second one, at first).
+                assert not data or data.count(b"\n") == 2, slot
