@@ -24,7 +24,7 @@ import outcome
 import trio
 
 from ._backend import SegmentRolledBack, SessionStorage
-from ._errors import ActorCrashedError, SessionNotFoundError, StoreClosedError
+from ._errors import ActorCrashedError, LockBusy, SessionNotFoundError, StoreClosedError
 from ._files import IoCounts
 from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
 from ._model import Message, Session, check_session, converter, utc_now
@@ -319,12 +319,16 @@ class _Segment:
             self.waiting_lines.clear()
 
 
-def run_batch(files: SessionStorage, ops: list[Op]) -> tuple[list[outcome.Outcome[Any]], IoCounts]:
+def run_batch(
+    files: SessionStorage, ops: list[Op], *, wait: bool = True
+) -> tuple[list[outcome.Outcome[Any]], IoCounts]:
     """Apply ``ops`` in order; the outcome of each, and what the storage work was.
 
     Runs in a worker thread. The ops are split into segments ending at each
     delete, since a delete removes the directory the lock is taken on; each
-    segment holds the lock once (one transaction, for a database).
+    segment holds the lock once (one transaction, for a database). Without
+    ``wait``, a lock held elsewhere raises :class:`LockBusy` before anything
+    is done.
     """
     files.counts = IoCounts()
     outcomes: dict[int, outcome.Outcome[Any]] = {}
@@ -333,13 +337,13 @@ def run_batch(files: SessionStorage, ops: list[Op]) -> tuple[list[outcome.Outcom
         end = start
         while end < len(ops) - 1 and not isinstance(ops[end], Delete):
             end += 1
-        outcomes.update(_run_segment(files, ops, start, end))
+        outcomes.update(_run_segment(files, ops, start, end, wait=wait or start > 0))
         start = end + 1
     return [outcomes[index] for index in range(len(ops))], files.counts
 
 
 def _run_segment(
-    files: SessionStorage, ops: list[Op], start: int, end: int
+    files: SessionStorage, ops: list[Op], start: int, end: int, *, wait: bool
 ) -> dict[int, outcome.Outcome[Any]]:
     creates = any(isinstance(op, Save) for op in ops[start : end + 1])
     while True:
@@ -347,12 +351,14 @@ def _run_segment(
         outcomes: dict[int, outcome.Outcome[Any]] = {}
         error: Exception
         try:
-            with files.lock(create=creates) as present:
+            with files.lock(create=creates, wait=wait) as present:
                 segment = _Segment(files, present)
                 for index in range(start, end + 1):
                     segment.apply(index, ops[index])
                 segment.flush()
             return segment.outcomes
+        except LockBusy:
+            raise  # nothing done: the batch goes back to the queue
         except SegmentRolledBack as exc:
             # Nothing of the segment took effect: drop what it computed.
             if exc.retry:
@@ -372,14 +378,24 @@ def _run_segment(
 
 @attrs.define(eq=False)
 class _Job:
+    """One actor's batch on its way through the :class:`BatchRunner`."""
+
     files: SessionStorage
     ops: list[Op]
-    turn: trio.Event = attrs.field(factory=trio.Event)  # done, or its caller's turn to run
+    # "waiting" in the queue, "taken" into a trip, "handed" a place to run a
+    # trip itself, or "done"; ``changed`` is set (and replaced) on each change.
+    state: str = "waiting"
+    changed: trio.Event = attrs.field(factory=trio.Event)
     result: outcome.Outcome[tuple[list[outcome.Outcome[Any]], IoCounts]] | None = None
 
+    def move(self, state: str) -> None:
+        self.state = state
+        self.changed.set()
+        self.changed = trio.Event()
 
-def _run_jobs(jobs: list[_Job]) -> list[outcome.Outcome[Any]]:
-    return [outcome.capture(run_batch, job.files, job.ops) for job in jobs]
+
+def _run_jobs(jobs: list[_Job], wait: bool) -> list[outcome.Outcome[Any]]:
+    return [outcome.capture(run_batch, job.files, job.ops, wait=wait) for job in jobs]
 
 
 class BatchRunner:
@@ -387,12 +403,13 @@ class BatchRunner:
 
     An actor with a batch runs it in a worker thread itself when fewer trips
     than that are under way. Otherwise its batch waits; whoever finishes a
-    trip hands its place to the first waiting actor, which takes along its
-    fair share of the batches waiting behind it (up to ``GROUP``), to run
-    one after the other in one trip. Under load the cost of a trip, and the
-    contention of many threads for the interpreter, is thus shared by
-    several sessions; each batch still holds its own session's lock, and a
-    batch that fails fails alone.
+    trip hands its place to the first waiting batch's actor, which takes
+    along its fair share of the batches waiting behind it (up to ``GROUP``),
+    to run one after the other in one trip. Under load the cost of a trip,
+    and the contention of many threads for the interpreter, is thus shared
+    by several sessions. Each batch still holds its own session's lock; one
+    taken along whose lock is held elsewhere goes back to the head of the
+    queue; a batch that fails fails alone.
     """
 
     GROUP = 16
@@ -401,41 +418,91 @@ class BatchRunner:
         self.limiter = limiter
         self.stats = stats
         self.lanes = int(limiter.total_tokens)
-        self._running = 0  # trips under way, or handed to a waiting actor
+        self._running = 0  # trips under way, or places handed to a waiting actor
         self._waiting: collections.deque[_Job] = collections.deque()
 
     async def run(self, files: SessionStorage, ops: list[Op]) -> Any:
-        """Run one batch (see :func:`run_batch`) and return what it returns."""
+        """Run one batch (see :func:`run_batch`) and return what it returns.
+
+        A cancel lands while the batch waits for a place (the batch is
+        withdrawn: nothing of it was done); once it runs, it runs to its end.
+        """
         job = _Job(files, ops)
-        # Shielded: a batch accepted is run to its end, and a place handed
-        # to this actor is always used (the actors are shielded too).
-        with trio.CancelScope(shield=True):
-            if self._running < self.lanes:
-                self._running += 1
-            else:
-                self._waiting.append(job)
-                await job.turn.wait()
-            if job.result is None:  # our turn: run a trip
-                try:
+        if self._running < self.lanes:
+            self._running += 1
+            job.state = "handed"
+        else:
+            self._waiting.append(job)
+            await self._wait(job)
+        if job.state == "handed":  # this actor's turn: run a trip
+            try:
+                with trio.CancelScope(shield=True):
                     await self._trip(job)
-                finally:
-                    if self._waiting:
-                        self._waiting.popleft().turn.set()  # hand the place on
-                    else:
-                        self._running -= 1
+            finally:
+                self._pass_on()
         assert job.result is not None
         return job.result.unwrap()
+
+    async def _wait(self, job: _Job) -> None:
+        """Wait until the job is done or handed a place; if cancelled first, withdraw it."""
+        cancelled: trio.Cancelled | None = None
+        while True:
+            if cancelled is not None and job.state == "waiting":
+                self._waiting.remove(job)  # nothing of it was done
+                raise cancelled
+            if cancelled is not None and job.state == "handed":
+                self._pass_on()  # a place it will not use
+                raise cancelled
+            if job.state in ("handed", "done"):
+                return
+            changed = job.changed
+            try:
+                # Once cancelled, only a batch running in a thread is waited for.
+                with trio.CancelScope(shield=cancelled is not None):
+                    await changed.wait()
+            except trio.Cancelled as exc:
+                cancelled = exc
+
+    def _pass_on(self) -> None:
+        """Give a finished trip's place to the first waiting batch, or free it."""
+        if self._waiting:
+            self._waiting.popleft().move("handed")
+        else:
+            self._running -= 1
 
     async def _trip(self, job: _Job) -> None:
         jobs = [job]
         share = min(self.GROUP, 1 + len(self._waiting) // self.lanes)
         while len(jobs) < share and self._waiting:
-            jobs.append(self._waiting.popleft())
-        results = await trio.to_thread.run_sync(_run_jobs, jobs, limiter=self.limiter)
-        self.stats.thread_hops += 1
+            taken = self._waiting.popleft()
+            taken.move("taken")
+            jobs.append(taken)
+        # A batch alone waits for its session's lock. Batches together do not
+        # wait for a lock another process holds: the ones taken along go back
+        # to the head of the queue, and this actor's own waits in a trip of
+        # its own, once the others are answered.
+        results = await self._hop(jobs, wait=len(jobs) == 1)
+        busy = []
         for done, result in zip(jobs, results, strict=True):
-            done.result = result
-            done.turn.set()
+            if isinstance(result, outcome.Error) and isinstance(result.error, LockBusy):
+                busy.append(done)
+            else:
+                done.result = result
+                done.move("done")
+        again = [other for other in busy if other is not job]
+        self._waiting.extendleft(reversed(again))
+        for other in again:
+            other.move("waiting")
+        if job.result is None:
+            [job.result] = await self._hop([job], wait=True)
+
+    async def _hop(self, jobs: list[_Job], *, wait: bool) -> list[outcome.Outcome[Any]]:
+        try:
+            results = await trio.to_thread.run_sync(_run_jobs, jobs, wait, limiter=self.limiter)
+        except BaseException as exc:  # e.g. no thread could be started: each batch fails
+            return [outcome.Error(exc) for _ in jobs]
+        self.stats.thread_hops += 1
+        return results
 
 
 # --- the actor task -----------------------------------------------------------------------

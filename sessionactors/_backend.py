@@ -18,12 +18,12 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from ._errors import CorruptSessionError
+from ._errors import CorruptSessionError, LockBusy
 from ._files import IoCounts, SessionFiles, list_summaries
 from ._merge import Authoritative
 from ._model import Message, Session, SessionSummary
 
-__all__ = ["Backend", "FileBackend", "SegmentRolledBack", "SessionStorage"]
+__all__ = ["Backend", "FileBackend", "LockBusy", "SegmentRolledBack", "SessionStorage"]
 
 
 class SegmentRolledBack(Exception):
@@ -54,11 +54,13 @@ class SessionStorage(Protocol):
     session_id: str
     counts: IoCounts
 
-    def lock(self, *, create: bool) -> AbstractContextManager[bool]:
+    def lock(self, *, create: bool, wait: bool = True) -> AbstractContextManager[bool]:
         """Hold the session exclusively; yields whether it may exist.
 
         Without ``create``, yields False when there certainly is no session.
-        Leaving it may raise :class:`SegmentRolledBack`.
+        Without ``wait``, raises :class:`LockBusy` rather than wait for a
+        holder elsewhere (a backend may wait anyway). Leaving it may raise
+        :class:`SegmentRolledBack`.
         """
         ...
 

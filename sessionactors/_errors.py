@@ -55,3 +55,7 @@ class ActorCrashedError(SessionStoreError):
     The store replaces the actor on the next call; ``__cause__`` holds the
     original exception.
     """
+
+
+class LockBusy(Exception):
+    """Internal: a session's lock, asked for without waiting, is held elsewhere now."""

@@ -12,8 +12,9 @@ The snapshot holds the format number, a sequence number ``seq``, the
 authoritative metadata, the timestamps, ``metadata``, ``runtime_state``, the
 message count, and which journal holds the messages and how many of its bytes
 count: one JSON line, then its CRC-32. It lives in two slots written in turn:
-a write rewrites the older slot in place (write, cut, fsync) while the newer
-one stays whole, and readers take the whole slot with the higher ``seq``. A
+a write rewrites the older slot in place (write, cut if it was longer,
+fsync) while the newer one stays whole, and readers take the whole slot
+with the higher ``seq``. A
 crash at any instant thus leaves the snapshot before or the new one, never a
 mix, and a save costs one fsync for its snapshot: no file is made, none is
 renamed, so the directory needs no fsync either. A session's first snapshot
@@ -51,7 +52,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ._errors import CorruptSessionError, UnsupportedFormatError
+from ._errors import CorruptSessionError, LockBusy, UnsupportedFormatError
 from ._merge import Authoritative
 from ._model import (
     KnownTranscript,
@@ -217,7 +218,7 @@ def decode_snapshot(path: str, raw: bytes, session_id: str, slot: int = 0) -> Sn
         return Snapshot(path, head, slot=slot, size=len(raw))
     if slot != 0:
         raise CorruptSessionError(path, "format 1 in the second slot")
-    return Snapshot(path, head, rest)
+    return Snapshot(path, head, rest, size=len(raw))
 
 
 def read_slots(directory: str, session_id: str) -> list[Snapshot | CorruptSessionError | None]:
@@ -502,16 +503,17 @@ class SessionFiles:
         self._sync(self._lock_fd)
 
     @contextlib.contextmanager
-    def lock(self, *, create: bool) -> Iterator[bool]:
+    def lock(self, *, create: bool, wait: bool = True) -> Iterator[bool]:
         """Hold the session's cross-process lock.
 
         Yields True with the lock held. Without ``create``, yields False (and
         holds nothing) when the session's directory does not exist. The lock
         is an ``flock`` on the session's directory itself, so it costs no
         file; a delete removes the directory, so after waiting for the lock
-        the holder checks the directory it locked was not removed meanwhile
-        (a removed directory has no links). A directory made for a session
-        that in the end was not written is removed again.
+        the holder checks it locked the directory still in place. A directory
+        made for a session
+        that in the end was not written is removed again. Without ``wait``,
+        a lock held elsewhere raises :class:`LockBusy` at once.
         """
         made = False
         while True:
@@ -530,8 +532,15 @@ class SessionFiles:
                     self._sync_root()
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                if not os.fstat(fd).st_nlink:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise LockBusy(self.session_id) from None
+                try:
+                    current = os.stat(self.directory).st_ino
+                except FileNotFoundError:
+                    current = -1
+                if current != os.fstat(fd).st_ino:
                     continue  # deleted while we waited: lock the new one
                 self._lock_fd = fd
                 if made:

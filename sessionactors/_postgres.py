@@ -354,7 +354,8 @@ class PostgresSession:
     # --- the transaction ---
 
     @contextlib.contextmanager
-    def lock(self, *, create: bool) -> Iterator[bool]:
+    def lock(self, *, create: bool, wait: bool = True) -> Iterator[bool]:
+        # Always waits: row locks are held for one short transaction.
         pool = self._backend.pool
         self._failure = None
         try:

@@ -393,8 +393,9 @@ async def open_store(
             wait (backpressure) instead of growing memory.
         max_threads: worker threads this store uses at once for file work
             (on PostgreSQL, also the most connections it opens). None, the
-            default, is ``min(32, os.cpu_count() + 4)``, as in
-            ``concurrent.futures``: the work is short system calls, and
+            default, is 32 on PostgreSQL (its calls wait on the network) and
+            ``min(32, os.cpu_count() + 4)`` on files, as in
+            ``concurrent.futures``: file work is short system calls, and
             Python runs one thread at a time, so more threads mostly contend.
             Under load one trip to a thread serves several sessions' batches.
             Raise it for storage whose fsync is slow and gains from many at once.
@@ -409,8 +410,9 @@ async def open_store(
         raise ValueError(f"idle_timeout must be a positive number, got {idle_timeout!r}")
     if not (isinstance(mailbox_size, int) and mailbox_size >= 1):
         raise ValueError(f"mailbox_size must be a positive int, got {mailbox_size!r}")
+    postgres = isinstance(root, str) and root.startswith(("postgresql://", "postgres://"))
     if max_threads is None:
-        max_threads = min(32, (os.cpu_count() or 1) + 4)
+        max_threads = 32 if postgres else min(32, (os.cpu_count() or 1) + 4)
     if not (isinstance(max_threads, int) and max_threads >= 1):
         raise ValueError(f"max_threads must be a positive int, got {max_threads!r}")
     if drain_timeout is not None and not (
@@ -420,7 +422,7 @@ async def open_store(
     fsync = durability == "fsync"
     where: Path | str
     backend: Backend
-    if isinstance(root, str) and root.startswith(("postgresql://", "postgres://")):
+    if postgres and isinstance(root, str):
         from ._postgres import PostgresBackend  # psycopg is an optional extra
 
         backend = PostgresBackend(root, fsync=fsync, max_connections=max_threads)

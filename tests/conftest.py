@@ -132,12 +132,12 @@ class Gate:
         self.used = False
         original = sessionactors._actor.run_batch
 
-        def gated(files: Any, ops: Any) -> Any:
+        def gated(files: Any, ops: Any, **options: Any) -> Any:
             if files.session_id == session_id and not self.used:
                 self.used = True
                 self.entered.set()
                 self.released.wait(30)  # bounded, so a broken test cannot hang forever
-            return original(files, ops)
+            return original(files, ops, **options)
 
         monkeypatch.setattr(sessionactors._actor, "run_batch", gated)
 

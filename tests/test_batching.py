@@ -7,8 +7,11 @@ meanwhile queue in the actor's mailbox and make the next batch together.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,10 +135,10 @@ async def test_under_load_one_thread_hop_serves_many_sessions(
         gate = gates("gate")
         original = sessionactors._actor.run_batch
 
-        def run_batch(files: Any, ops: Any) -> Any:
+        def run_batch(files: Any, ops: Any, **options: Any) -> Any:
             if files.session_id == "broken":
                 raise RuntimeError("a bug in one batch")
-            return original(files, ops)
+            return original(files, ops, **options)
 
         monkeypatch.setattr(sessionactors._actor, "run_batch", run_batch)
         sessions = [Session(id=f"s{n}", runtime_state={"n": n}) for n in range(14)]
@@ -144,7 +147,7 @@ async def test_under_load_one_thread_hop_serves_many_sessions(
         async def call(name: str, make: Callable[[], Awaitable[Any]]) -> None:
             try:
                 results[name] = await make()
-            except Exception as exc:  # noqa: BLE001 - the test looks at it below
+            except Exception as exc:
                 results[name] = exc
 
         async with trio.open_nursery() as nursery:
@@ -165,3 +168,44 @@ async def test_under_load_one_thread_hop_serves_many_sessions(
         assert results == {session.id: None for session in sessions}
         for session in sessions:
             assert await store.load_session(session.id) == session
+
+
+async def test_a_session_locked_elsewhere_does_not_hold_up_the_others(
+    tmp_path: Path, gates: Callable[[str], Gate]
+) -> None:
+    """A batch taken along whose lock another process holds goes back to the queue."""
+    async with sessionactors.open_store(tmp_path, durability="flush", max_threads=1) as store:
+        for name in ("gate", "held"):
+            await store.save_runtime_session(Session(id=name))
+        gate = gates("gate")
+        # Another process's lock on "held": flock conflicts between open files.
+        holder = os.open(tmp_path / "held", os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        done: list[str] = []
+        others = [f"s{n}" for n in range(8)]
+        others_done = trio.Event()
+
+        async def save(name: str) -> None:
+            await store.save_runtime_session(Session(id=name, runtime_state={"by": "store"}))
+            done.append(name)
+            if set(others) <= set(done):
+                others_done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.load_session, "gate")
+            await gate.wait_entered()
+            # Queued: s0, then "held", then the others. s0's trip takes them
+            # all along; "held" goes back to the queue and waits in a trip of
+            # its own, while the one thread there is no longer serves anybody.
+            for name in [others[0], "held", *others[1:]]:
+                nursery.start_soon(save, name)
+                await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+            with trio.fail_after(10):
+                await others_done.wait()
+            # Every other session is saved while "held" still waits for its lock.
+            assert sorted(done) == others
+            os.close(holder)  # the other process lets go: "held" is saved too
+        assert done[-1] == "held"
+        loaded = await store.load_session("held")
+        assert loaded is not None and loaded.runtime_state == {"by": "store"}

@@ -772,11 +772,11 @@ async def test_a_failed_delete_fails_the_save_batched_before_it(
         held, release = threading.Event(), threading.Event()
         original = sessionactors._actor.run_batch
 
-        def gated(files: Any, ops: Any) -> Any:
+        def gated(files: Any, ops: Any, **options: Any) -> Any:
             if not held.is_set():
                 held.set()
                 release.wait(30)
-            return original(files, ops)
+            return original(files, ops, **options)
 
         monkeypatch.setattr(sessionactors._actor, "run_batch", gated)
         injector = Fault("unlink", errno.EIO, lambda path: path.endswith("/s1/session.json"))

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+import trio
 
 import sessionactors
 from sessionactors import Message, Session, open_store
@@ -288,6 +289,22 @@ async def test_format_1_is_read_and_upgraded_on_the_next_write(tmp_path: Path) -
         assert stale.title == "from format 1"  # the merge read the format-1 group
         assert _snapshot(tmp_path / "old")["format"] == 2
         assert await store.load_session("old") == stale
+        # The writes after it rewrite the format-1 file in place as a slot, cut
+        # to the new bytes (the old file was much longer), in one batch or more.
+        for step in (5, 6):
+            stale.runtime_state = {"step": step}
+            await store.save_runtime_session(stale)
+            assert await store.load_session("old") == stale
+        async with trio.open_nursery() as nursery:  # a save and a rename, one batch
+            stale.runtime_state = {"step": 7}
+            nursery.start_soon(store.save_runtime_session, stale)
+            nursery.start_soon(store.set_title, "old", "renamed")
+        loaded = await store.load_session("old")
+        assert loaded is not None
+        assert (loaded.title, loaded.runtime_state) == ("renamed", {"step": 7})
+        assert (loaded.messages, loaded.metadata) == (stale.messages, stale.metadata)
+    async with open_store(tmp_path, durability="flush") as other:
+        assert await other.load_session("old") == loaded
     assert len(_journals(tmp_path / "old")) == 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -536,14 +537,14 @@ async def test_a_crashing_actor_fails_its_waiters_and_is_replaced(
     crashed = False
     original = sessionactors._actor.run_batch
 
-    def buggy(files: Any, ops: Any) -> Any:
+    def buggy(files: Any, ops: Any, **options: Any) -> Any:
         nonlocal crashed
         if files.session_id == "victim" and not crashed:
             crashed = True
             entered.set()
             release.wait(30)
             raise RuntimeError("a bug in the actor")
-        return original(files, ops)
+        return original(files, ops, **options)
 
     monkeypatch.setattr(sessionactors._actor, "run_batch", buggy)
 
@@ -631,3 +632,83 @@ async def test_a_drain_timeout_fails_what_is_still_queued(
         assert trio.current_time() - started >= 5
     assert results["taken"] is None  # its batch was running: it took full effect
     assert isinstance(results["queued"], StoreClosedError)  # it never ran
+
+
+async def test_a_drain_timeout_fails_batches_waiting_for_a_thread(
+    autojump_clock: trio.testing.MockClock,
+    make_store: StoreFactory,
+    gates: Callable[[str], Gate],
+) -> None:
+    """A batch its actor took, still waiting for a worker thread, is withdrawn too."""
+    gate = gates("s")
+    results: dict[str, Any] = {}
+
+    async def run(name: str, call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            results[name] = await call()
+        except Exception as exc:
+            results[name] = exc
+
+    async def open_gate_later() -> None:
+        await trio.sleep(10)
+        gate.open()
+
+    async with trio.open_nursery() as nursery:
+        async with make_store(drain_timeout=5, max_threads=1) as store:
+            nursery.start_soon(run, "taken", lambda: store.save_runtime_session(Session(id="s")))
+            await gate.wait_entered()
+            for name in ("t", "u"):  # other sessions: their actors wait for the one thread
+                session = Session(id=name)
+                nursery.start_soon(run, name, partial(store.save_runtime_session, session))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(store._runner._waiting) == 2
+            nursery.start_soon(open_gate_later)
+            started = trio.current_time()
+        assert trio.current_time() - started >= 5
+    assert results["taken"] is None
+    assert isinstance(results["t"], StoreClosedError)
+    assert isinstance(results["u"], StoreClosedError)
+    async with make_store() as store:
+        assert await store.load_session("t") is None and await store.load_session("u") is None
+
+
+async def test_a_worker_thread_that_cannot_start_fails_its_batches_alone(
+    make_store: StoreFactory, gates: Callable[[str], Gate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch of a trip that never ran fails (no caller waits forever); the store goes on."""
+    async with make_store(max_threads=1) as store:
+        gate = gates("g")
+        original = trio.to_thread.run_sync
+        trips = 0
+
+        async def run_sync(function: Any, *args: Any, **options: Any) -> Any:
+            nonlocal trips
+            if function is sessionactors._actor._run_jobs:
+                trips += 1
+                if trips == 2:
+                    raise RuntimeError("can't start new thread")
+            return await original(function, *args, **options)
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
+        results: dict[str, Any] = {}
+
+        async def save(name: str) -> None:
+            try:
+                results[name] = await store.save_runtime_session(Session(id=name))
+            except Exception as exc:
+                results[name] = exc
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(save, "g")
+                await gate.wait_entered()
+                for name in ("a", "b", "c"):
+                    nursery.start_soon(save, name)
+                await trio.testing.wait_all_tasks_blocked()
+                gate.open()
+        assert results["g"] is None
+        for name in ("a", "b", "c"):  # one trip took all three along, and never ran
+            assert isinstance(results[name], sessionactors.ActorCrashedError)
+            assert "can't start new thread" in str(results[name].__cause__)
+        await store.save_runtime_session(Session(id="a"))  # a fresh actor, a thread this time
+        assert (await store.load_session("a")) is not None
