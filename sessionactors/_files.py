@@ -308,11 +308,16 @@ def encode_snapshot(session: Session, journal: str, journal_size: int, seq: int)
     )
 
 
-def encode_messages(messages: Sequence[Message]) -> bytes:
-    """Journal lines for ``messages``, one compact JSON object each."""
-    if not messages:
-        return b""
-    return b"\n".join([encode_message(message) for message in messages]) + b"\n"
+def encode_messages(messages: Sequence[Message]) -> bytearray:
+    """Journal lines for ``messages``, one compact JSON object each.
+
+    Each line is added to one buffer as soon as it is made: keeping every
+    line alive until a join costs several times the encoding itself.
+    """
+    lines = bytearray()
+    for message in messages:
+        lines += encode_message(message, newline=True)
+    return lines
 
 
 def _summary(snapshot: Snapshot) -> SessionSummary:
@@ -379,7 +384,7 @@ def list_summaries(root: Path) -> tuple[list[SessionSummary], list[CorruptSessio
 # --- low-level helpers --------------------------------------------------------
 
 
-def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+def _write_all(fd: int, data: bytes | bytearray, offset: int | None = None) -> None:
     """Write all of ``data``: at the file's offset, or at ``offset`` (pwrite)."""
     view = memoryview(data)
     while view:
@@ -815,7 +820,7 @@ class SessionFiles:
             os.close(os.open(os.path.join(self.directory, SLOT_FILES[1]), _CREATE_EMPTY, 0o644))
         self._sync_directory()
 
-    def _write_journal(self, name: str, data: bytes) -> None:
+    def _write_journal(self, name: str, data: bytes | bytearray) -> None:
         path = os.path.join(self.directory, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
@@ -832,7 +837,7 @@ class SessionFiles:
         self.counts.journal_rewrites += 1
         self.counts.bytes_written += len(data)
 
-    def _append_journal(self, name: str, size: int, data: bytes) -> None:
+    def _append_journal(self, name: str, size: int, data: bytes | bytearray) -> None:
         if not data:
             return
         path = os.path.join(self.directory, name)
@@ -849,7 +854,7 @@ class SessionFiles:
         self.counts.journal_appends += 1
         self.counts.bytes_written += len(data)
 
-    def _append_synced(self, fd: int, data: bytes, size: int) -> None:
+    def _append_synced(self, fd: int, data: bytes | bytearray, size: int) -> None:
         """Append ``data`` to a file of ``size`` bytes, durably; on failure, cut it back."""
         try:
             _write_all(fd, data)

@@ -226,49 +226,72 @@ def check_json(value: Any, where: str = "value") -> None:
         ValueError: a float that is not finite, an integer out of range, or
             nesting deeper than the encoder allows.
     """
-    _check(value, where, 0)
+    try:
+        _check(value, 0)
+    except _Refused as refused:
+        path = "".join(reversed(refused.path))
+        raise refused.kind(f"{where}{path}: {refused.reason}") from None
 
 
-def _check_str(value: str, where: str) -> None:
+class _Refused(Exception):
+    """A value check_json refuses; the path to it is added on the way out."""
+
+    def __init__(self, kind: type[Exception], reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def _check_str(value: str) -> None:
     if not value.isascii():
         try:
             value.encode()
         except UnicodeEncodeError:
-            raise ValueError(f"{where}: {value!r} holds a lone surrogate, not UTF-8") from None
+            raise _Refused(ValueError, f"{value!r} holds a lone surrogate, not UTF-8") from None
 
 
-def _check(value: Any, where: str, depth: int) -> None:
+def _check(value: Any, depth: int) -> None:
+    # The path to a refused value is built only when one is refused.
     kind = type(value)
     if kind is str:
-        _check_str(value, where)
+        _check_str(value)
         return
     if kind is bool or value is None:
         return
     if kind is int or (isinstance(value, int) and not isinstance(value, bool)):
         if not _INT_MIN <= value <= _INT_MAX:
-            raise ValueError(f"{where}: integer {value} does not fit in 64 bits")
+            raise _Refused(ValueError, f"integer {value} does not fit in 64 bits")
         return
     if kind is float or isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{where}: {value} is not a JSON number")
+            raise _Refused(ValueError, f"{value} is not a JSON number")
         return
     if depth >= _MAX_DEPTH:
-        raise ValueError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
+        raise _Refused(ValueError, f"nested deeper than {_MAX_DEPTH} levels")
     if kind is dict or isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(f"{where}: key {key!r} is not a str")
-            _check_str(key, where)
-            _check(item, f"{where}[{key!r}]", depth + 1)
+                raise _Refused(TypeError, f"key {key!r} is not a str")
+            _check_str(key)
+            try:
+                _check(item, depth + 1)
+            except _Refused as refused:
+                refused.path.append(f"[{key!r}]")
+                raise
         return
     if kind is list or isinstance(value, list):
         for index, item in enumerate(value):
-            _check(item, f"{where}[{index}]", depth + 1)
+            try:
+                _check(item, depth + 1)
+            except _Refused as refused:
+                refused.path.append(f"[{index}]")
+                raise
         return
     if isinstance(value, str):
-        _check_str(value, where)
+        _check_str(value)
         return
-    raise TypeError(f"{where}: {kind.__name__} is not plain JSON and would not read back equal")
+    raise _Refused(TypeError, f"{kind.__name__} is not plain JSON and would not read back equal")
 
 
 def check_session(session: Session, messages: Sequence[Message], start: int = 0) -> None:
@@ -312,9 +335,11 @@ def structure_session(where: str, data: dict[str, Any]) -> Session:
         raise CorruptSessionError(where, f"not a valid session: {exc!r}") from None
 
 
-def encode_message(message: Message) -> bytes:
+def encode_message(message: Message, *, newline: bool = False) -> bytes:
     """One message as compact JSON, as journals and message rows store it."""
-    return orjson.dumps(_unstructure_message(message))
+    return orjson.dumps(
+        _unstructure_message(message), option=orjson.OPT_APPEND_NEWLINE if newline else None
+    )
 
 
 def decode_record(raw: bytes | str, where: str, line: int | None = None) -> dict[str, Any]:
