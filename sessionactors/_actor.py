@@ -17,7 +17,7 @@ import logging
 import operator
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import outcome
@@ -376,6 +376,9 @@ def _run_segment(
 # --- the worker threads ----------------------------------------------------------------
 
 
+_JobState = Literal["waiting", "taken", "handed", "done"]
+
+
 @attrs.define(eq=False)
 class _Job:
     """One actor's batch on its way through the :class:`BatchRunner`."""
@@ -384,11 +387,11 @@ class _Job:
     ops: list[Op]
     # "waiting" in the queue, "taken" into a trip, "handed" a place to run a
     # trip itself, or "done"; ``changed`` is set (and replaced) on each change.
-    state: str = "waiting"
+    state: _JobState = "waiting"
     changed: trio.Event = attrs.field(factory=trio.Event)
     result: outcome.Outcome[tuple[list[outcome.Outcome[Any]], IoCounts]] | None = None
 
-    def move(self, state: str) -> None:
+    def move(self, state: _JobState) -> None:
         self.state = state
         self.changed.set()
         self.changed = trio.Event()

@@ -86,6 +86,7 @@ TEMP_SUFFIX = ".tmp"
 _GROUP_KEYS = ("title", "title_version", "pinned", "metadata_version")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _CREATE_EMPTY = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+_READ_CHUNK = 65536
 
 
 @attrs.define
@@ -396,21 +397,21 @@ def _write_all(fd: int, data: bytes | bytearray, offset: int | None = None) -> N
         view = view[written:]
 
 
-def _read_file(path: str, chunk: int = 65536) -> bytes | None:
+def _read_file(path: str) -> bytes | None:
     """The whole file, or None if it does not exist.
 
-    Read in pieces of ``chunk`` bytes until one comes back short, which for a
-    regular file means its end: a small file (a snapshot slot) costs one
-    ``read`` and no ``fstat``.
+    Read in pieces of ``_READ_CHUNK`` bytes until one comes back short, which
+    for a regular file means its end: a small file (a snapshot slot) costs
+    one ``read`` and no ``fstat``.
     """
     try:
         fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        chunks = [os.read(fd, chunk)]
-        while len(chunks[-1]) == chunk:
-            chunks.append(os.read(fd, chunk))
+        chunks = [os.read(fd, _READ_CHUNK)]
+        while len(chunks[-1]) == _READ_CHUNK:
+            chunks.append(os.read(fd, _READ_CHUNK))
         return b"".join(chunks)
     finally:
         os.close(fd)
