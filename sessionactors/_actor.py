@@ -27,7 +27,7 @@ from ._backend import SegmentRolledBack, SessionStorage
 from ._errors import ActorCrashedError, LockBusy, SessionNotFoundError, StoreClosedError
 from ._files import IoCounts
 from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
-from ._model import Message, Session, check_session, converter, utc_now
+from ._model import Message, Session, check_messages, converter, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +89,16 @@ class _Saved:
 
 @attrs.define(eq=False)
 class Save(Op):
-    session: Session
+    session: Session  # the caller's object, updated in place when answered
     checkpoint: bool
-    # The transcript as it stood at the call: the caller's tasks may go on
-    # appending to session.messages while the worker thread writes this one.
-    messages: list[Message]
+    # What is saved, as it stood at the call, checked (copy_for_save): the
+    # caller's tasks may go on changing ``session`` (appending messages,
+    # setting metadata) while the worker thread writes this.
+    snapshot: Session
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.snapshot.messages
 
     def finish(self, result: outcome.Outcome[Any]) -> None:
         # Update the caller's object here, on the event loop, not in the
@@ -222,9 +227,9 @@ class _Segment:
 
     def _save(self, index: int, op: Save) -> None:
         start = self.files.known_prefix(op.messages)
-        check_session(op.session, op.messages, start=start)
+        check_messages(op.messages, start=start)  # the rest was checked at the call
         persisted = self.group()
-        group = merge_authoritative(persisted, Authoritative.of(op.session))
+        group = merge_authoritative(persisted, Authoritative.of(op.snapshot))
         merged: list[Message] | None = None
         if op.checkpoint:
             if self.pending is not None:
@@ -235,7 +240,7 @@ class _Segment:
                 prior = []
             merged = merge_transcript(prior, op.messages)
         updated_at = utc_now()
-        snapshot = _with_group(op.session, group, updated_at)
+        snapshot = _with_group(op.snapshot, group, updated_at)
         snapshot.messages = op.messages if merged is None else merged
         self.pending = snapshot
         self.pending_edit = False
@@ -360,10 +365,11 @@ def _run_segment(
         except LockBusy:
             raise  # nothing done: the batch goes back to the queue
         except SegmentRolledBack as exc:
-            # Nothing of the segment took effect: drop what it computed.
+            # Nothing of the segment took effect (or, its COMMIT's outcome
+            # unknown, maybe all of it did): drop what it computed.
             if exc.retry:
                 continue
-            error = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            error = exc.error  # the public error; never the private wrapper
         except Exception as exc:  # the lock or the directory failed (e.g. EACCES)
             if segment is not None:
                 outcomes.update(segment.outcomes)

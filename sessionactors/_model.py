@@ -20,8 +20,13 @@ __all__ = [
     "Message",
     "Session",
     "SessionSummary",
+    "check_datetime",
     "check_json",
+    "check_messages",
+    "check_session",
     "converter",
+    "copy_for_save",
+    "json_copy",
     "utc_now",
 ]
 
@@ -31,9 +36,67 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def check_datetime(value: datetime, where: str = "datetime") -> None:
+    """Refuse a datetime that would not read back ``==`` from its stored form.
+
+    A datetime is stored as ISO 8601 text with its UTC offset and read back
+    with a fixed-offset ``timezone``. Python compares aware datetimes of
+    different tzinfo objects by their instant, except that a wall time whose
+    offset depends on ``fold`` (one in a DST fold, which happens twice, or in
+    a gap, which never happens) equals no datetime of another tzinfo (PEP
+    495). So a datetime reads back equal when it is aware, its offset is a
+    whole number of seconds (the text of a fraction is cut by
+    ``fromisoformat``: the instant would move), and its offset does not
+    depend on ``fold``. A ``ZoneInfo`` datetime outside a fold or gap reads
+    back as the same instant at the same offset (its tzinfo a ``timezone``).
+
+    Raises:
+        ValueError: naive, a fraction of a second in the offset, or a wall
+            time in a fold or gap of its zone.
+    """
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValueError(f"{where} must be timezone-aware, got naive {value!r}")
+    if offset.microseconds:
+        raise ValueError(
+            f"{where} {value!r} has a UTC offset with a fraction of a second,"
+            " which its stored form cannot keep"
+        )
+    # A fixed offset (what every stored datetime reads back as) cannot
+    # depend on fold; only other tzinfos (ZoneInfo, dateutil...) need asking.
+    fixed = type(value.tzinfo) is timezone
+    if not fixed and value.replace(fold=1 - value.fold).utcoffset() != offset:
+        raise ValueError(
+            f"{where} {value!r} is a wall time in a DST fold or gap of its zone: it"
+            " would not read back equal; give it a fixed offset"
+            " (dt.astimezone(timezone(dt.utcoffset()))) or convert it to UTC"
+        )
+
+
 def _aware(_: Any, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
+    # Only the plain mistake is refused on construction; what else would not
+    # read back equal (check_datetime) is refused by the store call, with
+    # nothing written, as every other unstorable value is.
     if value is not None and value.utcoffset() is None:
         raise ValueError(f"{attribute.name} must be timezone-aware, got naive {value!r}")
+
+
+#: The largest version every backend stores (PostgreSQL's bigint).
+MAX_VERSION = 2**63 - 1
+
+
+def check_version(value: Any, where: str) -> None:
+    """Refuse a version the store's own verify would call damage.
+
+    Raises:
+        TypeError: not an int, or a bool (an int to isinstance, but not a
+            version: the wrong type, as a str would be).
+        ValueError: negative, or beyond what every backend stores.
+    """
+    if type(value) is not int:
+        raise TypeError(f"{where} must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_VERSION:
+        raise ValueError(f"{where} must be between 0 and {MAX_VERSION}, got {value}")
 
 
 _str = attrs.validators.instance_of(str)
@@ -181,8 +244,7 @@ class SessionSummary:
 
 
 def _unstructure_datetime(value: datetime) -> str:
-    if value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value!r} cannot be stored: give it a timezone")
+    check_datetime(value)  # the store call checked it already: a last guard
     return value.isoformat()
 
 
@@ -231,6 +293,8 @@ def check_json(value: Any, where: str = "value") -> None:
     except _Refused as refused:
         path = "".join(reversed(refused.path))
         raise refused.kind(f"{where}{path}: {refused.reason}") from None
+    except RecursionError:  # called with little stack left: the depth is still the value's
+        raise ValueError(f"{where}: nested too deep to be checked") from None
 
 
 class _Refused(Exception):
@@ -294,15 +358,135 @@ def _check(value: Any, depth: int) -> None:
     raise _Refused(TypeError, f"{kind.__name__} is not plain JSON and would not read back equal")
 
 
+def copy_for_save(session: Session) -> Session:
+    """What a save of ``session`` writes, checked, in a copy of its own (but its messages).
+
+    Called on the event loop when a save is made, in one synchronous step, so
+    no other task can change ``session`` between the check and the copy. The
+    copy's ``metadata`` and ``runtime_state`` are deep copies the store alone
+    holds: what the worker thread encodes later is what was checked, whatever
+    other tasks do to ``session`` meanwhile (a task setting
+    ``session.metadata["x"] = float("nan")`` changes the caller's object, not
+    the copy). ``messages`` is a new list of the same Message objects; its
+    batch checks them (:func:`check_messages`).
+
+    Raises:
+        TypeError: ``session`` is not a Session itself (a subclass would read
+            back as a Session, not equal), or holds a value of a type that
+            is not plain JSON.
+        ValueError: ``title_version`` greater than ``metadata_version``, or
+            another value that would not read back equal.
+    """
+    if type(session) is not Session:
+        raise TypeError(
+            f"expected a Session, got {type(session).__name__}: a subclass would read back"
+            " as a Session, not equal to it"
+        )
+    if not isinstance(session.messages, list):  # the validator says so too, but later
+        raise TypeError(f"messages must be a list, got {type(session.messages).__name__}")
+    # evolve runs every field's validator on the values as they are now.
+    copy = attrs.evolve(
+        session,
+        messages=list(session.messages),
+        metadata=json_copy(session.metadata, "metadata"),
+        runtime_state=json_copy(session.runtime_state, "runtime_state"),
+    )
+    _check_fields(copy)
+    return copy
+
+
+# orjson refuses nesting deeper than 254 containers; check_json, 250. The
+# value is encoded inside four lists so both draw the line at the same place.
+_PADDING = 4
+# Types orjson would encode as something else (datetimes as strings,
+# dataclasses as objects, subclasses as their base) go to _not_json instead.
+_STRICT = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not plain JSON")
+
+
+def json_copy(value: dict[str, Any], where: str) -> dict[str, Any]:
+    """A deep copy of ``value`` through JSON, if it reads back equal; else refused.
+
+    The check is of the encoded result, which is what makes it exact: the
+    value is encoded, decoded, and the decoded copy compared with ``value``
+    (``==``, in C). Whatever orjson encodes as something else (NaN and
+    infinities as null, a tuple as an array, a UUID or an Enum as a string)
+    reads back unequal; whatever it refuses (a lone surrogate, an integer
+    beyond 64 bits, nesting too deep, keys that are not str) raises. Either
+    way :func:`check_json` then names what is wrong, or, finding only
+    subclasses of JSON types (which read back as their base, equal), lets a
+    plain copy through. On plain JSON this costs less than ``check_json``
+    alone: it runs in C.
+
+    Raises:
+        TypeError, ValueError: see :func:`check_json`.
+    """
+    if not isinstance(value, dict):  # the validator says so too, but later
+        raise TypeError(f"{where} must be a dict, got {type(value).__name__}")
+    padded: Any = value
+    for _ in range(_PADDING):
+        padded = [padded]
+    try:
+        copy = orjson.loads(orjson.dumps(padded, default=_not_json, option=_STRICT))
+    except orjson.JSONEncodeError:
+        pass
+    else:
+        for _ in range(_PADDING):
+            copy = copy[0]
+        if copy == value:
+            result: dict[str, Any] = copy
+            return result
+    check_json(value, where)  # says what is wrong, or finds subclasses only
+    result = orjson.loads(orjson.dumps(value))
+    return result
+
+
+def _check_fields(session: Session) -> None:
+    """Refuse what the attrs validators let through but the store cannot keep.
+
+    Versions out of range or disagreeing, a title not UTF-8, a ``created_at``
+    that would not read back equal (``updated_at`` is the store's to set).
+    Refused even where the merge rule would keep the group on disk instead:
+    a caller's value that could not be stored is an error either way.
+    """
+    check_version(session.title_version, "title_version")
+    check_version(session.metadata_version, "metadata_version")
+    check_datetime(session.created_at, "created_at")
+    if session.title_version > session.metadata_version:
+        raise ValueError(
+            f"title_version {session.title_version} is greater than metadata_version"
+            f" {session.metadata_version}: every title edit moves both"
+        )
+    try:
+        _check_str(session.title)
+    except _Refused as refused:
+        raise ValueError(f"title: {refused.reason}") from None
+
+
 def check_session(session: Session, messages: Sequence[Message], start: int = 0) -> None:
     """Check a session, with ``messages`` as its transcript, before it is written.
 
-    The attrs validators run on construction and assignment (of a Message's
-    fields too); this catches what they cannot see: values put into lists
-    and dicts afterwards (see :func:`check_json`). Messages before ``start``
-    are known to have been checked already.
+    A save checks the copy :func:`copy_for_save` made (in its batch, in a
+    worker thread). The attrs validators run on construction and assignment
+    (of a Message's fields too); this catches what they cannot see: values
+    put into dicts and lists afterwards (see :func:`check_json`), and fields
+    that disagree. Messages before ``start`` are known to have been checked
+    already.
+
+    Raises:
+        TypeError, ValueError: see :func:`copy_for_save` and :func:`check_json`.
     """
+    if type(session) is not Session:
+        raise TypeError(f"expected a Session, got {type(session).__name__}")
     attrs.validate(session)
+    _check_fields(session)
     check_json(session.metadata, "metadata")
     check_json(session.runtime_state, "runtime_state")
     check_messages(messages, start)
@@ -314,11 +498,19 @@ def check_messages(messages: Sequence[Message], start: int = 0) -> None:
     A backend writing a whole transcript anew checks it all again (but what
     the same batch has just checked): a message known unchanged may still
     have had a nested value changed in place.
+
+    Raises:
+        TypeError: an item is not a Message itself (a subclass would read
+            back as a Message, not equal to it), or holds a value of a type
+            that is not plain JSON.
+        ValueError: a value that would not read back equal.
     """
     for index in range(start, len(messages)):
         message = messages[index]
-        if not isinstance(message, Message):
+        if type(message) is not Message:
             raise TypeError(f"messages[{index}] is a {type(message).__name__}, not a Message")
+        if message.created_at is not None:
+            check_datetime(message.created_at, f"messages[{index}].created_at")
         check_json(message.content, f"messages[{index}].content")
         check_json(message.extra, f"messages[{index}].extra")
 
@@ -377,6 +569,10 @@ def encode_record(record: str | bytes | Mapping[str, Any]) -> bytes:
             value = json.loads(record, parse_constant=_refuse_constant)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
             raise ValueError(f"token-usage record is not one JSON object: {exc}") from None
+        except RecursionError:  # the parser recurses once per level
+            raise ValueError(
+                f"token-usage record nests deeper than {_MAX_DEPTH} levels: it cannot be stored"
+            ) from None
         if not isinstance(value, dict):
             raise ValueError(
                 f"token-usage record must be one JSON object, got {type(value).__name__}"

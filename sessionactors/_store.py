@@ -29,7 +29,7 @@ from ._actor import (
 from ._backend import Backend, FileBackend
 from ._errors import InvalidSessionIdError, StoreClosedError
 from ._merge import check_pinned, clean_title
-from ._model import Session, SessionSummary, encode_record
+from ._model import Session, SessionSummary, copy_for_save, encode_record
 
 __all__ = [
     "RuntimeSessionPersistence",
@@ -242,8 +242,15 @@ class SessionStore:
 
         Raises:
             InvalidSessionIdError: ``session.id`` cannot name a session.
-            TypeError, ValueError: the session holds a value that is not plain
-                JSON; nothing is written.
+            TypeError, ValueError: the session holds a value that would not
+                read back equal (not plain JSON, a datetime in a DST fold or
+                gap, a subclass of Session or Message), or versions its own
+                verify would call damage (negative, a bool, ``title_version``
+                above ``metadata_version``), even where the merge rule would
+                keep the versions on disk; nothing is written. What is
+                written is what was checked when the call was made: a
+                change other tasks make to ``session.metadata`` or
+                ``runtime_state`` meanwhile is not part of this save.
             CorruptSessionError: the persisted file cannot be decoded; it is
                 kept as it is.
             OSError: the write failed; what was persisted before is unchanged.
@@ -263,8 +270,12 @@ class SessionStore:
         if not isinstance(session, Session):
             raise TypeError(f"expected a Session, got {type(session).__name__}")
         session_id = validate_session_id(session.id)
+        # Checked and copied now, in one synchronous step: whatever other
+        # tasks do to ``session`` meanwhile, what the worker thread encodes
+        # is what was checked. (Its new messages are checked in the batch.)
+        snapshot = copy_for_save(session)
         self._stats.saves_requested += 1
-        await self._call(session_id, Save(session, checkpoint, list(session.messages)))
+        await self._call(session_id, Save(session, checkpoint, snapshot))
 
     async def append_token_usage_record(
         self, session_id: str, record: str | Mapping[str, Any]

@@ -1,4 +1,4 @@
-"""The contract of API.md, once for each backend (the file store and PostgreSQL).
+"""The contract (docs/reference.md), once for each backend (the file store and PostgreSQL).
 
 Tests taking ``store`` run on both (see conftest.py). Where a test also checks
 the file store's files, it takes ``disk`` (``None`` on PostgreSQL, whose API
@@ -290,8 +290,9 @@ async def test_disk_group_wins_when_its_versions_are_higher(store: SessionStore)
     await store.set_title("s", "one")
     await store.set_title("s", "two")
     await store.set_pinned("s", True)
-    # The runtime's copy has a higher title_version but a lower metadata_version.
-    runtime = Session(id="s", title="stale", title_version=5, pinned=False, metadata_version=2)
+    # The runtime's copy has as many title edits but a lower metadata_version.
+    # (A title_version above its metadata_version is refused: tests/test_values.py.)
+    runtime = Session(id="s", title="stale", title_version=2, pinned=False, metadata_version=2)
     await store.save_runtime_session(runtime)
     assert (runtime.title, runtime.title_version, runtime.pinned, runtime.metadata_version) == (
         "two",
