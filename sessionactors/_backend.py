@@ -27,18 +27,21 @@ __all__ = ["Backend", "FileBackend", "LockBusy", "SegmentRolledBack", "SessionSt
 
 
 class SegmentRolledBack(Exception):
-    """Raised on leaving :meth:`SessionStorage.lock`: nothing done under it took effect.
+    """Raised on leaving :meth:`SessionStorage.lock`: the batch's transaction did not commit.
 
-    A transactional backend raises it when its transaction did not commit, so
-    the batch code drops every result it computed under that hold: no caller
-    is told of a write that is not there. With ``retry`` the batch runs the
-    same ops again (the backend has already waited its backoff); without, each
-    op fails with ``__cause__``.
+    A transactional backend raises it when what was done under the hold did
+    not take effect, or may not have (a COMMIT whose outcome could not be
+    learned: ``error`` then says so), so the batch code drops every result it
+    computed under that hold: no caller is told of a write that is not there.
+    With ``retry`` (only when nothing took effect) the batch runs the same ops
+    again (the backend has already waited its backoff); without, each op
+    fails with ``error``, a public exception (never this one).
     """
 
-    def __init__(self, cause: BaseException, *, retry: bool) -> None:
-        super().__init__(str(cause))
-        self.__cause__ = cause
+    def __init__(self, error: Exception, *, retry: bool) -> None:
+        super().__init__(str(error))
+        #: What each op of the batch fails with when it is not retried.
+        self.error = error
         self.retry = retry
 
 

@@ -2,7 +2,7 @@
 
 psycopg 3's synchronous API over a ``psycopg_pool.ConnectionPool``; every
 call blocks and runs in a worker thread with the rest of the actor's batch
-(psycopg's async API is asyncio-only). Tables (schema version 1, recorded in
+(psycopg's async API is asyncio-only). Tables (schema version 2, recorded in
 ``sessionactors_schema``)::
 
     sessionactors_sessions     one row a session: the authoritative group,
@@ -12,6 +12,8 @@ call blocks and runs in a worker thread with the rest of the actor's batch
     sessionactors_messages     (session_id, position) -> body (json): the
                                transcript, one row a message
     sessionactors_token_usage  (session_id, seq) -> record (json): append-only
+    sessionactors_batches      token (uuid) -> written: one row a writing
+                               transaction of the last TOKEN_RETENTION
 
 ``json``, not ``jsonb``: it keeps the text as written, so every value reads
 back equal (``jsonb`` turns ``1e300`` into an integer and refuses ``\\u0000``).
@@ -19,10 +21,18 @@ back equal (``jsonb`` turns ``1e300`` into an integer and refuses ``\\u0000``).
 A batch holds ``pg_advisory_xact_lock`` on the session id's hash (which also
 serializes the creation of a session that has no row yet) and the row's
 ``SELECT ... FOR UPDATE``, applies the merge rule to what it read, writes, and
-commits once. Like the file backend's journal, a save whose persisted
-messages are an unchanged prefix of its transcript inserts only the new
-messages; any other change deletes the rows and inserts the transcript anew
-under a new generation id.
+commits once. A transaction that wrote also inserts a fresh token, in the
+same COMMIT round trip: when the answer to the COMMIT is lost, a connection
+of its own waits for the session's advisory lock (so that transaction has
+ended, however) and looks the token up, again with backoff while the server
+is out of reach; the batch runs again only when its token is certainly
+absent. Transaction ids are not used for this: after a crash the server hands
+out again those whose commit never reached the WAL.
+
+Like the file backend's journal, a save whose persisted messages are an
+unchanged prefix of its transcript inserts only the new messages; any other
+change deletes the rows and inserts the transcript anew under a new
+generation id.
 """
 
 from __future__ import annotations
@@ -67,10 +77,17 @@ __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresSession"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SESSIONS = "sessionactors_sessions"
 MESSAGES = "sessionactors_messages"
 USAGE = "sessionactors_token_usage"
+BATCHES = "sessionactors_batches"
+#: How long a writing transaction's token is kept. A lookup that finds no
+#: token says "not committed" only while the transaction began less than
+#: LOOKUP_HORIZON ago (by the server's clock, as the expiry is): any later,
+#: its token might have expired, and the outcome is reported unknown.
+TOKEN_RETENTION = "10 minutes"
+LOOKUP_HORIZON = "5 minutes"
 
 #: Statements taking the schema from version ``n - 1`` to ``n``.
 MIGRATIONS: dict[int, list[str]] = {
@@ -102,20 +119,57 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (session_id, seq)
         )""",
     ],
+    2: [
+        f"""CREATE TABLE {BATCHES} (
+            token uuid PRIMARY KEY,
+            written timestamptz NOT NULL DEFAULT now()
+        )""",
+        f"CREATE INDEX {BATCHES}_written ON {BATCHES} (written)",
+    ],
 }
 
 _MIGRATION_LOCK = 0x5E55_AC70  # pg_advisory_xact_lock key serializing migrations
 #: Tries of one batch when the connection fails or the transaction must be retried.
 ATTEMPTS = 5
 _BACKOFF = 0.02  # seconds, doubled each retry, with jitter
+#: Tries of the lookup of a batch whose COMMIT got no answer (about 6 s of
+#: backoff in all, enough for a server's crash restart); then its callers get
+#: a ConnectionError saying the outcome is unknown.
+LOOKUP_ATTEMPTS = 10
+_LOOKUP_BACKOFF_MAX = 1.0  # seconds
+#: The lookup's own connection is named so (unless the URL names its connections).
+LOOKUP_APPLICATION_NAME = "sessionactors-lookup"
+_LOOKUP_CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
+_LOOKUP_LOCK_TIMEOUT = "5s"  # waiting for the transaction looked up to end
+#: How long a batch waits for one of the pool's connections (when all are in
+#: use, or lost and being replaced) before that try fails with PoolTimeout.
+CONNECTION_WAIT = 10.0  # seconds
 
-_LOCK = f"""
-SELECT l.xid, s.title, s.title_version, s.pinned, s.metadata_version, s.created_at,
-    s.updated_at, s.message_count, s.transcript
-FROM (SELECT pg_advisory_xact_lock(%s) AS locked, pg_current_xact_id()::text AS xid) AS l
-LEFT JOIN LATERAL (
-    SELECT * FROM {SESSIONS} WHERE id = %s AND l.xid IS NOT NULL FOR UPDATE
-) AS s ON true
+# The lateral condition makes the row's read wait for the advisory lock; the
+# transaction's start time dates its token (see LOOKUP_HORIZON).
+# Two statements, pipelined (one round trip): under READ COMMITTED each
+# statement reads a snapshot taken when it starts, so the row is read after
+# the lock is held. In one statement the snapshot would predate the wait, and
+# a row another store inserted meanwhile would be missed (its INSERT would
+# then fail on the primary key).
+_LOCK = "SELECT pg_advisory_xact_lock(%s), now()"
+_READ_HEAD = f"""
+SELECT title, title_version, pinned, metadata_version, created_at, updated_at,
+    message_count, transcript
+FROM {SESSIONS} WHERE id = %s FOR UPDATE
+"""
+_RECORD_BATCH = f"INSERT INTO {BATCHES} (token) VALUES (%s)"
+# A few expired tokens go with each writing transaction: the table holds
+# about TOKEN_RETENTION's worth. SKIP LOCKED: never wait on another batch.
+_EXPIRE_BATCHES = f"""
+DELETE FROM {BATCHES} WHERE token IN (
+    SELECT token FROM {BATCHES} WHERE written < now() - interval '{TOKEN_RETENTION}'
+    ORDER BY written LIMIT 16 FOR UPDATE SKIP LOCKED
+)
+"""
+_LOOKUP = f"""
+SELECT EXISTS (SELECT FROM {BATCHES} WHERE token = %s),
+    clock_timestamp() - %s::timestamptz < interval '{LOOKUP_HORIZON}'
 """
 _INSERT = f"""
 INSERT INTO {SESSIONS} (title, title_version, pinned, metadata_version, created_at,
@@ -162,6 +216,20 @@ def _backoff(attempt: int) -> None:
     time.sleep(_BACKOFF * 2**attempt * (0.5 + random.random()))
 
 
+def _lookup_backoff(attempt: int) -> None:
+    time.sleep(min(_LOOKUP_BACKOFF_MAX, 2.5 * _BACKOFF * 2**attempt) * (0.5 + random.random()))
+
+
+def _refused_by_server(error: psycopg.Error) -> bool:
+    """Whether the server answered with an error, so the COMMIT certainly did not happen.
+
+    A lost connection (no SQLSTATE, or class 08) or a server shutting down
+    (class 57) leaves the outcome unknown.
+    """
+    state = error.sqlstate
+    return state is not None and not state.startswith(("08", "57"))
+
+
 def _iso(value: datetime) -> str:
     text: str = converter.unstructure(value, datetime)
     return text
@@ -178,6 +246,7 @@ def _check_columns(session: Session) -> None:
     """
     if "\x00" in session.title:
         raise ValueError("title holds a NUL character, which PostgreSQL text cannot store")
+    session.title.encode("utf-8")  # UnicodeEncodeError (a lone surrogate) now, not mid-batch
     for name in ("title_version", "metadata_version"):
         if getattr(session, name) not in _BIGINT:
             raise ValueError(f"{name} does not fit in 64 bits")
@@ -236,6 +305,7 @@ class PostgresBackend:
             max_size=self.max_connections,
             kwargs=kwargs,
             configure=self._configure,
+            timeout=CONNECTION_WAIT,
             open=False,
             name="sessionactors",
         )
@@ -261,6 +331,16 @@ class PostgresBackend:
 
     def session(self, session_id: str) -> PostgresSession:
         return PostgresSession(self, session_id)
+
+    def lookup_connection(self) -> psycopg.Connection[Any]:
+        """A new connection outside the pool (whose connections may all be lost), for lookups."""
+        given = psycopg.conninfo.conninfo_to_dict(self.url)
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if "application_name" not in given:
+            kwargs["application_name"] = LOOKUP_APPLICATION_NAME
+        if "connect_timeout" not in given:
+            kwargs["connect_timeout"] = _LOOKUP_CONNECT_TIMEOUT
+        return psycopg.connect(self.url, **kwargs)
 
     def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
         query = (
@@ -325,8 +405,10 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
     for step in range(version + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS[step]:
             conn.execute(statement)
-        conn.execute("INSERT INTO sessionactors_schema (version) VALUES (%s)", (step,))
         logger.info("sessionactors schema migrated to version %d", step)
+    if version < SCHEMA_VERSION:  # one row: the version the tables are at
+        conn.execute("DELETE FROM sessionactors_schema")
+        conn.execute("INSERT INTO sessionactors_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
     conn.commit()
 
 
@@ -334,10 +416,12 @@ class PostgresSession:
     """One session's rows; a :class:`~._backend.SessionStorage` over one transaction.
 
     :meth:`lock` opens the transaction and locks the session; every other
-    method runs in it. A database error inside marks the transaction failed:
-    leaving :meth:`lock` then rolls back and raises ``SegmentRolledBack``, so
-    the batch drops every result it computed (and runs again, up to
-    :data:`ATTEMPTS` times, when the error is retryable).
+    method runs in it. Any exception inside (a database error, or one a
+    caller caught) rolls the whole transaction back: leaving :meth:`lock`
+    then raises ``SegmentRolledBack``, so the batch drops every result it
+    computed (and runs again, up to :data:`ATTEMPTS` times, when the error
+    is retryable). A COMMIT that got no answer is looked up by its token
+    (:meth:`_outcome_of`), never run again on a guess.
     """
 
     def __init__(self, backend: PostgresBackend, session_id: str) -> None:
@@ -348,7 +432,8 @@ class PostgresSession:
         self._conn: psycopg.Connection[Any] | None = None
         self._head: _Head | None = None
         self._known: KnownTranscript | None = None  # version: (transcript, count)
-        self._failure: BaseException | None = None
+        self._failure: Exception | None = None
+        self._wrote = False  # a statement that writes was sent in this transaction
         self._attempt = 0
 
     # --- the transaction ---
@@ -358,46 +443,87 @@ class PostgresSession:
         # Always waits: row locks are held for one short transaction.
         pool = self._backend.pool
         self._failure = None
+        self._wrote = False
         try:
             conn = pool.getconn()
         except psycopg.Error as exc:
-            raise self._rolled_back(exc) from None
+            raise self._rolled_back(exc) from exc
         try:
             try:
-                row = conn.execute(_LOCK, (self._key, self.session_id)).fetchone()
-            except psycopg.Error as exc:
-                _rollback(conn)
-                raise self._rolled_back(exc) from None
-            assert row is not None
-            xid: str = row[0]
-            self._head = None if row[1] is None else _decode_head(row[1:])
-            self._conn = conn
-            try:
+                started = self._begin(conn)
                 yield create or self._head is not None
-            except BaseException as exc:
-                _rollback(conn)
-                self._known = None
-                if isinstance(exc, psycopg.Error):
-                    raise self._rolled_back(exc) from None
+                if self._failure is not None:
+                    raise self._failure  # a statement failed and its caller went on
+            except Exception as exc:
+                # Whatever failed, nothing of the transaction may stay.
+                self._abort(conn)
+                raise self._rolled_back(exc) from exc
+            except BaseException:
+                self._abort(conn)
                 raise
-            if self._failure is not None:
-                _rollback(conn)
-                self._known = None
-                raise self._rolled_back(self._failure)
-            try:
-                conn.commit()
-            except psycopg.Error as exc:
-                if self._outcome_of(xid) is not True:
-                    self._known = None
-                    raise self._rolled_back(exc) from None
-                logger.warning("commit of session %r committed despite %s", self.session_id, exc)
+            self._commit(conn, started)
             self._attempt = 0
         finally:
             self._conn = None
             self._head = None
             pool.putconn(conn)
 
-    def _rolled_back(self, error: BaseException) -> SegmentRolledBack:
+    def _begin(self, conn: psycopg.Connection[Any]) -> datetime:
+        """Lock the session, read its row; the transaction's start time."""
+        with conn.pipeline():
+            locked = conn.execute(_LOCK, (self._key,))
+            read = conn.execute(_READ_HEAD, (self.session_id,))
+        lock_row = locked.fetchone()
+        assert lock_row is not None
+        row = read.fetchone()
+        self._head = None if row is None else _decode_head(row)
+        self._conn = conn
+        started: datetime = lock_row[1]
+        return started
+
+    def _abort(self, conn: psycopg.Connection[Any]) -> None:
+        _rollback(conn)
+        self._known = None
+
+    def _commit(self, conn: psycopg.Connection[Any], started: datetime) -> None:
+        """Commit; a transaction that wrote records a token with its COMMIT, in one round trip.
+
+        Raises:
+            SegmentRolledBack: it did not commit, or (``error`` a
+                ConnectionError) whether it did could not be learned.
+        """
+        if not self._wrote:
+            try:
+                conn.commit()
+            except psycopg.Error as exc:  # nothing written: whatever happened, a rerun is safe
+                self._known = None
+                raise self._rolled_back(exc) from exc
+            return
+        token = uuid.uuid4()
+        try:
+            with conn.pipeline():
+                conn.execute(_RECORD_BATCH, (token,))
+                conn.execute(_EXPIRE_BATCHES)
+                conn.commit()
+        except psycopg.Error as exc:
+            if _refused_by_server(exc):
+                self._abort(conn)
+                raise self._rolled_back(exc) from exc
+            # The answer is lost. Close the connection so the server finishes
+            # that transaction (a COMMIT it has read commits, else it aborts).
+            conn.close()
+            try:
+                committed = self._outcome_of(token, started, exc)
+            except ConnectionError as unknown:
+                self._known = None
+                self._attempt = 0
+                raise SegmentRolledBack(unknown, retry=False) from exc
+            if not committed:
+                self._known = None
+                raise self._rolled_back(exc) from exc
+            logger.warning("commit of session %r committed despite %s", self.session_id, exc)
+
+    def _rolled_back(self, error: Exception) -> SegmentRolledBack:
         retry = _retryable(error) and self._attempt + 1 < ATTEMPTS
         if retry:
             logger.info("session %r: retrying after %s", self.session_id, error)
@@ -412,21 +538,51 @@ class PostgresSession:
             self._attempt = 0
         return SegmentRolledBack(error, retry=retry)
 
-    def _outcome_of(self, xid: str) -> bool | None:
-        """Whether a transaction whose COMMIT failed committed; None if unknown."""
-        for _ in range(20):
+    def _outcome_of(self, token: uuid.UUID, started: datetime, error: psycopg.Error) -> bool:
+        """Whether the transaction that wrote ``token`` committed; its COMMIT failed with ``error``.
+
+        Runs on a connection of its own and first takes the session's
+        advisory lock, so that transaction has ended, on whatever connection
+        it ran. Tries again, with backoff, while the server cannot be reached;
+        the batch itself is never run again to find out.
+
+        Raises:
+            ConnectionError: the outcome could not be learned.
+        """
+        last: BaseException | str = "no lookup ran"
+        for attempt in range(LOOKUP_ATTEMPTS):
+            if attempt:
+                _lookup_backoff(attempt - 1)
             try:
-                with self._backend.pool.connection(timeout=5.0) as conn:
-                    row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
-            except psycopg.Error:
-                return None
-            status = None if row is None else row[0]
-            if status == "committed":
+                with self._backend.lookup_connection() as conn:
+                    conn.execute(
+                        "SELECT set_config('lock_timeout', %s, true)", (_LOOKUP_LOCK_TIMEOUT,)
+                    )
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
+                    row = conn.execute(_LOOKUP, (token, started)).fetchone()
+                    conn.rollback()
+            except psycopg.OperationalError as exc:  # out of reach, or the lock not free yet
+                logger.info("session %r: lookup of a commit failed: %s", self.session_id, exc)
+                last = exc
+                continue
+            except psycopg.Error as exc:
+                last = exc
+                break
+            assert row is not None
+            found, recent = row
+            if found:
                 return True
-            if status == "aborted":
+            if recent:
                 return False
-            time.sleep(0.05)  # "in progress": the server is still finishing it
-        return None
+            last = f"its token may have expired ({LOOKUP_HORIZON} passed)"
+            break
+        unknown = ConnectionError(
+            f"PostgreSQL session {self.session_id!r}: the outcome of a write is unknown: its"
+            f" COMMIT got no answer ({error}) and looking it up failed ({last}). It was not"
+            " run again: it took effect once, or not at all"
+        )
+        unknown.__cause__ = error
+        raise unknown
 
     def _cursor(self) -> psycopg.Connection[Any]:
         if self._failure is not None:
@@ -436,16 +592,23 @@ class PostgresSession:
         return self._conn
 
     @contextlib.contextmanager
-    def _statements(self, *, pipeline: bool = True) -> Iterator[psycopg.Connection[Any]]:
-        """Run statements in the transaction; a database error spoils it.
+    def _statements(
+        self, *, pipeline: bool = True, write: bool = False
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """Run statements in the transaction; any error spoils it.
 
-        Several statements are pipelined (one round trip); one needs no pipeline.
+        Several statements are pipelined (one round trip); one needs no
+        pipeline. An error after a statement was sent (a database error, or
+        a value psycopg cannot encode: values are checked before, but this
+        is the guard) marks the transaction lost, so leaving :meth:`lock`
+        rolls it back even if the caller catches the error.
         """
         conn = self._cursor()
+        self._wrote = self._wrote or write
         try:
             with conn.pipeline() if pipeline else contextlib.nullcontext():
                 yield conn
-        except psycopg.Error as exc:
+        except Exception as exc:
             self._failure = exc
             raise
 
@@ -565,7 +728,7 @@ class PostgresSession:
             self.session_id,
         )
         # The row is locked (or, absent, its creation is: the advisory lock).
-        with self._statements(pipeline=start == 0 and head is not None) as conn:
+        with self._statements(pipeline=start == 0 and head is not None, write=True) as conn:
             if start == 0 and head is not None:
                 conn.execute(f"DELETE FROM {MESSAGES} WHERE session_id = %s", (self.session_id,))
             if bodies:
@@ -592,7 +755,7 @@ class PostgresSession:
             self.write_session(session)
             return
         updated_at = _iso(session.updated_at)
-        with self._statements(pipeline=False) as conn:
+        with self._statements(pipeline=False, write=True) as conn:
             conn.execute(
                 f"UPDATE {SESSIONS} SET title = %s, title_version = %s, pinned = %s,"
                 f" metadata_version = %s, updated_at = %s, updated_order = %s WHERE id = %s",
@@ -612,13 +775,13 @@ class PostgresSession:
     def append(self, data: bytes) -> None:
         records = data.decode().split("\n")
         records.pop()  # empty after the final newline
-        with self._statements(pipeline=False) as conn:
+        with self._statements(pipeline=False, write=True) as conn:
             conn.execute(_INSERT_USAGE, {"id": self.session_id, "records": records})
         self.counts.append_batches += 1
         self.counts.bytes_written += len(data)
 
     def delete(self) -> bool:
-        with self._statements(pipeline=False) as conn:
+        with self._statements(pipeline=False, write=True) as conn:
             cursor = conn.execute(f"DELETE FROM {SESSIONS} WHERE id = %s", (self.session_id,))
         self._head = None
         self._known = None

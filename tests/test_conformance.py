@@ -1,6 +1,6 @@
 """Contract tests that test_store.py and test_lifecycle.py do not already hold.
 
-The contract of API.md is checked once for both backends in test_store.py and
+The contract (docs/reference.md) is checked once for both backends in test_store.py and
 test_lifecycle.py: their tests take ``store`` or ``make_store`` (see
 conftest.py), parametrized over the file store and PostgreSQL. Here are only
 the transcript cases they do not cover, on both backends too.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from conftest import StoreFactory
 
 from sessionactors import Message, Session
@@ -62,3 +63,19 @@ async def test_two_stores_saving_in_turn_each_see_the_others_messages(
         loaded = await two.load_session("s")
     assert loaded is not None
     assert [m.id for m in loaded.messages] == ["a", "b", "c", "d"]
+
+
+async def test_two_stores_creating_one_session_at_once_both_succeed(
+    make_store: StoreFactory,
+) -> None:
+    """Creating a session is serialized too: the second writer finds the first's row."""
+    async with make_store() as one, make_store() as two:
+        for i in range(40):
+            session_id = f"new-{i}"
+            async with trio.open_nursery() as nursery:
+                for store, tag in ((one, "a"), (two, "b")):
+                    session = Session(id=session_id, messages=[msg(tag)])
+                    nursery.start_soon(store.save_runtime_session, session)
+            loaded = await one.load_session(session_id)
+            assert loaded is not None
+            assert [m.id for m in loaded.messages] in (["a"], ["b"])
