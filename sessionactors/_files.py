@@ -33,6 +33,14 @@ holds the live transcript and nothing else, and needs no compaction.
 Format 1, two lines in ``session.json`` (a head like the snapshot's and a
 body holding the messages), is read as it is and replaced by format 2 on the
 session's next write.
+
+Nothing here follows a symbolic link inside the root: ``<root>/<id>`` is
+opened with ``O_NOFOLLOW | O_DIRECTORY`` and every file in it relative to that
+descriptor with ``O_NOFOLLOW``, so a link, a stray file or a directory where
+the store expects its own is refused with :class:`CorruptSessionError` naming
+it, and nothing outside the root is read, written or deleted. A damaged
+journal that a save replaces is kept under a name ending in
+:data:`KEPT_SUFFIX`, never deleted.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import time
 import uuid
@@ -69,8 +78,10 @@ from ._model import (
 
 __all__ = [
     "FORMAT",
+    "KEPT_SUFFIX",
     "IoCounts",
     "SessionFiles",
+    "is_kept",
     "list_summaries",
     "read_summary",
 ]
@@ -83,10 +94,24 @@ LOG_FILE = "token-usage.jsonl"
 JOURNAL_PREFIX = "messages."
 JOURNAL_SUFFIX = ".jsonl"
 TEMP_SUFFIX = ".tmp"
+#: A damaged file the store set aside rather than delete: ``<name>.corrupt``,
+#: or ``<name>.<n>.corrupt`` when that is taken. Never swept, never deleted.
+KEPT_SUFFIX = ".corrupt"
 _GROUP_KEYS = ("title", "title_version", "pinned", "metadata_version")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_CREATE_EMPTY = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+#: A session directory: never through a symbolic link at ``<root>/<id>``.
+_OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _O_CLOEXEC
+#: Added to every open of a file in a session directory (``dir_fd`` relative).
+_IN_DIRECTORY = os.O_NOFOLLOW | _O_CLOEXEC
+#: Reads never block, even on a FIFO someone put in place of a file.
+_READ = os.O_RDONLY | os.O_NONBLOCK
+_CREATE_EMPTY = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 _READ_CHUNK = 65536
+#: Bounds of the retry loops: a loop that cannot end is a hang, not a retry.
+_LOCK_TRIES = 100
+_KEEP_TRIES = 1000
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -110,6 +135,11 @@ def is_journal(name: str) -> bool:
     return name.startswith(JOURNAL_PREFIX) and name.endswith(JOURNAL_SUFFIX)
 
 
+def is_kept(name: str) -> bool:
+    """Whether ``name`` is a damaged file the store set aside (see :data:`KEPT_SUFFIX`)."""
+    return name.endswith(KEPT_SUFFIX)
+
+
 # --- the snapshot ------------------------------------------------------------------
 
 
@@ -127,6 +157,8 @@ class Snapshot:
     body: bytes | None = None
     slot: int = 0
     size: int = 0  #: the slot's length in bytes
+    #: Why the other slot does not decode, when this one was chosen beside it.
+    damaged_beside: CorruptSessionError | None = attrs.field(default=None, eq=False)
 
     @property
     def seq(self) -> int:
@@ -222,29 +254,52 @@ def decode_snapshot(path: str, raw: bytes, session_id: str, slot: int = 0) -> Sn
     return Snapshot(path, head, rest, size=len(raw))
 
 
-def read_slots(directory: str, session_id: str) -> list[Snapshot | CorruptSessionError | None]:
+def read_slots(
+    directory: str, session_id: str, *, dir_fd: int | None = None
+) -> list[Snapshot | CorruptSessionError | None]:
     """Each snapshot slot of a session: decoded, why it does not decode, or absent.
 
     An empty second slot counts as absent: the first snapshot makes it ready
     for the next one. (An empty first slot is torn: the library makes it
     whole by a rename, and cuts it to nothing only when a rewrite fails, with
     the other slot whole beside it.)
+
+    Args:
+        directory: the session's directory, as errors name it.
+        dir_fd: that directory, open; without it, it is opened here.
+
+    Raises:
+        CorruptSessionError: ``directory`` is not a directory (a symbolic
+            link, a file), or a slot is one.
     """
+    if dir_fd is None:
+        with _directory_at(directory) as opened:
+            if opened is None:
+                return [None, None]
+            return read_slots(directory, session_id, dir_fd=opened)
+    raws = [read_at(dir_fd, directory, name) for name in SLOT_FILES]
+    return decode_slots(directory, session_id, raws)
+
+
+def decode_slots(
+    directory: str, session_id: str, raws: Sequence[bytes | None]
+) -> list[Snapshot | CorruptSessionError | None]:
+    """The slots of :func:`read_slots`, from their bytes (None: absent)."""
     slots: list[Snapshot | CorruptSessionError | None] = []
-    for slot, name in enumerate(SLOT_FILES):
-        path = os.path.join(directory, name)
-        raw = _read_file(path)
+    for slot, (name, raw) in enumerate(zip(SLOT_FILES, raws, strict=True)):
         if raw is None or (slot == 1 and not raw):
             slots.append(None)
             continue
         try:
-            slots.append(decode_snapshot(path, raw, session_id, slot))
+            slots.append(decode_snapshot(os.path.join(directory, name), raw, session_id, slot))
         except CorruptSessionError as exc:
             slots.append(exc)
     return slots
 
 
-def read_snapshot_at(directory: str, session_id: str, *, tries: int = 3) -> Snapshot | None:
+def read_snapshot_at(
+    directory: str, session_id: str, *, tries: int = 3, dir_fd: int | None = None
+) -> Snapshot | None:
     """The newer whole slot of a session's snapshot, or None if it has none.
 
     One slot may be torn (a crash while it was rewritten, or a writer of
@@ -256,9 +311,14 @@ def read_snapshot_at(directory: str, session_id: str, *, tries: int = 3) -> Snap
     Raises:
         CorruptSessionError: a slot exists and none decodes.
     """
+    if dir_fd is None:
+        with _directory_at(directory) as opened:
+            if opened is None:
+                return None
+            return read_snapshot_at(directory, session_id, tries=tries, dir_fd=opened)
     for attempt in range(tries):
         try:
-            return newest(read_slots(directory, session_id))
+            return newest(read_slots(directory, session_id, dir_fd=dir_fd))
         except UnsupportedFormatError:
             raise  # never fall back from a newer writer's snapshot to an older one
         except CorruptSessionError:
@@ -271,6 +331,9 @@ def read_snapshot_at(directory: str, session_id: str, *, tries: int = 3) -> Snap
 def newest(slots: Sequence[Snapshot | CorruptSessionError | None]) -> Snapshot | None:
     """The whole slot with the higher ``seq``, or None if no slot exists.
 
+    A slot chosen while the other does not decode carries that error as
+    ``damaged_beside``: should its journal be missing, that is the cause.
+
     Raises:
         UnsupportedFormatError: a slot is written by a newer version of the library.
         CorruptSessionError: a slot exists and none decodes.
@@ -281,7 +344,8 @@ def newest(slots: Sequence[Snapshot | CorruptSessionError | None]) -> Snapshot |
         if isinstance(error, UnsupportedFormatError):
             raise error
     if found:
-        return max(found, key=lambda snapshot: snapshot.seq)
+        chosen = max(found, key=lambda snapshot: snapshot.seq)
+        return attrs.evolve(chosen, damaged_beside=errors[0]) if errors else chosen
     if errors:
         raise errors[0]
     return None
@@ -361,7 +425,14 @@ def read_summary(root: Path, session_id: str) -> SessionSummary | None:
 
 
 def list_summaries(root: Path) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
-    """Every readable session's summary, newest first, and the errors of the others."""
+    """Every readable session's summary, newest first, and the errors of the others.
+
+    A session that cannot be read (a file or directory the process may not
+    read, a slot that is a directory) is one of the errors, as a
+    :class:`CorruptSessionError` naming what failed: one such session never
+    hides the others. Entries of the root that are not directories (symbolic
+    links included) are not sessions and are passed over.
+    """
     summaries: list[SessionSummary] = []
     errors: list[CorruptSessionError] = []
     try:
@@ -375,6 +446,10 @@ def list_summaries(root: Path) -> tuple[list[SessionSummary], list[CorruptSessio
             summary = read_summary(root, entry.name)
         except CorruptSessionError as exc:
             errors.append(exc)
+            continue
+        except OSError as exc:
+            where = exc.filename if isinstance(exc.filename, str) else entry.path
+            errors.append(CorruptSessionError(where, f"cannot be read: {exc.strerror or exc}"))
             continue
         if summary is not None:
             summaries.append(summary)
@@ -394,27 +469,100 @@ def _write_all(fd: int, data: bytes | bytearray, offset: int | None = None) -> N
         else:
             written = os.pwrite(fd, view, offset)
             offset += written
+        if not written:  # never for a regular file; bounds the loop for anything else
+            raise OSError(errno.EIO, "a write wrote nothing")
         view = view[written:]
 
 
-def _read_file(path: str) -> bytes | None:
-    """The whole file, or None if it does not exist.
+def _refused(path: str, exc: OSError) -> CorruptSessionError | None:
+    """The error for what an ``O_NOFOLLOW`` open inside a session directory met, if refused."""
+    if exc.errno == errno.ELOOP:
+        return CorruptSessionError(path, "a symbolic link, not a file of the session: refused")
+    if exc.errno == errno.EISDIR:
+        return CorruptSessionError(path, "a directory, not a file of the session: refused")
+    return None
+
+
+def open_at(dir_fd: int, directory: str, name: str, flags: int, mode: int = 0o644) -> int:
+    """Open ``name`` in a session directory open as ``dir_fd``, never through a link.
+
+    Raises:
+        CorruptSessionError: ``name`` is a symbolic link, or a directory
+            opened for writing; ``directory`` names it.
+        OSError: as ``os.open`` raises it otherwise, naming the whole path.
+    """
+    try:
+        return os.open(name, flags | _IN_DIRECTORY, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        path = os.path.join(directory, name)
+        refused = _refused(path, exc)
+        if refused is not None:
+            raise refused from None
+        # The same error, naming the whole path rather than the name opened.
+        raise type(exc)(exc.errno, exc.strerror, path) from None
+
+
+def read_at(dir_fd: int, directory: str, name: str) -> bytes | None:
+    """The whole file ``name`` of a session directory, or None if it does not exist.
 
     Read in pieces of ``_READ_CHUNK`` bytes until one comes back short, which
     for a regular file means its end: a small file (a snapshot slot) costs
     one ``read`` and no ``fstat``.
+
+    Raises:
+        CorruptSessionError: ``name`` is a symbolic link or a directory.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+        fd = open_at(dir_fd, directory, name, _READ)
+    except FileNotFoundError:
         return None
     try:
         chunks = [os.read(fd, _READ_CHUNK)]
         while len(chunks[-1]) == _READ_CHUNK:
             chunks.append(os.read(fd, _READ_CHUNK))
         return b"".join(chunks)
+    except OSError as exc:
+        refused = _refused(os.path.join(directory, name), exc)
+        if refused is not None:
+            raise refused from None
+        raise
     finally:
         os.close(fd)
+
+
+def open_directory(directory: str) -> int | None:
+    """``<root>/<id>`` open, never through a symbolic link; None if it does not exist.
+
+    The id is one path component (``validate_session_id``), and
+    ``O_NOFOLLOW`` refuses a link as that last component, so this opens the
+    root's own entry as ``openat(root_fd, id, O_NOFOLLOW)`` would, without
+    an open of the root on every call.
+
+    Raises:
+        CorruptSessionError: something other than a directory is there.
+    """
+    try:
+        return os.open(directory, _OPEN_DIRECTORY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+    try:
+        kind = "a symbolic link" if os.path.islink(directory) else "a file"
+    except OSError:
+        kind = "something"
+    raise CorruptSessionError(directory, f"{kind}, not a session directory: refused")
+
+
+@contextlib.contextmanager
+def _directory_at(directory: str) -> Iterator[int | None]:
+    fd = open_directory(directory)
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -464,12 +612,26 @@ class _Written:
     slot: int
 
 
+def _recorded_id(raw: bytes) -> str | None:
+    """The session id a slot's first line records, even in a slot that is torn after it."""
+    try:
+        head = orjson.loads(raw.partition(b"\n")[0])
+    except orjson.JSONDecodeError:
+        return None
+    recorded = head.get("id") if isinstance(head, dict) else None
+    return recorded if isinstance(recorded, str) else None
+
+
 @attrs.define
 class SessionFiles:
     """The files of one session. Used by that session's actor only.
 
     Methods marked *locked* must be called while :meth:`lock` is held: the
-    lock serializes this session's file work across processes.
+    lock serializes this session's file work across processes. Every file is
+    reached through the directory's descriptor, never through a link, and
+    every operation checks that the directory's snapshot records this
+    session's id (on a case-insensitive filesystem ``<root>/a`` may be
+    session ``"A"``'s directory).
     """
 
     root: Path
@@ -479,10 +641,12 @@ class SessionFiles:
     _known: KnownTranscript | None = None  # version: (journal, size, count)
     _swept: bool = False
     # While the lock is held, nobody else writes: the snapshot is read once,
-    # and the length of each slot (None: unknown) is known with it.
+    # and the bytes and length of each slot (None: absent) are known with it.
     _held: Snapshot | _Written | _Unread | None = attrs.field(factory=lambda: _UNREAD)
+    _raws: list[bytes | _Unread | None] = attrs.field(factory=lambda: [_UNREAD, _UNREAD])
     _sizes: list[int | None] = attrs.field(factory=lambda: [None, None])
     _lock_fd: int | None = None  # the locked directory, while the lock is held
+    _dir_fd: int | None = None  # the directory files are opened in: the locked one, or a reader's
     # Paths as strings, made once: pathlib costs more than the syscalls here.
     directory: str = attrs.field(init=False)
     session_path: str = attrs.field(init=False)
@@ -492,6 +656,15 @@ class SessionFiles:
         self.directory = os.path.join(self.root, self.session_id)
         self.session_path = os.path.join(self.directory, SESSION_FILE)
         self.log_path = os.path.join(self.directory, LOG_FILE)
+
+    def _fd(self) -> int:
+        assert self._dir_fd is not None, "the session's directory is not open"
+        return self._dir_fd
+
+    def _forget(self) -> None:
+        """Drop what was read of the slots: they are about to change, or the lock is let go."""
+        self._held = _UNREAD
+        self._raws = [_UNREAD, _UNREAD]
 
     def _sync(self, fd: int) -> None:
         if self.fsync:
@@ -516,39 +689,39 @@ class SessionFiles:
         holds nothing) when the session's directory does not exist. The lock
         is an ``flock`` on the session's directory itself, so it costs no
         file; a delete removes the directory, so after waiting for the lock
-        the holder checks it locked the directory still in place. A directory
-        made for a session
-        that in the end was not written is removed again. Without ``wait``,
-        a lock held elsewhere raises :class:`LockBusy` at once.
+        the holder checks the directory it locked was not removed meanwhile
+        (a removed directory has no links left). A directory made for a
+        session that in the end was not written is removed again. Without
+        ``wait``, a lock held elsewhere raises :class:`LockBusy` at once.
+
+        Raises:
+            CorruptSessionError: ``<root>/<id>`` is not a directory (a
+                symbolic link, dangling or not, or a file): refused at once.
+            OSError: the directory was removed under this lock
+                ``_LOCK_TRIES`` times in a row (no retry loop is endless).
         """
         made = False
-        while True:
-            try:
-                fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
-            except (FileNotFoundError, NotADirectoryError):
+        for _ in range(_LOCK_TRIES):
+            fd = open_directory(self.directory)
+            if fd is None:
                 if not create:
                     yield False
                     return
                 try:
                     os.mkdir(self.directory)
                 except FileExistsError:
-                    pass  # made by another writer just now
-                else:
-                    made = True
-                    self._sync_root()
+                    continue  # made by another writer just now (what else is there is refused)
+                made = True
+                self._sync_root()
                 continue
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     raise LockBusy(self.session_id) from None
-                try:
-                    current = os.stat(self.directory).st_ino
-                except FileNotFoundError:
-                    current = -1
-                if current != os.fstat(fd).st_ino:
+                if os.fstat(fd).st_nlink == 0:
                     continue  # deleted while we waited: lock the new one
-                self._lock_fd = fd
+                self._lock_fd = self._dir_fd = fd
                 if made:
                     self._swept = True  # nothing to sweep in a directory just made
                 written = self.counts.snapshots_written
@@ -559,12 +732,41 @@ class SessionFiles:
                         self.remove_directory()  # every save failed: leave nothing
                 return
             finally:
-                self._lock_fd = None
-                self._held = _UNREAD
+                self._lock_fd = self._dir_fd = None
+                self._forget()
                 os.close(fd)  # also releases the flock
+        raise OSError(
+            errno.EAGAIN,
+            f"removed under the lock {_LOCK_TRIES} times in a row: given up",
+            self.directory,
+        )
+
+    @contextlib.contextmanager
+    def _visiting(self) -> Iterator[bool]:
+        """The directory open for reading without the lock; yields whether it exists."""
+        if self._dir_fd is not None:
+            yield True
+            return
+        fd = open_directory(self.directory)
+        if fd is None:
+            yield False
+            return
+        self._dir_fd = fd
+        try:
+            yield True
+        finally:
+            self._dir_fd = None
+            os.close(fd)
 
     # -- reads (no lock needed: the snapshot is replaced atomically and the
     #    journal bytes it counts never change) --
+
+    def _raw(self, slot: int) -> bytes | None:
+        """The bytes of a slot, read once per hold of the lock (locked)."""
+        raw = self._raws[slot]
+        if isinstance(raw, _Unread):
+            raw = self._raws[slot] = read_at(self._fd(), self.directory, SLOT_FILES[slot])
+        return raw
 
     def read_snapshot(self) -> Snapshot | None:
         held = self._held
@@ -573,11 +775,11 @@ class SessionFiles:
         if not isinstance(held, _Unread):
             return held
         if self._lock_fd is None:
-            return read_snapshot_at(self.directory, self.session_id)
+            return read_snapshot_at(self.directory, self.session_id, dir_fd=self._dir_fd)
         # Under the lock no writer can be in the middle of a slot: one read.
-        slots = read_slots(self.directory, self.session_id)
-        self._held = newest(slots)
-        self._sizes = [slot.size if isinstance(slot, Snapshot) else None for slot in slots]
+        raws = [self._raw(slot) for slot in range(len(SLOT_FILES))]
+        self._sizes = [None if raw is None else len(raw) for raw in raws]
+        self._held = newest(decode_slots(self.directory, self.session_id, raws))
         return self._held
 
     def read_group(self) -> Authoritative | None:
@@ -586,14 +788,49 @@ class SessionFiles:
         return None if snapshot is None else snapshot.group()
 
     def exists(self) -> bool:
-        for name in SLOT_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(os.path.join(self.directory, name)).st_size:
-                    return True
-        return False
+        """Whether the session has a snapshot, whole or not.
+
+        Raises:
+            CorruptSessionError: a slot records another session's id, or is
+                a link or a directory.
+        """
+        if self._dir_fd is None:
+            with self._visiting() as present:
+                return present and self.exists()
+        held = self._held
+        if isinstance(held, (Snapshot, _Written)):
+            return True
+        if held is None:
+            return False
+        first = self._raw(0)
+        if first and _recorded_id(first) == self.session_id:
+            return True  # this session's slot: the other one need not be read
+        self._check_owner()
+        return any(self._raw(slot) for slot in range(len(SLOT_FILES)))
+
+    def _check_owner(self) -> None:
+        """Refuse a directory whose snapshot records another session's id.
+
+        On a case- or normalization-insensitive filesystem ``<root>/a`` opens
+        session ``"A"``'s directory: nothing of it may be read, written or
+        deleted as ``"a"``'s. A slot too damaged to name any id proves nothing
+        either way and is left to the reads that decode it.
+        """
+        for slot, name in enumerate(SLOT_FILES):
+            raw = self._raw(slot)
+            recorded = _recorded_id(raw) if raw else None
+            if recorded is not None and recorded != self.session_id:
+                raise CorruptSessionError(
+                    os.path.join(self.directory, name),
+                    f"holds session {recorded!r}, not {self.session_id!r}: refused "
+                    "(a case- or normalization-insensitive filesystem?)",
+                )
 
     def read_session(self) -> Session | None:
         """The persisted session, as new objects."""
+        if self._dir_fd is None:
+            with self._visiting() as present:
+                return self.read_session() if present else None
         snapshot = self.read_snapshot()
         return None if snapshot is None else self._read_session(snapshot)
 
@@ -655,7 +892,11 @@ class SessionFiles:
 
     def read_usage(self) -> list[dict[str, Any]]:
         """Every complete record of the log; a torn last line is left out."""
-        data = _read_file(self.log_path)
+        if self._dir_fd is None:
+            with self._visiting() as present:
+                return self.read_usage() if present else []
+        self.exists()  # refuses another session's directory
+        data = read_at(self._fd(), self.directory, LOG_FILE)
         if data is None:
             return []
         lines = data.split(b"\n")
@@ -672,6 +913,8 @@ class SessionFiles:
 
         The journal is appended to when the persisted transcript is an
         unchanged prefix of ``session.messages``, and written anew otherwise.
+        A journal it replaces whose lines do not decode is kept under a name
+        ending in :data:`KEPT_SUFFIX` (and a warning logged), not deleted.
         """
         self._sweep()
         snapshot = self.read_snapshot()
@@ -683,6 +926,7 @@ class SessionFiles:
         appending = (
             known_current and known is not None and known.prefix(messages) == len(known.messages)
         )
+        damage: CorruptSessionError | None = None
         # Encode everything before touching a file: a value the encoder
         # refuses must leave the disk as it was.
         if appending:
@@ -691,56 +935,144 @@ class SessionFiles:
             lines = encode_messages(messages[len(known.messages) :])
         else:
             if snapshot is not None and snapshot.journal is not None and not known_current:
-                # Never sweep away a journal that disagrees with its snapshot:
-                # its lines are counted (not decoded), cheap beside the rewrite.
-                # (One this actor wrote or read, as the snapshot counts it, agrees.)
-                self._counted_lines(snapshot)
+                # Never sweep away a journal that disagrees with its snapshot
+                # (its lines are counted), nor one whose lines do not decode:
+                # that one is kept aside. (One this actor wrote or read, as
+                # the snapshot counts it, agrees.)
+                damage = _undecodable(
+                    os.path.join(self.directory, snapshot.journal), self._counted_lines(snapshot)
+                )
             check_messages(messages, checked)  # all of it is written: all of it is checked
             journal, start = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}", 0
             lines = encode_messages(messages)
         size = start + len(lines)
         slot, seq = _next_slot(snapshot)
         data = encode_snapshot(session, journal, size, seq)
-        if appending:
-            self._append_journal(journal, start, lines)
-        else:
-            self._write_journal(journal, lines)
-        self._known = None  # until the snapshot naming the journal is in place
+        kept = None
+        if damage is not None:
+            assert old_journal is not None
+            kept = self._keep(old_journal)  # made durable with the new journal's name
         try:
-            self._write_slot(slot, data)
+            if appending:
+                self._append_journal(journal, start, lines)
+            else:
+                self._write_journal(journal, lines)
+            self._known = None  # until the snapshot naming the journal is in place
+            try:
+                self._write_slot(slot, data)
+            except BaseException:
+                if not appending:  # the new journal is named by no snapshot: remove it
+                    with contextlib.suppress(OSError):
+                        os.unlink(journal, dir_fd=self._fd())
+                raise
         except BaseException:
-            if not appending:  # the new journal is named by no snapshot: remove it
+            if kept is not None:  # the damaged journal is still named: drop its second name
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.directory, journal))
+                    os.unlink(kept, dir_fd=self._fd())
             raise
         self._known = KnownTranscript((journal, size, len(messages)), list(messages), mark)
+        if damage is not None:
+            logger.warning(
+                "%s; a save replaced this journal, which is kept as %s",
+                damage,
+                os.path.join(self.directory, str(kept)),
+            )
         if old_journal is not None and journal != old_journal:
             # The old journal is no longer named. The directory was swept of
             # other leftovers on this actor's first write: remove just this one.
             if known_current:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.directory, old_journal))
+                    os.unlink(old_journal, dir_fd=self._fd())
             else:
                 self._sweep(force=True)
 
+    def _keep(self, name: str) -> str:
+        """Give the damaged file ``name`` a second name that says so, and return it (locked).
+
+        A hard link: the file keeps its name (and the snapshot naming it
+        stays whole) until the save that replaces it is in place, and a name
+        already taken is never overwritten. The new name is made durable by
+        the directory fsync of the journal written next.
+
+        Raises:
+            OSError: no second name could be made; nothing was changed.
+        """
+        fd = self._fd()
+        for number in range(_KEEP_TRIES):
+            kept = f"{name}.{number}{KEPT_SUFFIX}" if number else f"{name}{KEPT_SUFFIX}"
+            try:
+                os.link(name, kept, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            return kept
+        raise OSError(
+            errno.EEXIST,
+            f"{_KEEP_TRIES} names taken: no name left to keep the damaged file under",
+            os.path.join(self.directory, name),
+        )
+
     def _counted_lines(self, snapshot: Snapshot) -> list[bytes]:
-        """The journal lines the snapshot counts (decoded by the caller)."""
+        """The journal lines the snapshot counts (decoded by the caller).
+
+        Raises:
+            CorruptSessionError: the journal is missing, shorter than counted,
+                holds another count of lines, or is not a file. When the
+                snapshot was read beside a damaged newer slot, that slot is
+                named instead: the journal was replaced by the snapshot lost in it.
+        """
         assert snapshot.journal is not None
         path = os.path.join(self.directory, snapshot.journal)
         size = snapshot.journal_size
         try:
-            with open(path, "rb") as file:
-                data = file.read(size)
+            data = self._read_prefix(snapshot.journal, size)
         except FileNotFoundError:
-            raise CorruptSessionError(path, f"journal missing, named by {SESSION_FILE}") from None
+            named_by = os.path.basename(snapshot.path)
+            raise self._cause(snapshot, path, f"journal missing, named by {named_by}") from None
         if len(data) != size or (size and not data.endswith(b"\n")):
-            raise CorruptSessionError(path, f"journal shorter than the {size} bytes counted")
+            raise self._cause(snapshot, path, f"journal shorter than the {size} bytes counted")
         lines = data.split(b"\n")[:-1]
         if len(lines) != snapshot.message_count:
-            raise CorruptSessionError(
-                path, f"{len(lines)} messages where {snapshot.message_count} are counted"
-            )
+            count = snapshot.message_count
+            raise self._cause(snapshot, path, f"{len(lines)} messages where {count} are counted")
         return lines
+
+    def _read_prefix(self, name: str, size: int) -> bytes:
+        """The first ``size`` bytes of the file ``name`` (fewer if it is shorter)."""
+        path = os.path.join(self.directory, name)
+        fd = open_at(self._fd(), self.directory, name, _READ)
+        try:
+            chunks: list[bytes] = []
+            left = size
+            while left > 0:
+                chunk = os.read(fd, left)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            refused = _refused(path, exc)
+            if refused is not None:
+                raise refused from None
+            raise
+        finally:
+            os.close(fd)
+
+    def _cause(self, snapshot: Snapshot, path: str, reason: str) -> CorruptSessionError:
+        """The error for a journal that does not match ``snapshot``: it, or the slot behind it.
+
+        A snapshot read beside a damaged slot is most likely the older one,
+        whose journal the save lost in the damaged slot replaced: that slot
+        is named, the cause, and the journal in the reason.
+        """
+        damaged = snapshot.damaged_beside
+        if damaged is None:
+            return CorruptSessionError(path, reason)
+        return CorruptSessionError(
+            damaged.path,
+            f"{damaged.reason}; the other slot ({os.path.basename(snapshot.path)}) "
+            f"names a journal that does not match it ({path}: {reason})",
+        )
 
     def write_group(self, session: Session) -> None:
         """Persist new authoritative metadata of ``session``, read just now (locked).
@@ -770,15 +1102,15 @@ class SessionFiles:
         upgrade) is made whole under a temporary name and renamed into
         place, so no reader ever meets a torn slot with no whole one beside it.
         """
-        path = os.path.join(self.directory, SLOT_FILES[slot])
+        name = SLOT_FILES[slot]
         # Bytes of the old slot beyond the new one are cut off; a slot known
         # to be no longer than the new bytes needs no cut.
         old_size = None if isinstance(self._held, _Unread) else self._sizes[slot]
-        self._held = _UNREAD
+        self._forget()
         try:
-            fd = os.open(path, os.O_WRONLY | _O_CLOEXEC)
+            fd = open_at(self._fd(), self.directory, name, os.O_WRONLY)
         except FileNotFoundError:
-            self._create_slot(path, data)
+            self._create_slot(name, data)
         else:
             try:
                 try:
@@ -797,33 +1129,34 @@ class SessionFiles:
         self.counts.snapshots_written += 1
         self.counts.bytes_written += len(data)
         if self._lock_fd is not None:
-            self._held = _Written(path, data, slot)
+            self._held = _Written(os.path.join(self.directory, name), data, slot)
             self._sizes[slot] = len(data)
 
-    def _create_slot(self, path: str, data: bytes) -> None:
-        name = os.path.basename(path)
-        temp = os.path.join(self.directory, f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+    def _create_slot(self, name: str, data: bytes) -> None:
+        dir_fd = self._fd()
+        temp = f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        fd = open_at(dir_fd, self.directory, temp, flags)
         try:
             try:
                 _write_all(fd, data)
                 self._sync(fd)
             finally:
                 os.close(fd)
-            os.replace(temp, path)
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(temp)
+                os.unlink(temp, dir_fd=dir_fd)
             raise
         # Make the second slot too, empty (it reads as absent), so the next
         # snapshot rewrites it in place: one directory fsync covers both names.
         with contextlib.suppress(FileExistsError):
-            os.close(os.open(os.path.join(self.directory, SLOT_FILES[1]), _CREATE_EMPTY, 0o644))
+            os.close(open_at(dir_fd, self.directory, SLOT_FILES[1], _CREATE_EMPTY))
         self._sync_directory()
 
     def _write_journal(self, name: str, data: bytes | bytearray) -> None:
-        path = os.path.join(self.directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        dir_fd = self._fd()
+        fd = open_at(dir_fd, self.directory, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             try:
                 _write_all(fd, data)
@@ -833,7 +1166,7 @@ class SessionFiles:
             self._sync_directory()  # the new name, before a snapshot uses it
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(name, dir_fd=dir_fd)
             raise
         self.counts.journal_rewrites += 1
         self.counts.bytes_written += len(data)
@@ -841,11 +1174,11 @@ class SessionFiles:
     def _append_journal(self, name: str, size: int, data: bytes | bytearray) -> None:
         if not data:
             return
-        path = os.path.join(self.directory, name)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | _O_CLOEXEC)
+        fd = open_at(self._fd(), self.directory, name, os.O_RDWR | os.O_APPEND)
         try:
             actual = os.fstat(fd).st_size
             if actual < size:
+                path = os.path.join(self.directory, name)
                 raise CorruptSessionError(path, f"journal shorter than the {size} bytes counted")
             if actual > size:
                 os.ftruncate(fd, size)  # lines a crash left uncounted
@@ -872,11 +1205,12 @@ class SessionFiles:
         off first so no record is glued onto it. If the write fails, the log
         is cut back to where it was.
         """
-        flags = os.O_RDWR | os.O_APPEND | _O_CLOEXEC
+        dir_fd = self._fd()
+        flags = os.O_RDWR | os.O_APPEND
         try:
-            fd = os.open(self.log_path, flags)
+            fd = open_at(dir_fd, self.directory, LOG_FILE, flags)
         except FileNotFoundError:
-            fd = os.open(self.log_path, flags | os.O_CREAT, 0o644)
+            fd = open_at(dir_fd, self.directory, LOG_FILE, flags | os.O_CREAT)
             try:
                 # Make the new name durable before any record is in it: a
                 # failure here leaves no log, so a retry cannot double a record.
@@ -884,7 +1218,7 @@ class SessionFiles:
             except BaseException:
                 os.close(fd)
                 with contextlib.suppress(OSError):
-                    os.unlink(self.log_path)
+                    os.unlink(LOG_FILE, dir_fd=dir_fd)
                 raise
         try:
             size = cut_torn_tail(fd, os.fstat(fd).st_size)
@@ -897,15 +1231,21 @@ class SessionFiles:
     def delete(self) -> bool:
         """Remove the session, its journal, its log and its directory (locked).
 
+        Kept damaged files (see :data:`KEPT_SUFFIX`) stay, and with them the directory.
+
         Returns:
             Whether a session file existed.
+
+        Raises:
+            CorruptSessionError: the directory holds another session's snapshot.
         """
+        self._check_owner()
         self._known = None
-        self._held = _UNREAD
+        self._forget()
         existed = False
         for name in SLOT_FILES:
             try:
-                os.unlink(os.path.join(self.directory, name))
+                os.unlink(name, dir_fd=self._fd())
                 existed = True
             except FileNotFoundError:
                 pass
@@ -916,12 +1256,12 @@ class SessionFiles:
         """Remove what is left once the snapshot is gone (locked)."""
         for name in (LOG_FILE, *SLOT_FILES):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.directory, name))
+                os.unlink(name, dir_fd=self._fd())
         self._sweep(force=True)
         try:
             os.rmdir(self.directory)
         except OSError as exc:
-            # Someone else's file in the directory: leave it and them alone.
+            # Someone else's file in the directory, or a kept one: leave them alone.
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
                 raise
         else:
@@ -932,20 +1272,33 @@ class SessionFiles:
 
         Such files are left by a writer that crashed; under the lock none is
         in use. Done on an actor's first write, and after a journal rewrite.
+        Only names in the locked directory are removed (a link among them is
+        removed, never what it points to), and kept damaged files never.
         """
         if self._swept and not force:
             return
         self._swept = True
-        try:
-            entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
-            return
+        dir_fd = self._fd()
+        with os.scandir(dir_fd) as entries:
+            names = [entry.name for entry in entries]
         try:
             snapshot = self.read_snapshot()
         except CorruptSessionError:
             return  # leave everything as it is for whoever looks into it
         keep = snapshot.journal if snapshot is not None else None
-        for entry in entries:
-            if is_temp(entry.name) or (is_journal(entry.name) and entry.name != keep):
+        for name in names:
+            if is_temp(name) or (is_journal(name) and name != keep):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+                    os.unlink(name, dir_fd=dir_fd)
+
+
+def _undecodable(path: str, lines: Sequence[bytes]) -> CorruptSessionError | None:
+    """Why the journal at ``path`` is damaged, if a line of it is not a JSON object."""
+    for number, line in enumerate(lines, 1):
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            return CorruptSessionError(path, f"line {number}: unreadable message: {exc}")
+        if not isinstance(value, dict):
+            return CorruptSessionError(path, f"line {number}: not a JSON object")
+    return None

@@ -393,6 +393,10 @@ async def test_delete_removes_stray_temp_files_with_the_session(tmp_path: Path) 
 # --- what "fsync" durability does before a call returns --------------------------------
 
 
+def _at(dir_fd: int, name: Any) -> str:
+    return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fspath(name))
+
+
 def spy_on_file_work(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Record (operation, path) of every write, pwrite, truncate, fsync, rename and mkdir.
 
@@ -413,8 +417,12 @@ def spy_on_file_work(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
     def by_path(name: str) -> Any:
         def spy(path: Any, *args: Any, **kwargs: Any) -> Any:
-            target = os.fspath(args[0]) if name == "replace" else ""
-            events.append((name, os.fspath(path) + (f" -> {target}" if target else "")))
+            def full(item: Any, dir_fd: int | None) -> str:  # a name relative to a descriptor
+                return os.fspath(item) if dir_fd is None else _at(dir_fd, item)
+
+            target = full(args[0], kwargs.get("dst_dir_fd")) if name == "replace" else ""
+            path_name = full(path, kwargs.get("src_dir_fd", kwargs.get("dir_fd")))
+            events.append((name, path_name + (f" -> {target}" if target else "")))
             return real[name](path, *args, **kwargs)
 
         return spy

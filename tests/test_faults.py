@@ -69,6 +69,8 @@ class Fault:
         def fake(*args: Any, **kwargs: Any) -> Any:
             by_fd = self.function in ("write", "pwrite", "fsync", "ftruncate")
             path = fd_path(args[0]) if by_fd else os.fspath(args[0])
+            if kwargs.get("dir_fd") is not None:  # a name relative to a directory's descriptor
+                path = os.path.join(fd_path(kwargs["dir_fd"]), path)
             reading = self.function == "open" and not args[1] & (os.O_WRONLY | os.O_RDWR)
             if self.injected < self.times and self.target(path) and not reading:
                 if self.partial and not self._half_written:

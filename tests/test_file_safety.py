@@ -1,0 +1,412 @@
+"""The file backend under hostile trees: links, stray entries, damage, other owners.
+
+Issue #11, items 4, 5, 6, 7, 10 (files) and 14. Everything is real: real
+symbolic links, stray files, a directory where a file belongs, a real EACCES
+seen by a process of the user ``nobody``, and a store whose calls could hang
+run in a child process with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import sessionactors
+from sessionactors import CorruptSessionError, Message, Session, open_store
+from sessionactors._files import KEPT_SUFFIX, is_journal, list_summaries
+
+# The package's parent directory: what a child process imports it from.
+PACKAGE_PARENT = str(Path(sessionactors.__file__).resolve().parent.parent)
+
+
+def _messages(count: int, tag: str = "m") -> list[Message]:
+    return [Message(id=f"{tag}{n}", role="user", content=f"{tag} {n}") for n in range(count)]
+
+
+def _journal(directory: Path) -> Path:
+    [journal] = [path for path in directory.iterdir() if is_journal(path.name)]
+    return journal
+
+
+def _tree(top: Path) -> dict[str, bytes | str]:
+    """Every entry under ``top``: a file's bytes, a link's target, or "dir"."""
+    found: dict[str, bytes | str] = {}
+    for directory, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                found[path] = "-> " + os.readlink(path)
+            elif os.path.isdir(path):
+                found[path] = "dir"
+            else:
+                found[path] = Path(path).read_bytes()
+    return found
+
+
+# --- item 4: a damaged journal is kept, never deleted ---------------------------------
+
+
+def _damage(journal: Path) -> bytes:
+    """Overwrite the middle line with bytes that are not JSON (same length, same lines)."""
+    lines = journal.read_bytes().split(b"\n")
+    lines[1] = b"\x00" * len(lines[1])
+    damaged = b"\n".join(lines)
+    journal.write_bytes(damaged)
+    return damaged
+
+
+async def _replace_damaged(root: Path, journal: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """From a fresh store: the load names the damaged journal; a save replaces it."""
+    async with open_store(root, durability="flush") as store:
+        with pytest.raises(CorruptSessionError) as raised:
+            await store.load_session("s")
+        assert raised.value.path == str(journal)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sessionactors._files"):
+            fresh = Session(id="s", messages=_messages(2, tag=journal.name))
+            await store.save_runtime_session(fresh)
+        assert any(str(journal) in record.getMessage() for record in caplog.records)
+        assert await store.load_session("s") == fresh
+
+
+async def test_a_damaged_journal_replaced_by_a_save_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "s"
+    async with open_store(tmp_path, durability="flush") as store:
+        await store.save_runtime_session(Session(id="s", messages=_messages(3)))
+    first = _journal(directory)
+    first_damaged = _damage(first)
+    await _replace_damaged(tmp_path, first, caplog)
+    first_kept = first.with_name(first.name + KEPT_SUFFIX)
+    assert not first.exists()
+    assert first_kept.read_bytes() == first_damaged
+
+    # A second damaged journal whose kept name is taken: the file there stays.
+    second = _journal(directory)
+    second_damaged = _damage(second)
+    taken = second.with_name(second.name + KEPT_SUFFIX)
+    taken.write_bytes(b"kept earlier\n")
+    await _replace_damaged(tmp_path, second, caplog)
+    assert second.with_name(f"{second.name}.1{KEPT_SUFFIX}").read_bytes() == second_damaged
+    assert taken.read_bytes() == b"kept earlier\n"
+
+    # More saves (each fresh store sweeps) and a delete leave every kept file as it is.
+    kept = {
+        path: path.read_bytes() for path in directory.iterdir() if path.name.endswith(KEPT_SUFFIX)
+    }
+    assert len(kept) == 3
+    for _ in range(2):
+        async with open_store(tmp_path, durability="flush") as store:
+            await store.save_runtime_session(Session(id="s", messages=_messages(1, tag="z")))
+    async with open_store(tmp_path, durability="flush") as store:
+        assert await store.delete_session("s") is True
+        assert await store.load_session("s") is None
+    assert {path: path.read_bytes() for path in directory.iterdir()} == kept
+
+
+# --- item 5: no link inside the root is ever followed ---------------------------------
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """Another store's root, outside ours, with a session and bait files a sweep would take."""
+    other = tmp_path / "other-store"
+    trio.run(_seed_other_store, other)
+    victim = other / "victim"
+    (victim / ".x.tmp").write_bytes(b"bait: looks like a temporary file")
+    (victim / "messages.1.jsonl").write_bytes(b'{"bait": "looks like a leftover journal"}\n')
+    (other / "outside.txt").write_bytes(b"not the store's\n")
+    yield other
+
+
+async def _seed_other_store(other: Path) -> None:
+    async with open_store(other, durability="flush") as store:
+        await store.save_runtime_session(Session(id="victim", messages=_messages(3)))
+        await store.append_token_usage_record("victim", {"n": 1})
+
+
+async def _every_call_refused(root: Path, session_id: str, named: Path) -> None:
+    """Each operation on ``session_id`` raises CorruptSessionError naming ``named``."""
+    async with open_store(root, durability="flush") as store:
+        calls = {
+            "load": lambda: store.load_session(session_id),
+            "save": lambda: store.save_runtime_session(Session(id=session_id, title="x")),
+            "checkpoint": lambda: store.checkpoint_runtime_session(Session(id=session_id)),
+            "append": lambda: store.append_token_usage_record(session_id, {"n": 2}),
+            "read usage": lambda: store.read_token_usage(session_id),
+            "set_title": lambda: store.set_title(session_id, "renamed"),
+            "delete": lambda: store.delete_session(session_id),
+        }
+        for name, call in calls.items():
+            with pytest.raises(CorruptSessionError) as raised:
+                await call()
+            assert raised.value.path == str(named), name
+        assert session_id not in {summary.id for summary in await store.list_sessions()}
+
+
+async def test_a_session_directory_that_is_a_link_is_refused(
+    tmp_path: Path, elsewhere: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "s").symlink_to(elsewhere / "victim", target_is_directory=True)
+    before = _tree(elsewhere)
+    await _every_call_refused(root, "s", root / "s")
+    assert _tree(elsewhere) == before  # nothing written, swept or deleted through the link
+    async with open_store(elsewhere, durability="flush") as other:
+        loaded = await other.load_session("victim")
+        assert loaded is not None and len(loaded.messages) == 3
+
+
+@pytest.mark.parametrize("name", ["token-usage.jsonl", "session.json", "session.1.json", "journal"])
+async def test_a_file_of_the_session_that_is_a_link_is_refused(
+    tmp_path: Path, elsewhere: Path, name: str
+) -> None:
+    root = tmp_path / "root"
+    async with open_store(root, durability="flush") as store:
+        await store.save_runtime_session(Session(id="s", messages=_messages(2)))
+        await store.save_runtime_session(Session(id="s", messages=_messages(3)))  # both slots
+        await store.append_token_usage_record("s", {"n": 1})
+    link = _journal(root / "s") if name == "journal" else root / "s" / name
+    target = elsewhere / "outside.txt"
+    link.unlink()
+    link.symlink_to(target)
+    before = _tree(elsewhere)
+    # Which calls meet the link (the others need not open it and succeed).
+    meets = {
+        "token-usage.jsonl": {"append", "read usage"},
+        "session.json": {"load", "save", "append", "read usage", "set_title"},
+        "session.1.json": {"load", "save", "set_title"},
+        "journal": {"load", "save"},
+    }[name]
+    async with open_store(root, durability="flush") as store:
+        calls = {
+            "load": lambda: store.load_session("s"),
+            "save": lambda: store.save_runtime_session(Session(id="s", messages=_messages(4))),
+            "append": lambda: store.append_token_usage_record("s", {"n": 2}),
+            "read usage": lambda: store.read_token_usage("s"),
+            "set_title": lambda: store.set_title("s", "renamed"),
+        }
+        refused = set()
+        for call_name, call in calls.items():
+            if call_name not in meets:
+                continue
+            with pytest.raises(CorruptSessionError) as raised:
+                await call()
+            assert raised.value.path == str(link), call_name
+            assert "symbolic link" in raised.value.reason
+            refused.add(call_name)
+        assert refused == meets
+    assert _tree(elsewhere) == before
+    assert target.read_bytes() == b"not the store's\n"
+    assert link.is_symlink()
+
+
+# --- item 6: a stray entry at <root>/<id> is a clear error, never a hang --------------
+
+STRAY_CHILD = """
+import json, sys, trio
+from sessionactors import CorruptSessionError, Session, open_store
+
+async def main():
+    out = {}
+    async with open_store(sys.argv[1], durability="flush") as store:
+        for call in ("save", "load", "append", "delete"):
+            try:
+                if call == "save":
+                    await store.save_runtime_session(Session(id="s"))
+                elif call == "load":
+                    await store.load_session("s")
+                elif call == "append":
+                    await store.append_token_usage_record("s", {"n": 1})
+                else:
+                    await store.delete_session("s")
+            except CorruptSessionError as exc:
+                out[call] = exc.path
+            else:
+                out[call] = None
+    out["closed"] = True
+    print(json.dumps(out))
+
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("stray", ["a file", "a dangling link", "a link to a file"])
+async def test_a_stray_entry_for_a_session_fails_clearly_and_the_store_closes(
+    tmp_path: Path, stray: str
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    entry = root / "s"
+    if stray == "a file":
+        entry.write_bytes(b"stray\n")
+    elif stray == "a dangling link":
+        entry.symlink_to(tmp_path / "nowhere")
+    else:
+        (tmp_path / "a-file").write_bytes(b"stray\n")
+        entry.symlink_to(tmp_path / "a-file")
+    # In a child process: a store whose worker thread never ends cannot be
+    # closed, so the deadline kills the child rather than hang this test.
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, "-c", STRAY_CHILD, str(root)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    assert result == {call: str(entry) for call in ("save", "load", "append", "delete")} | {
+        "closed": True
+    }
+    assert entry.is_symlink() or entry.read_bytes() == b"stray\n"  # left as it was
+
+
+# --- item 7: a session that cannot be read is skipped and reported --------------------
+
+LIST_CHILD = """
+import json, sys, trio
+from sessionactors import open_store
+from sessionactors._files import list_summaries
+
+async def main():
+    async with open_store(sys.argv[1], durability="flush") as store:
+        listed = sorted(summary.id for summary in await store.list_sessions())
+    _, errors = list_summaries(sys.argv[1])
+    print(json.dumps({"listed": listed, "errors": sorted(e.path for e in errors)}))
+
+trio.run(main)
+"""
+
+
+@pytest.fixture
+def open_root() -> Iterator[Path]:
+    """A root another user can reach (pytest's own directories are private to root)."""
+    top = Path(tempfile.mkdtemp(prefix="sessionactors-eacces-"))
+    top.chmod(0o755)
+    try:
+        yield top / "root"
+    finally:
+        for directory, dirs, _ in os.walk(top):
+            for name in dirs:
+                os.chmod(os.path.join(directory, name), 0o755)
+        shutil.rmtree(top)
+
+
+async def test_an_unreadable_session_is_skipped_and_reported(open_root: Path) -> None:
+    root = open_root
+    async with open_store(root, durability="flush") as store:
+        for sid in ("fine", "locked-dir", "locked-slot", "slot-is-a-dir"):
+            await store.save_runtime_session(Session(id=sid, messages=_messages(2)))
+    (root / "locked-dir").chmod(0o000)
+    (root / "locked-slot" / "session.json").chmod(0o000)
+    slot = root / "slot-is-a-dir" / "session.json"
+    slot.unlink()
+    slot.mkdir()
+    # A process of the user nobody meets a real EACCES (root would read through it).
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [
+                *("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"),
+                *(sys.executable, "-c", LIST_CHILD, str(root)),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
+        )
+    # (The child must be able to run sys.executable and import from PACKAGE_PARENT.)
+    assert done.returncode == 0, f"the child of the user nobody failed: {done.stderr.decode()}"
+    result = json.loads(done.stdout)
+    assert result["listed"] == ["fine"]
+    assert result["errors"] == sorted(
+        [str(root / "locked-dir"), str(root / "locked-slot" / "session.json"), str(slot)]
+    )
+    # And in this process (root): the slot that is a directory is reported, not raised.
+    summaries, errors = list_summaries(root)
+    assert [error.path for error in errors] == [str(slot)]
+    assert sorted(summary.id for summary in summaries) == ["fine", "locked-dir", "locked-slot"]
+
+
+# --- item 10: error types --------------------------------------------------------------
+
+
+async def test_a_journal_replaced_by_a_directory_is_corrupt(tmp_path: Path) -> None:
+    async with open_store(tmp_path, durability="flush") as store:
+        await store.save_runtime_session(Session(id="s", messages=_messages(2)))
+    journal = _journal(tmp_path / "s")
+    journal.unlink()
+    journal.mkdir()
+    async with open_store(tmp_path, durability="flush") as store:
+        for call in (
+            lambda: store.load_session("s"),
+            lambda: store.save_runtime_session(Session(id="s", messages=_messages(3))),
+        ):
+            with pytest.raises(CorruptSessionError) as raised:
+                await call()
+            assert raised.value.path == str(journal)
+    assert journal.is_dir()
+
+
+async def test_a_damaged_newer_slot_is_named_not_the_journal_it_replaced(tmp_path: Path) -> None:
+    async with open_store(tmp_path, durability="flush") as store:
+        await store.save_runtime_session(Session(id="s", messages=_messages(2)))
+        # An edit: a new journal, named by the other slot; the first one is removed.
+        await store.save_runtime_session(Session(id="s", messages=_messages(1, tag="e")))
+    newer = tmp_path / "s" / "session.1.json"
+    assert b'"seq":2' in newer.read_bytes()
+    newer.write_bytes(b"\x00" * 40)  # damaged: the older slot names a journal since replaced
+    async with open_store(tmp_path, durability="flush") as store:
+        with pytest.raises(CorruptSessionError) as raised:
+            await store.load_session("s")
+        assert raised.value.path == str(newer)
+        assert "messages." in raised.value.reason  # the journal is in the reason
+
+
+# --- item 14: a directory that belongs to another id ----------------------------------
+
+
+async def test_a_directory_holding_another_sessions_snapshot_is_refused(tmp_path: Path) -> None:
+    """What a case-insensitive filesystem does: ``<root>/a`` opens session "A"'s directory.
+
+    (No case-insensitive filesystem can be mounted here: the kernel lacks
+    CONFIG_UNICODE and XFS's ascii-ci. So "A"'s directory is planted as "a".)
+    """
+    async with open_store(tmp_path, durability="flush") as store:
+        await store.save_runtime_session(Session(id="A", messages=_messages(2)))
+        await store.save_runtime_session(Session(id="A", messages=_messages(3)))
+        await store.append_token_usage_record("A", {"n": 1})
+    (tmp_path / "A").rename(tmp_path / "a")
+    before = _tree(tmp_path)
+    async with open_store(tmp_path, durability="flush") as store:
+        calls = {
+            "load": lambda: store.load_session("a"),
+            "save": lambda: store.save_runtime_session(Session(id="a")),
+            "append": lambda: store.append_token_usage_record("a", {"n": 2}),
+            "read usage": lambda: store.read_token_usage("a"),
+            "set_title": lambda: store.set_title("a", "renamed"),
+            "delete": lambda: store.delete_session("a"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(CorruptSessionError) as raised:
+                await call()
+            assert "holds session 'A', not 'a'" in raised.value.reason, name
+            assert Path(raised.value.path).parent == tmp_path / "a", name
+    assert _tree(tmp_path) == before
+    (tmp_path / "a").rename(tmp_path / "A")
+    async with open_store(tmp_path, durability="flush") as store:
+        loaded = await store.load_session("A")
+        assert loaded is not None and len(loaded.messages) == 3
+        assert await store.read_token_usage("A") == [{"n": 1}]
