@@ -5,10 +5,16 @@ problems it finds; :data:`CHECKS` lists them, so a new file of a session (a
 journal beside the snapshot, say) gets its own check beside the others.
 Decoding goes through the file backend's own decoders, never a second reader.
 
-Only two repairs exist, both safe while the session's lock is held: cutting a
-torn last line off a token-usage log (a crashed append; the library cuts it
-before its next append anyway) and removing a temporary snapshot file a
-crashed save left behind. Nothing here deletes or rewrites a session.
+Each problem has a severity: *damage* (a file the library cannot read, or
+values it would not write) or a *leftover* of an interrupted write, which
+readers ignore and the session's next write clears anyway. Only leftovers
+are repaired, each safe while the session's lock is held: cutting a torn
+last line off a token-usage log or uncounted bytes off a journal, removing
+a temporary snapshot file or a journal no snapshot names, and making absent
+an older snapshot slot a failed or killed rewrite left empty or torn beside
+a whole newer one. Nothing here deletes or rewrites a session, nor a damaged
+file the store kept aside, and no repair changes what a reader of the
+session gets.
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ import orjson
 
 from ._errors import CorruptSessionError, InvalidSessionIdError
 from ._files import (
+    FORMAT,
     LOG_FILE,
     SESSION_FILE,
+    SLOT_FILES,
     SessionFiles,
+    Snapshot,
     cut_torn_tail,
+    decode_snapshot,
     fsync_dir,
     is_journal,
+    is_kept,
     is_temp,
     read_slots,
     read_snapshot_at,
@@ -42,12 +53,27 @@ __all__ = [
     "Repair",
     "SessionDir",
     "SessionReport",
+    "Severity",
     "session_names",
     "verify_session",
 ]
 
 # At most this many bad line numbers are listed in one problem.
 _MAX_LINES_LISTED = 5
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# A snapshot slot is one line and a checksum line; read at most this much of one.
+_SLOT_READ_LIMIT = 1 << 26
+
+
+class Severity(enum.Enum):
+    """How bad a problem is."""
+
+    #: A file the library cannot read, or values it would not write.
+    DAMAGE = "damage"
+    #: What an interrupted write (a crash, a full disk) left: readers ignore
+    #: it and the session's next write clears it; ``--repair`` may too.
+    LEFTOVER = "leftover"
 
 
 class Repair(enum.Enum):
@@ -57,6 +83,7 @@ class Repair(enum.Enum):
     TRUNCATE_UNCOUNTED = "cut back to the counted size"
     REMOVE_TEMP_FILE = "removed"
     REMOVE_ORPHAN_JOURNAL = "orphan removed"
+    CLEAR_OLDER_SLOT = "made absent; the newer slot is kept"
 
 
 @attrs.frozen
@@ -69,12 +96,14 @@ class Problem:
         repair: the safe repair, or None if it can only be reported.
         transient: a writer in the middle of its work looks like this for an
             instant, so the problem is confirmed under the session's lock.
+        severity: damage, or a leftover of an interrupted write.
     """
 
     path: Path
     message: str
     repair: Repair | None = None
     transient: bool = False
+    severity: Severity = Severity.DAMAGE
 
 
 @attrs.frozen
@@ -146,25 +175,96 @@ def check_snapshot(where: SessionDir) -> Iterator[Problem]:
         )
         return
     path = Path(snapshot.path)
-    for slot in read_slots(str(where.path), where.name):
-        if isinstance(slot, CorruptSessionError):
+    unreadable = list(_read_session_problems(where, path))
+    yield from _check_slots(where, snapshot, session_whole=not unreadable)
+    yield from _check_head(path, snapshot.head)
+    yield from unreadable
+
+
+def _read_session_problems(where: SessionDir, path: Path) -> Iterator[Problem]:
+    """Why the session does not read whole (its journal, its messages), if it does not."""
+    try:
+        SessionFiles(where.root, where.name, fsync=False).read_session()
+    except CorruptSessionError as exc:
+        yield Problem(Path(exc.path), f"corrupt: {exc.reason}")
+    except OSError as exc:
+        yield Problem(path, f"cannot be read: {exc.strerror or exc}")
+
+
+def _check_slots(where: SessionDir, newer: Snapshot, *, session_whole: bool) -> Iterator[Problem]:
+    """The slot beside ``newer`` (the one readers use) that does not decode, if any.
+
+    A slot a rewrite left empty or torn, beside a whole newer slot of a
+    session that reads whole, is a leftover (readers use the newer slot; the
+    next save rewrites this one); anything else undecodable is damage.
+    """
+    for index, slot in enumerate(read_slots(str(where.path), where.name)):
+        if not isinstance(slot, CorruptSessionError):
+            continue
+        left = _interrupted_rewrite(slot.path, index, where.name, newer) if session_whole else None
+        if left is None:
             yield Problem(
                 Path(slot.path),
-                f"corrupt: {slot.reason}; the other slot (seq {snapshot.seq}) is read, "
+                f"corrupt: {slot.reason}; the other slot (seq {newer.seq}) is read, "
                 "and the next save rewrites this one",
                 transient=True,  # a writer rewrites a slot in place
             )
-    yield from _check_head(path, snapshot.head)
+            continue
+        yield Problem(
+            Path(slot.path),
+            f"older snapshot slot {left}; readers use the newer slot (seq {newer.seq}), "
+            "which is whole, and the next save rewrites this one",
+            repair=Repair.CLEAR_OLDER_SLOT,
+            transient=True,  # a writer rewrites a slot in place
+            severity=Severity.LEFTOVER,
+        )
+
+
+def _interrupted_rewrite(path: str, slot: int, session_id: str, newer: Snapshot) -> str | None:
+    """What an interrupted rewrite left in slot number ``slot``, or None if not that.
+
+    A rewrite writes the new bytes over the old ones, then cuts the old
+    ones' tail off. A rewrite that fails (ENOSPC, EIO) cuts the slot to
+    nothing; a crash after the write and before the cut leaves a whole
+    snapshot one ``seq`` above the newer slot, then the old bytes' tail.
+    Anything else (a checksum that does not match, say) is not told apart
+    from damage, and is not called a leftover.
+    """
+    raw = _read_slot_bytes(path)
+    if raw is None:
+        return None
+    if not raw:
+        return "left empty by a rewrite that failed (a full disk, say)"
+    line, _, rest = raw.partition(b"\n")
+    checksum, _, stale = rest.partition(b"\n")
+    if not stale.endswith(b"\n"):  # the old bytes ended with their checksum line
+        return None
+    head = line + b"\n" + checksum + b"\n"
     try:
-        session = SessionFiles(where.root, where.name, fsync=False).read_session()
-    except CorruptSessionError as exc:
-        yield Problem(Path(exc.path), f"corrupt: {exc.reason}")
-        return
-    except OSError as exc:
-        yield Problem(path, f"cannot be read: {exc.strerror or exc}")
-        return
-    if session is None:  # deleted meanwhile
-        return
+        unconfirmed = decode_snapshot(path, head, session_id, slot)
+    except CorruptSessionError:
+        return None
+    if unconfirmed.format != FORMAT or unconfirmed.seq != newer.seq + 1:
+        return None
+    return (
+        "torn by a crash between its rewrite and the cut after it: a snapshot no save "
+        f"confirmed (seq {unconfirmed.seq}), then {len(stale)} bytes of the one before"
+    )
+
+
+def _read_slot_bytes(path: str) -> bytes | None:
+    """The bytes of a slot file (a link is not followed), or None if they cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read(_SLOT_READ_LIMIT)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def is_count(value: Any) -> bool:
@@ -231,6 +331,7 @@ def check_usage_log(where: SessionDir) -> Iterator[Problem]:
             f"torn tail: {torn} bytes after the last complete line",
             repair=Repair.TRUNCATE_TORN_TAIL,
             transient=True,
+            severity=Severity.LEFTOVER,
         )
 
 
@@ -248,7 +349,27 @@ def check_temp_files(where: SessionDir) -> Iterator[Problem]:
                 "stray temporary file (a crashed save)",
                 repair=Repair.REMOVE_TEMP_FILE,
                 transient=True,  # a save in progress writes it, then renames it
+                severity=Severity.LEFTOVER,
             )
+
+
+def check_kept_files(where: SessionDir) -> Iterator[Problem]:
+    """Damaged files the store set aside rather than delete: for a person to look into.
+
+    A save that replaces a journal whose lines do not decode keeps it under
+    a name ending in ``.corrupt``. It is damage that nothing reads any more,
+    reported until someone removes it; ``--repair`` never does.
+    """
+    try:
+        names = sorted(name for name in os.listdir(where.path) if is_kept(name))
+    except OSError:
+        return  # check_temp_files reports it
+    for name in names:
+        yield Problem(
+            where.path / name,
+            "a damaged file the store kept rather than delete (a save replaced it): "
+            "look into it, then remove it yourself; verify never does",
+        )
 
 
 def check_journals(where: SessionDir) -> Iterator[Problem]:
@@ -271,6 +392,7 @@ def check_journals(where: SessionDir) -> Iterator[Problem]:
                 "journal no snapshot names (a crashed rewrite)",
                 repair=Repair.REMOVE_ORPHAN_JOURNAL,
                 transient=True,  # a rewrite writes it, then the snapshot naming it
+                severity=Severity.LEFTOVER,
             )
             continue
         try:
@@ -283,6 +405,7 @@ def check_journals(where: SessionDir) -> Iterator[Problem]:
                 f"{extra} bytes beyond the {snapshot.journal_size} counted (a crashed save)",
                 repair=Repair.TRUNCATE_UNCOUNTED,
                 transient=True,  # a save appends, then writes the snapshot counting it
+                severity=Severity.LEFTOVER,
             )
 
 
@@ -293,12 +416,19 @@ CHECKS: tuple[Check, ...] = (
     check_name,
     check_snapshot,
     check_journals,
+    check_kept_files,
     check_usage_log,
     check_temp_files,
 )
 
 
 def run_checks(where: SessionDir) -> list[Problem]:
+    try:
+        os.listdir(where.path)
+    except OSError as exc:
+        # One problem, not one per file: nothing in it can be checked (EACCES, say).
+        unreadable = Problem(where.path, f"cannot be read: {exc.strerror or exc}")
+        return [*check_name(where), unreadable]
     return [problem for check in CHECKS for problem in check(where)]
 
 
@@ -333,11 +463,32 @@ def _remove_file(problem: Problem) -> None:
     fsync_dir(problem.path.parent)
 
 
+def _clear_older_slot(problem: Problem) -> None:
+    """Make an older slot left empty or torn absent (the checks, under the lock,
+    found the newer slot whole and the session reading whole).
+
+    The second slot is cut to nothing, which reads as absent (as the library
+    makes it beside a first snapshot); the first is removed, since an empty
+    first slot reads as torn. Either way the next save makes it whole again:
+    a missing slot is made under a temporary name and renamed into place.
+    """
+    if problem.path.name == SLOT_FILES[1]:
+        fd = os.open(problem.path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        try:
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    else:
+        _remove_file(problem)
+
+
 _REPAIRS: dict[Repair, Callable[[Problem], None]] = {
     Repair.TRUNCATE_TORN_TAIL: _truncate_torn_tail,
     Repair.TRUNCATE_UNCOUNTED: _truncate_uncounted,
     Repair.REMOVE_TEMP_FILE: _remove_file,
     Repair.REMOVE_ORPHAN_JOURNAL: _remove_file,
+    Repair.CLEAR_OLDER_SLOT: _clear_older_slot,
 }
 
 

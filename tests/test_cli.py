@@ -333,7 +333,10 @@ def test_verify_finds_each_problem(store: Path) -> None:
     assert f"{paths['temp']}: stray temporary file (a crashed save) (repairable)" in lines
     assert f"{store / 'mid' / 'token-usage.jsonl'}: line 2: not a JSON object" in result.stdout
     assert f"{store / 'stray-dir'}: no session.json" in result.stdout
-    assert lines[-1] == f"checked 4 sessions in {store}: 5 problems (2 repairable with --repair)"
+    assert lines[-1] == (
+        f"checked 4 sessions in {store}: 5 problems: 3 damage, "
+        "2 leftovers of interrupted writes (2 repairable with --repair)"
+    )
     assert paths["temp"].exists()  # verify alone changes nothing
     assert not (store / "stray-dir" / ".lock").exists()
 
