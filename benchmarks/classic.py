@@ -6,7 +6,7 @@ hop:
 
 - a save reads the session file (if any), merges the authoritative metadata
   (title, title_version, pinned, metadata_version, decided as one group by
-  ``metadata_version``, as in API.md's merge rule), then rewrites the whole
+  ``metadata_version``, as in the reference's merge rule), then rewrites the whole
   session JSON: temporary file, fsync, ``os.replace``, directory fsync;
 - an append opens the log with ``O_APPEND``, writes one line, fsyncs and
   closes it: one write and one fsync per record.
