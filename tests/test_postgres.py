@@ -90,7 +90,7 @@ async def test_lost_connections_are_retried_and_no_record_is_lost_or_doubled(
 
     Every call still returns (the batch is retried on a fresh connection),
     and each record is in the log once: a batch whose COMMIT lost its
-    connection is looked up (pg_xact_status) before it is run again.
+    connection is looked up (its batch token) before it is run again.
     """
     terminated = 0
     async with sessionactors.open_store(postgres_url, durability="fsync") as store:
