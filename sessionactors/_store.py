@@ -8,7 +8,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import trio
@@ -26,10 +26,13 @@ from ._actor import (
     Retitle,
     Save,
 )
-from ._backend import Backend, FileBackend
+from ._backend import Backend
 from ._errors import InvalidSessionIdError, StoreClosedError
 from ._merge import check_pinned, clean_title
 from ._model import Session, SessionSummary, copy_for_save, encode_record
+from ._options import Durability, StoreOptions, default_threads
+from ._util import NoPublicConstructor
+from .storage import open_backend, waits_on_network
 
 __all__ = [
     "RuntimeSessionPersistence",
@@ -40,8 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Durability = Literal["fsync", "flush"]
 
 MAX_SESSION_ID_LENGTH = 200
 
@@ -132,8 +133,8 @@ class _Route:
     actor: Actor
 
 
-class SessionStore:
-    """Persists agent sessions under one root; made by :func:`open_store`.
+class SessionStore(metaclass=NoPublicConstructor):
+    """Persists agent sessions under one root; made by :func:`open_store` only.
 
     Every call about a session is a message to that session's actor, a task
     that alone touches the session's files. Calls are answered once their
@@ -146,15 +147,13 @@ class SessionStore:
         nursery: trio.Nursery,
         *,
         backend: Backend,
-        idle_timeout: float,
-        mailbox_size: int,
+        options: StoreOptions,
         limiter: trio.CapacityLimiter,
     ) -> None:
         self._root = root
         self._nursery = nursery
         self._backend = backend
-        self._idle_timeout = idle_timeout
-        self._mailbox_size = mailbox_size
+        self._options = options
         self._limiter = limiter
         self._routes: dict[str, _Route] = {}
         self._stats = ActorStats()
@@ -171,11 +170,11 @@ class SessionStore:
     # --- routing and supervision ---
 
     def _spawn(self, session_id: str) -> _Route:
-        send, receive = trio.open_memory_channel[Op](self._mailbox_size)
+        send, receive = trio.open_memory_channel[Op](self._options.mailbox_size)
         actor = Actor(
             self._backend.session(session_id),
             receive,
-            idle_timeout=self._idle_timeout,
+            idle_timeout=float(self._options.idle_timeout),
             runner=self._runner,
             stats=self._stats,
             on_exit=self._actor_exited,
@@ -415,44 +414,25 @@ async def open_store(
             those calls fail with StoreClosedError); None, the default, waits
             for all of them.
     """
-    if durability not in ("fsync", "flush"):
-        raise ValueError(f"durability must be 'fsync' or 'flush', got {durability!r}")
-    if not (isinstance(idle_timeout, (int, float)) and idle_timeout > 0):
-        raise ValueError(f"idle_timeout must be a positive number, got {idle_timeout!r}")
-    if not (isinstance(mailbox_size, int) and mailbox_size >= 1):
-        raise ValueError(f"mailbox_size must be a positive int, got {mailbox_size!r}")
-    postgres = isinstance(root, str) and root.startswith(("postgresql://", "postgres://"))
-    if max_threads is None:
-        max_threads = 32 if postgres else min(32, (os.cpu_count() or 1) + 4)
-    if not (isinstance(max_threads, int) and max_threads >= 1):
-        raise ValueError(f"max_threads must be a positive int, got {max_threads!r}")
-    if drain_timeout is not None and not (
-        isinstance(drain_timeout, (int, float)) and drain_timeout >= 0
-    ):
-        raise ValueError(f"drain_timeout must be None or a number >= 0, got {drain_timeout!r}")
-    fsync = durability == "fsync"
-    where: Path | str
-    backend: Backend
-    if postgres and isinstance(root, str):
-        from ._postgres import PostgresBackend  # psycopg is an optional extra
-
-        backend = PostgresBackend(root, fsync=fsync, max_connections=max_threads)
-        where = backend.display_url
-    else:
-        where = Path(root)
-        backend = FileBackend(where, fsync)
-    limiter = trio.CapacityLimiter(max_threads)
+    options = StoreOptions(
+        durability=durability,
+        idle_timeout=idle_timeout,
+        mailbox_size=mailbox_size,
+        max_threads=(
+            default_threads(waits_on_network=waits_on_network(root))
+            if max_threads is None
+            else max_threads
+        ),
+        drain_timeout=drain_timeout,
+    )
+    backend, where = open_backend(root, fsync=options.fsync, max_connections=options.max_threads)
+    limiter = trio.CapacityLimiter(options.max_threads)
     await backend.aopen(limiter)
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            store = SessionStore(
-                where,
-                nursery,
-                backend=backend,
-                idle_timeout=float(idle_timeout),
-                mailbox_size=mailbox_size,
-                limiter=limiter,
+            store = SessionStore._create(
+                where, nursery, backend=backend, options=options, limiter=limiter
             )
             try:
                 yield store
@@ -467,7 +447,7 @@ async def open_store(
                 # Shielded: each caller already accepted gets its answer even if
                 # the block is left by a cancellation.
                 with trio.CancelScope(shield=True):
-                    await store._close(drain_timeout)
+                    await store._close(options.drain_timeout)
     finally:
         with trio.CancelScope(shield=True):
             await backend.aclose()

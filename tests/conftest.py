@@ -1,4 +1,4 @@
-"""Fixtures shared by the tests: a store location for each backend (file, PostgreSQL).
+"""Fixtures shared by the tests: a store location for each backend (files, memory, PostgreSQL).
 
 The PostgreSQL half runs against ``SESSIONACTORS_TEST_POSTGRES_DSN`` (a
 ``postgresql://`` URL; ``.ci/run`` starts a throw-away server and sets it).
@@ -7,7 +7,7 @@ those tests are skipped, saying how to run them; with it, none is skipped.
 
 A test taking ``store`` (or ``make_store``, ``location``, ``backend``) runs once
 for each backend. One that checks the files themselves either takes ``disk``
-(the file store's root, ``None`` on PostgreSQL) and guards those checks, or is
+(the file store's root, ``None`` on the others) and guards those checks, or is
 marked ``@file_only``; a test taking only ``root`` opens a file store itself.
 """
 
@@ -72,7 +72,7 @@ def postgres_url() -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.fixture(params=["file", "postgres"])
+@pytest.fixture(params=["file", "memory", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of the backend a conformance test runs against."""
     name: str = request.param
@@ -87,9 +87,15 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def location(backend: str, root: Path, request: pytest.FixtureRequest) -> str | Path:
-    """What ``open_store`` is given: a directory (``root``), or a ``postgresql://`` URL."""
+    """What ``open_store`` is given: a directory (``root``), a ``memory://`` or ``postgresql://`` URL.
+
+    The memory space is named for this test, so every store the test opens
+    shares it, as stores on one directory do.
+    """
     if backend == "file":
         return root
+    if backend == "memory":
+        return f"memory://test-{uuid.uuid4().hex}"
     url: str = request.getfixturevalue("postgres_url")
     return url
 
@@ -107,7 +113,7 @@ def make_store(location: str | Path) -> StoreFactory:
 
 @pytest.fixture
 def disk(backend: str, root: Path) -> Path | None:
-    """The file store's root, for checks of the files themselves; ``None`` on PostgreSQL."""
+    """The file store's root, for checks of the files themselves; ``None`` on other backends."""
     return root if backend == "file" else None
 
 

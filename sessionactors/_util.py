@@ -1,0 +1,26 @@
+"""Small pieces of plumbing shared by the package's modules."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+__all__ = ["NoPublicConstructor"]
+
+T = TypeVar("T")
+
+
+class NoPublicConstructor(type):
+    """A metaclass for classes users receive but must not build (trio's pattern).
+
+    ``Cls(...)`` raises ``TypeError``; the library builds one with
+    ``Cls._create(...)``.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor (open_store makes one)"
+        )
+
+    def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
+        made: T = super().__call__(*args, **kwargs)  # type: ignore[misc]
+        return made

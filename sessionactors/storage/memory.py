@@ -1,0 +1,231 @@
+"""Sessions in this process's memory: ``open_store("memory://")`` or ``"memory://name"``.
+
+Nothing is durable: it is for tests and for programs that want the store's
+semantics (serialized writes, the merge rule, batching) without a disk. A
+session is kept as the bytes a save would write (its JSON, encoded once), so
+what is loaded is a fresh object equal to what was saved, exactly as from
+the file store, never a reference to the caller's object.
+
+``memory://`` is private to the store that opens it and goes with it;
+``memory://name`` is shared by every store of this process naming it and
+lives as long as the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from .._errors import CorruptSessionError, LockBusy
+from .._files import IoCounts
+from .._merge import Authoritative
+from .._model import (
+    Message,
+    Session,
+    SessionSummary,
+    check_messages,
+    converter,
+    decode_record,
+    structure_session,
+)
+
+__all__ = ["SCHEME", "MemoryBackend", "MemorySession", "MemorySpace"]
+
+SCHEME = "memory://"
+
+
+@attrs.frozen
+class _Stored:
+    """One session as saved: its encoded JSON and what a listing shows of it."""
+
+    data: bytes
+    summary: SessionSummary
+
+    @property
+    def group(self) -> Authoritative:
+        summary = self.summary
+        return Authoritative(
+            title=summary.title,
+            title_version=summary.title_version,
+            pinned=summary.pinned,
+            metadata_version=summary.metadata_version,
+        )
+
+
+def _store(session: Session) -> _Stored:
+    summary = SessionSummary(
+        id=session.id,
+        title=session.title,
+        pinned=session.pinned,
+        title_version=session.title_version,
+        metadata_version=session.metadata_version,
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        message_count=len(session.messages),
+    )
+    return _Stored(orjson.dumps(converter.unstructure(session, Session)), summary)
+
+
+@attrs.define(eq=False)
+class _SessionLock:
+    """A session's lock and how many hold or wait for it (it is dropped at none)."""
+
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    users: int = 0
+
+
+class MemorySpace:
+    """The sessions of one ``memory://`` name, and the locks that serialize their writers.
+
+    Writers are worker threads of any store sharing the space: each session
+    has a lock, made when first wanted and dropped when nobody holds or waits
+    for it, so nothing here grows with the sessions ever locked.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()  # guards the dicts, held for no I/O
+        self._locks: dict[str, _SessionLock] = {}
+        self.sessions: dict[str, _Stored] = {}
+        self.usage: dict[str, list[bytes]] = {}
+
+    @contextlib.contextmanager
+    def locked(self, session_id: str, *, wait: bool) -> Iterator[None]:
+        with self._mutex:
+            entry = self._locks.setdefault(session_id, _SessionLock())
+            entry.users += 1
+        try:
+            if not entry.lock.acquire(blocking=wait):
+                raise LockBusy(session_id)
+            try:
+                yield
+            finally:
+                entry.lock.release()
+        finally:
+            with self._mutex:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._locks[session_id]
+
+    def summaries(self) -> list[SessionSummary]:
+        with self._mutex:
+            return [stored.summary for stored in self.sessions.values()]
+
+    # Changes go through the mutex too, so a listing never sees a dict change
+    # size under it; a session's writers are serialized by its lock already.
+
+    def put(self, session_id: str, stored: _Stored) -> None:
+        with self._mutex:
+            self.sessions[session_id] = stored
+
+    def remove(self, session_id: str) -> bool:
+        with self._mutex:
+            self.usage.pop(session_id, None)
+            return self.sessions.pop(session_id, None) is not None
+
+
+_named: dict[str, MemorySpace] = {}
+_named_mutex = threading.Lock()
+
+
+def space_for(url: str) -> MemorySpace:
+    """The space ``url`` names: a new private one for a bare ``memory://``."""
+    name = url[len(SCHEME) :]
+    if not name:
+        return MemorySpace()
+    with _named_mutex:
+        return _named.setdefault(name, MemorySpace())
+
+
+class MemoryBackend:
+    """A store's backend for a ``memory://`` root."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.space = space_for(url)
+
+    async def aopen(self, limiter: trio.CapacityLimiter) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    def session(self, session_id: str) -> MemorySession:
+        return MemorySession(self.space, session_id)
+
+    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+        summaries = self.space.summaries()
+        summaries.sort(key=lambda summary: summary.updated_at, reverse=True)
+        return summaries, []
+
+
+class MemorySession:
+    """One session of a :class:`MemorySpace`; a ``SessionStorage`` for its actor."""
+
+    def __init__(self, space: MemorySpace, session_id: str) -> None:
+        self.session_id = session_id
+        self.counts = IoCounts()
+        self._space = space
+
+    @contextlib.contextmanager
+    def lock(self, *, create: bool, wait: bool = True) -> Iterator[bool]:
+        with self._space.locked(self.session_id, wait=wait):
+            yield create or self.exists()
+
+    def _stored(self) -> _Stored | None:
+        return self._space.sessions.get(self.session_id)
+
+    def read_group(self) -> Authoritative | None:
+        stored = self._stored()
+        return None if stored is None else stored.group
+
+    def exists(self) -> bool:
+        return self._stored() is not None
+
+    def read_session(self) -> Session | None:
+        stored = self._stored()
+        if stored is None:
+            return None
+        return structure_session(f"{SCHEME} session {self.session_id!r}", orjson.loads(stored.data))
+
+    def known_prefix(self, messages: Sequence[Message]) -> int:
+        return 0  # nothing is remembered: every save's messages are checked
+
+    def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]:
+        session = self.read_session()
+        return [] if session is None else session.messages
+
+    def read_usage(self) -> list[dict[str, Any]]:
+        lines = self._space.usage.get(self.session_id, [])
+        where = f"{SCHEME} token usage of {self.session_id!r}"
+        return [decode_record(line, where) for line in lines]
+
+    def write_session(self, session: Session, *, checked: int = 0) -> None:
+        check_messages(session.messages, checked)
+        stored = _store(session)
+        self._space.put(self.session_id, stored)
+        self.counts.snapshots_written += 1
+        self.counts.bytes_written += len(stored.data)
+
+    def write_group(self, session: Session) -> None:
+        persisted = self.read_session()
+        if persisted is None:
+            self.write_session(session)
+            return
+        Authoritative.of(session).assign(persisted)
+        persisted.updated_at = session.updated_at
+        self.write_session(persisted, checked=len(persisted.messages))
+
+    def append(self, data: bytes) -> None:
+        lines = data.splitlines()
+        self._space.usage.setdefault(self.session_id, []).extend(lines)
+        self.counts.append_batches += 1
+        self.counts.bytes_written += len(data)
+
+    def delete(self) -> bool:
+        return self._space.remove(self.session_id)
