@@ -87,7 +87,7 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def location(backend: str, root: Path, request: pytest.FixtureRequest) -> str | Path:
-    """What ``open_store`` is given: a directory (``root``), a ``memory://`` or ``postgresql://`` URL.
+    """What ``open_store`` is given: a directory, a ``memory://`` or ``postgresql://`` URL.
 
     The memory space is named for this test, so every store the test opens
     shares it, as stores on one directory do.
