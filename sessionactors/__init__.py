@@ -13,9 +13,9 @@ from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._model import Message as Message
 from ._model import Session as Session
 from ._model import SessionSummary as SessionSummary
+from ._stats import StoreStatistics as StoreStatistics
 from ._store import RuntimeSessionPersistence as RuntimeSessionPersistence
 from ._store import SessionStore as SessionStore
-from ._store import StoreStatistics as StoreStatistics
 from ._store import open_store as open_store
 
 __version__ = "0.1.0"

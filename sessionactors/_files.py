@@ -125,6 +125,10 @@ class IoCounts:
     fsyncs: int = 0
     bytes_written: int = 0
 
+    def __add__(self, other: IoCounts) -> IoCounts:
+        pairs = zip(attrs.astuple(self), attrs.astuple(other), strict=True)
+        return IoCounts(*(mine + theirs for mine, theirs in pairs))
+
 
 def is_temp(name: str) -> bool:
     """Whether ``name`` is a temporary file a writer makes (and may leave by crashing)."""

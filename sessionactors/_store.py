@@ -13,24 +13,15 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 import trio
 
-from ._actor import (
-    Actor,
-    ActorStats,
-    Append,
-    BatchRunner,
-    Delete,
-    Load,
-    Op,
-    Pin,
-    ReadUsage,
-    Retitle,
-    Save,
-)
+from ._actor import Actor
 from ._backend import Backend
 from ._errors import InvalidSessionIdError, StoreClosedError
 from ._merge import check_pinned, clean_title
+from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save
 from ._model import Session, SessionSummary, copy_for_save, encode_record
 from ._options import Durability, StoreOptions, default_threads
+from ._runner import BatchRunner
+from ._stats import Counters, StoreStatistics
 from ._util import NoPublicConstructor
 from .storage import open_backend, waits_on_network
 
@@ -76,46 +67,6 @@ def validate_session_id(session_id: object) -> str:
     return session_id
 
 
-@attrs.frozen(kw_only=True)
-class StoreStatistics:
-    """A snapshot of the store's counters (trio's ``statistics()`` convention).
-
-    Attributes:
-        live_actors: actors running now.
-        actors_started: actors ever started by this store.
-        actor_crashes: actors that failed with an unexpected error.
-        batches: batches of messages served, each under one hold of its
-            session's lock.
-        thread_hops: trips to a worker thread; under load one trip serves the
-            batches of several sessions, so it is lower than ``batches``.
-        saves_requested: calls of save_runtime_session and checkpoint_runtime_session.
-        snapshots_written: snapshot files written (coalescing makes it lower).
-        journal_appends: appends of new messages to transcript journals.
-        journal_rewrites: transcript journals written whole (a first save, an
-            edit or removal of messages, another process's write, an upgrade).
-        appends_requested: calls of append_token_usage_record.
-        append_batches: writes to token-usage logs (group commit makes it lower).
-        fsyncs: fsync calls on files and directories.
-        bytes_written: bytes written to snapshots, journals and logs.
-        max_mailbox_depth: the most messages one actor has taken in one batch.
-    """
-
-    live_actors: int
-    actors_started: int
-    actor_crashes: int
-    batches: int
-    thread_hops: int
-    saves_requested: int
-    snapshots_written: int
-    journal_appends: int
-    journal_rewrites: int
-    appends_requested: int
-    append_batches: int
-    fsyncs: int
-    bytes_written: int
-    max_mailbox_depth: int
-
-
 @runtime_checkable
 class RuntimeSessionPersistence(Protocol):
     """The port an agent runtime depends on, so it need not know the store."""
@@ -156,7 +107,7 @@ class SessionStore(metaclass=NoPublicConstructor):
         self._options = options
         self._limiter = limiter
         self._routes: dict[str, _Route] = {}
-        self._stats = ActorStats()
+        self._stats = Counters()
         self._runner = BatchRunner(limiter, self._stats)
         self._closed = False
         self._all_exited = trio.Event()
@@ -184,7 +135,6 @@ class SessionStore(metaclass=NoPublicConstructor):
         if self._all_exited.is_set():
             self._all_exited = trio.Event()
         self._stats.actors_started += 1
-        self._stats.live_actors = len(self._routes)
         self._nursery.start_soon(actor.run, name=f"sessionactors actor {session_id!r}")
         return route
 
@@ -192,7 +142,6 @@ class SessionStore(metaclass=NoPublicConstructor):
         # A route is replaced only once its actor has exited, so it is this one.
         route = self._routes.pop(actor.files.session_id)
         assert route.actor is actor
-        self._stats.live_actors = len(self._routes)
         if not self._routes:
             self._all_exited.set()
 
@@ -370,7 +319,7 @@ class SessionStore(metaclass=NoPublicConstructor):
 
     def statistics(self) -> StoreStatistics:
         """The store's counters now; see :class:`StoreStatistics`."""
-        return StoreStatistics(**attrs.asdict(self._stats))
+        return self._stats.report(live_actors=len(self._routes))
 
 
 @asynccontextmanager

@@ -26,7 +26,8 @@ import pytest
 import trio
 
 import sessionactors
-import sessionactors._actor
+import sessionactors._batch
+import sessionactors._runner
 
 POSTGRES_DSN_ENV = "SESSIONACTORS_TEST_POSTGRES_DSN"
 POSTGRES_SKIP = (
@@ -136,7 +137,7 @@ class Gate:
         self.entered = threading.Event()
         self.released = threading.Event()
         self.used = False
-        original = sessionactors._actor.run_batch
+        original = sessionactors._runner.run_batch
 
         def gated(files: Any, ops: Any, **options: Any) -> Any:
             if files.session_id == session_id and not self.used:
@@ -145,7 +146,7 @@ class Gate:
                 self.released.wait(30)  # bounded, so a broken test cannot hang forever
             return original(files, ops, **options)
 
-        monkeypatch.setattr(sessionactors._actor, "run_batch", gated)
+        monkeypatch.setattr(sessionactors._runner, "run_batch", gated)
 
     async def wait_entered(self) -> None:
         assert await trio.to_thread.run_sync(self.entered.wait, 30)

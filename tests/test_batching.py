@@ -133,14 +133,14 @@ async def test_under_load_one_thread_hop_serves_many_sessions(
         await store.save_runtime_session(Session(id="gate"))
         await store.save_runtime_session(Session(id="broken"))
         gate = gates("gate")
-        original = sessionactors._actor.run_batch
+        original = sessionactors._runner.run_batch
 
         def run_batch(files: Any, ops: Any, **options: Any) -> Any:
             if files.session_id == "broken":
                 raise RuntimeError("a bug in one batch")
             return original(files, ops, **options)
 
-        monkeypatch.setattr(sessionactors._actor, "run_batch", run_batch)
+        monkeypatch.setattr(sessionactors._runner, "run_batch", run_batch)
         sessions = [Session(id=f"s{n}", runtime_state={"n": n}) for n in range(14)]
         results: dict[str, Any] = {}
 

@@ -24,8 +24,9 @@ import trio
 import trio.testing
 
 import sessionactors
-import sessionactors._actor
+import sessionactors._batch
 import sessionactors._files
+import sessionactors._runner
 from sessionactors import (
     CorruptSessionError,
     InvalidSessionIdError,
@@ -772,7 +773,7 @@ async def test_a_failed_delete_fails_the_save_batched_before_it(
         # Hold one batch of s1 in its worker thread, so the save and the delete
         # queue behind it, in this order, and make the next batch together.
         held, release = threading.Event(), threading.Event()
-        original = sessionactors._actor.run_batch
+        original = sessionactors._runner.run_batch
 
         def gated(files: Any, ops: Any, **options: Any) -> Any:
             if not held.is_set():
@@ -780,7 +781,7 @@ async def test_a_failed_delete_fails_the_save_batched_before_it(
                 release.wait(30)
             return original(files, ops, **options)
 
-        monkeypatch.setattr(sessionactors._actor, "run_batch", gated)
+        monkeypatch.setattr(sessionactors._runner, "run_batch", gated)
         injector = Fault("unlink", errno.EIO, lambda path: path.endswith("/s1/session.json"))
         injector.install(monkeypatch)
         changed = Session(id="s1", runtime_state={"step": 99})

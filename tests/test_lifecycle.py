@@ -1,7 +1,7 @@
 """Actor lifecycle: idle retirement, draining on close, cancellation, crashed actors.
 
 Every test runs once for each backend (the file store and PostgreSQL; see
-conftest.py). The actor runs its batches through ``sessionactors._actor.run_batch``
+conftest.py). The actor runs its batches through ``sessionactors._runner.run_batch``
 whichever backend stores them, so the tests that hold or break a batch there
 (``Gate``, the crashing actor) are backend-generic too.
 """
@@ -21,7 +21,8 @@ import trio.testing
 from conftest import Gate, StoreFactory
 
 import sessionactors
-import sessionactors._actor
+import sessionactors._batch
+import sessionactors._runner
 from sessionactors import (
     ActorCrashedError,
     Message,
@@ -535,7 +536,7 @@ async def test_a_crashing_actor_fails_its_waiters_and_is_replaced(
     entered = threading.Event()
     release = threading.Event()
     crashed = False
-    original = sessionactors._actor.run_batch
+    original = sessionactors._runner.run_batch
 
     def buggy(files: Any, ops: Any, **options: Any) -> Any:
         nonlocal crashed
@@ -546,7 +547,7 @@ async def test_a_crashing_actor_fails_its_waiters_and_is_replaced(
             raise RuntimeError("a bug in the actor")
         return original(files, ops, **options)
 
-    monkeypatch.setattr(sessionactors._actor, "run_batch", buggy)
+    monkeypatch.setattr(sessionactors._runner, "run_batch", buggy)
 
     outcomes: dict[str, BaseException | str] = {}
 
@@ -661,7 +662,7 @@ async def test_a_worker_thread_that_cannot_start_fails_its_batches_alone(
 
         async def run_sync(function: Any, *args: Any, **options: Any) -> Any:
             nonlocal trips
-            if function is sessionactors._actor._run_jobs:
+            if function is sessionactors._runner._run_jobs:
                 trips += 1
                 if trips == 2:
                     raise RuntimeError("can't start new thread")

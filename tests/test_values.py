@@ -28,7 +28,8 @@ import trio
 import trio.testing
 from conftest import Gate
 
-import sessionactors._actor
+import sessionactors._batch
+import sessionactors._runner
 from sessionactors import Message, Session, SessionStore
 from sessionactors._model import (
     check_datetime,
@@ -331,7 +332,7 @@ class FlushGate:
         self.released = threading.Event()
         self.armed = False  # set by the test once its setup is written
         self.used = False
-        original = sessionactors._actor._Segment.flush
+        original = sessionactors._batch._Segment.flush
 
         def gated(segment: Any) -> None:
             if segment.pending is not None and self.armed and not self.used:
@@ -340,7 +341,7 @@ class FlushGate:
                 self.released.wait(30)  # bounded, so a broken test cannot hang forever
             original(segment)
 
-        monkeypatch.setattr(sessionactors._actor._Segment, "flush", gated)
+        monkeypatch.setattr(sessionactors._batch._Segment, "flush", gated)
 
     async def wait_entered(self) -> None:
         assert await trio.to_thread.run_sync(self.entered.wait, 30)

@@ -1,0 +1,134 @@
+"""The messages an actor serves, one kind per store operation, and their one-shot replies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import attrs
+import outcome
+import trio
+
+from ._merge import Authoritative
+from ._model import Message, Session
+
+__all__ = [
+    "Append",
+    "Delete",
+    "Load",
+    "Op",
+    "Pin",
+    "ReadUsage",
+    "Reply",
+    "Retitle",
+    "Save",
+    "Saved",
+]
+
+
+@attrs.define(eq=False)
+class Reply:
+    """A one-shot answer from the actor to the caller that sent a message.
+
+    ``taken`` is set (on the event loop) when the actor starts the message's
+    batch; a caller cancelled before that withdraws the message instead, so a
+    cancelled call takes full effect or none.
+    """
+
+    _done: trio.Event = attrs.field(factory=trio.Event)
+    _result: outcome.Outcome[Any] | None = None
+    taken: bool = False
+    abandoned: bool = False
+
+    def set(self, result: outcome.Outcome[Any]) -> None:
+        self._result = result
+        self._done.set()
+
+    async def wait(self) -> Any:
+        try:
+            await self._done.wait()
+        except trio.Cancelled:
+            if not self.taken:
+                self.abandoned = True  # the actor will skip it: no effect at all
+                raise
+            # The actor is doing it already: wait so it takes full effect,
+            # including on the caller's objects, then let the cancel land.
+            with trio.CancelScope(shield=True):
+                await self._done.wait()
+            raise
+        assert self._result is not None
+        return self._result.unwrap()
+
+
+@attrs.define(eq=False)
+class Op:
+    """A message to an actor; each kind below is one operation of the store."""
+
+    reply: Reply = attrs.field(factory=Reply, kw_only=True)
+
+    def finish(self, result: outcome.Outcome[Any]) -> None:
+        """Answer the caller (on the event loop)."""
+        self.reply.set(result)
+
+
+@attrs.frozen
+class Saved:
+    group: Authoritative
+    updated_at: datetime
+    messages: list[Message] | None  # the merged transcript of a checkpoint
+
+
+@attrs.define(eq=False)
+class Save(Op):
+    session: Session  # the caller's object, updated in place when answered
+    checkpoint: bool
+    # What is saved, as it stood at the call, checked (copy_for_save): the
+    # caller's tasks may go on changing ``session`` (appending messages,
+    # setting metadata) while the worker thread writes this.
+    snapshot: Session
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.snapshot.messages
+
+    def finish(self, result: outcome.Outcome[Any]) -> None:
+        # Update the caller's object here, on the event loop, not in the
+        # worker thread: the caller's other tasks may be looking at it.
+        if isinstance(result, outcome.Value):
+            saved: Saved = result.value
+            saved.group.assign(self.session)
+            self.session.updated_at = saved.updated_at
+            if saved.messages is not None:
+                self.session.messages[:] = saved.messages
+            result = outcome.Value(None)
+        self.reply.set(result)
+
+
+@attrs.define(eq=False)
+class Append(Op):
+    line: bytes
+
+
+@attrs.define(eq=False)
+class Retitle(Op):
+    title: str
+
+
+@attrs.define(eq=False)
+class Pin(Op):
+    pinned: bool
+
+
+@attrs.define(eq=False)
+class Load(Op):
+    pass
+
+
+@attrs.define(eq=False)
+class ReadUsage(Op):
+    pass
+
+
+@attrs.define(eq=False)
+class Delete(Op):
+    pass
