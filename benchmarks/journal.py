@@ -25,7 +25,7 @@ import trio
 
 from sessionactors import Message, Session, open_store
 from sessionactors._model import converter
-from sessionactors._store import Durability
+from sessionactors._options import Durability
 
 MESSAGE_BYTES = 1500
 

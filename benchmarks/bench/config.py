@@ -1,0 +1,80 @@
+"""The size of every workload: issue 4's (``FULL``) and the tiny ``--quick`` ones."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """How many rounds, messages, tasks and sessions each workload uses."""
+
+    latency_rounds: int
+    latency_messages: int
+    latency_saves: int
+    contended_rounds: int
+    contended_messages: int
+    contended_tasks: int
+    contended_saves: int
+    many_rounds: int
+    many_sessions: int
+    many_saves: int
+    many_max_messages: int
+    usage_rounds: int
+    usage_records: int
+    usage_tasks: int
+    usage_sessions: int
+    live_actors: int
+    live_wave: int
+    churn_ids: int
+    churn_wave: int
+    churn_idle_timeout: float
+
+
+FULL = Config(
+    latency_rounds=7,
+    latency_messages=200,
+    latency_saves=30,
+    contended_rounds=5,
+    contended_messages=200,
+    contended_tasks=64,
+    contended_saves=10,
+    many_rounds=5,
+    many_sessions=1000,
+    many_saves=5,
+    many_max_messages=40,
+    usage_rounds=3,
+    usage_records=10_000,
+    usage_tasks=500,
+    usage_sessions=5,
+    live_actors=10_000,
+    live_wave=500,
+    churn_ids=100_000,
+    churn_wave=1000,
+    churn_idle_timeout=0.05,
+)
+
+# A few seconds for every workload, so the smoke test keeps this code from
+# rotting; its figures mean nothing.
+QUICK = Config(
+    latency_rounds=1,
+    latency_messages=20,
+    latency_saves=3,
+    contended_rounds=1,
+    contended_messages=20,
+    contended_tasks=8,
+    contended_saves=3,
+    many_rounds=1,
+    many_sessions=20,
+    many_saves=2,
+    many_max_messages=5,
+    usage_rounds=1,
+    usage_records=200,
+    usage_tasks=20,
+    usage_sessions=2,
+    live_actors=200,
+    live_wave=100,
+    churn_ids=1000,
+    churn_wave=250,
+    churn_idle_timeout=0.05,
+)

@@ -1,0 +1,49 @@
+"""The designs under test (sessionactors and the classic port) behind one interface."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+from classic import ClassicStore
+
+from sessionactors import Session, open_store
+
+OURS = "sessionactors"
+CLASSIC = "classic"
+# For reference only: the classic design with appends outside the session lock,
+# relying on O_APPEND alone (each record still has its own write and fsync).
+CLASSIC_UNLOCKED = "classic-unlocked-appends"
+DESIGNS = (OURS, CLASSIC)
+
+Counters = dict[str, int]
+
+
+class Backend(Protocol):
+    """What the workloads call: the part of the API both designs have."""
+
+    async def save_runtime_session(self, session: Session) -> None: ...
+
+    async def append_token_usage_record(
+        self, session_id: str, record: str | Mapping[str, Any]
+    ) -> None: ...
+
+    async def load_session(self, session_id: str) -> Session | None: ...
+
+
+@asynccontextmanager
+async def open_design(
+    design: str, root: Path, *, idle_timeout: float = 30.0
+) -> AsyncIterator[tuple[Backend, Callable[[], Counters]]]:
+    """The design's store on ``root``, durability "fsync", and a function reading its counters."""
+    if design == OURS:
+        async with open_store(root, durability="fsync", idle_timeout=idle_timeout) as store:
+            yield store, lambda: dict(attrs.asdict(store.statistics()))
+    elif design in (CLASSIC, CLASSIC_UNLOCKED):
+        classic = ClassicStore(root, durability="fsync", lock_appends=design == CLASSIC)
+        yield classic, lambda: dict(attrs.asdict(classic.statistics()))
+    else:
+        raise ValueError(f"unknown design {design!r}")

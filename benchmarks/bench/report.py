@@ -1,0 +1,192 @@
+"""The printed report: medians and ratios, the counters, coalescing, and the targets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .designs import CLASSIC, OURS
+from .harness import KB, MB, median
+from .results import LatencyResult, ThroughputResult, Workloads
+from .targets import Checked
+
+# The statistics() counters the counter table shows, in its column order.
+COUNTERS = (
+    "saves_requested",
+    "snapshots_written",
+    "journal_appends",
+    "journal_rewrites",
+    "appends_requested",
+    "append_batches",
+    "fsyncs",
+    "bytes_written",
+    "batches",
+    "thread_hops",
+    "max_mailbox_depth",
+)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def _rate(value: float, unit: str) -> str:
+    return f"{value:,.0f} {unit}/s"
+
+
+def _bytes(value: float) -> str:
+    if abs(value) >= MB:
+        return f"{value / MB:+.1f} MB" if value < 0 else f"{value / MB:.1f} MB"
+    return f"{value / KB:.2f} KB"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, a rule under the first row."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = []
+    for number, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _latency_row(label: str, latency: LatencyResult) -> list[str]:
+    return [
+        label,
+        _ms(latency.sessionactors.value),
+        _ms(latency.classic.value),
+        f"{latency.ratio_vs_classic:.2f}x latency",
+        f"floor {_ms(latency.floor.value)}: ours {latency.ratio_vs_floor:.2f}x, "
+        f"classic {latency.classic_vs_floor:.2f}x",
+    ]
+
+
+def _throughput_row(label: str, result: ThroughputResult, unit: str) -> list[str]:
+    return [
+        label,
+        _rate(result.sessionactors.value, unit),
+        _rate(result.classic.value, unit),
+        f"{result.ratio:.2f}x throughput",
+        f"median elapsed {median(result.sessionactors.elapsed_s):.3f} s vs "
+        f"{median(result.classic.elapsed_s):.3f} s; per round "
+        + " ".join(f"{ratio:.2f}x" for ratio in result.paired_ratios),
+    ]
+
+
+def _medians_table(w: Workloads) -> str:
+    usage, live, churn = w.token_usage, w.memory_live.sessionactors, w.memory_churn
+    size = w.uncontended_save.session_bytes / KB
+    ops = w.contended_save.operations
+    unlocked = usage.classic_unlocked
+    assert unlocked is not None and usage.ratio_vs_unlocked is not None  # token usage runs it
+    blocks = churn.sessionactors.allocated_blocks_end - churn.sessionactors.allocated_blocks_start
+    rows = [
+        ["workload", OURS, CLASSIC, "ratio", "note"],
+        _latency_row(f"1a uncontended save {size:.0f} KB, turn", w.uncontended_save),
+        _latency_row(f"1b uncontended save {size:.0f} KB, unchanged", w.uncontended_save_unchanged),
+        _latency_row(f"1c uncontended save {size:.0f} KB, rewrite", w.uncontended_save_rewrite),
+        _throughput_row(f"2a contended, shared ({ops} saves)", w.contended_save, "saves"),
+        _throughput_row(f"2b contended, copies ({ops} saves)", w.contended_save_copies, "saves"),
+        _throughput_row(
+            f"3 many sessions ({w.many_sessions.operations} saves)", w.many_sessions, "saves"
+        ),
+        _throughput_row(f"4 token usage ({usage.operations} records)", usage, "records"),
+        [
+            "4b same, classic appends unlocked",
+            "",
+            _rate(unlocked.value, "records"),
+            f"{usage.ratio_vs_unlocked:.2f}x throughput",
+            "reference only: classic appends outside its lock (O_APPEND alone)",
+        ],
+        [
+            f"5a memory per live actor ({live.count:,})",
+            _bytes(live.value),
+            _bytes(w.memory_live.classic.value) + " per lock",
+            "",
+            f"tracemalloc {_bytes(live.traced_per_item)}, RSS {_bytes(live.rss_per_item)}; "
+            f"live_actors {live.live_actors:,}",
+        ],
+        [
+            f"5b RSS after {churn.sessionactors.count:,} ids came and went",
+            f"{churn.sessionactors.delta_bytes / MB:+.1f} MB",
+            f"{churn.classic.delta_bytes / MB:+.1f} MB",
+            "",
+            f"ours: {churn.sessionactors.rss_start_bytes / MB:.1f} -> "
+            f"{churn.sessionactors.rss_end_bytes / MB:.1f} MB, Python blocks {blocks:+,}, "
+            f"live_actors at end {churn.sessionactors.live_actors_at_end}; "
+            f"classic keeps {churn.classic.locks_at_end:,} locks",
+        ],
+    ]
+    return _table(rows)
+
+
+def _counters_table(w: Workloads) -> str:
+    timed: dict[str, LatencyResult | ThroughputResult] = {
+        "uncontended_save": w.uncontended_save,
+        "uncontended_save_unchanged": w.uncontended_save_unchanged,
+        "uncontended_save_rewrite": w.uncontended_save_rewrite,
+        "contended_save": w.contended_save,
+        "contended_save_copies": w.contended_save_copies,
+        "many_sessions": w.many_sessions,
+        "token_usage": w.token_usage,
+    }
+    rows = [["workload (all rounds)", "design", *COUNTERS]]
+    for key, result in timed.items():
+        for design, counted in result.counters_by_design().items():
+            rows.append([key, design, *(str(counted.get(name, "-")) for name in COUNTERS)])
+    return _table(rows)
+
+
+def _coalescing_lines(w: Workloads) -> list[str]:
+    lines = []
+    for key, result in (
+        ("contended_save", w.contended_save),
+        ("contended_save_copies", w.contended_save_copies),
+    ):
+        counted = result.sessionactors.counters
+        saves, snapshots = counted["saves_requested"], counted["snapshots_written"]
+        lines.append(
+            f"coalescing ({key}): {saves} saves -> {snapshots} snapshot writes "
+            f"({'yes' if snapshots < saves else 'NO'})"
+        )
+    counted = w.token_usage.sessionactors.counters
+    appends, writes = counted["appends_requested"], counted["append_batches"]
+    lines.append(
+        f"group commit (token_usage): {appends} appends -> {writes} writes "
+        f"({'yes' if writes < appends else 'NO'})"
+    )
+    return lines
+
+
+def _targets_table(checks: Sequence[Checked]) -> str:
+    rows = [["target", "figure", "limit", "result"]]
+    for check in checks:
+        if check.figure.startswith("bytes"):
+            value, limit = _bytes(check.value), _bytes(check.limit)
+        else:
+            value, limit = f"{check.value:.2f}x", f"{check.limit:.2f}x"
+        rows.append(
+            [check.name, f"{check.figure} {value}", limit, "PASS" if check.passed else "MISS"]
+        )
+    return _table(rows)
+
+
+def report(workloads: Workloads, checks: Sequence[Checked]) -> str:
+    """The table of medians and ratios, the counters, and the targets."""
+    return "\n".join(
+        [
+            "Medians; ratios are sessionactors against classic.",
+            "",
+            _medians_table(workloads),
+            "",
+            "Coalescing and group commit (statistics() deltas):",
+            "",
+            _counters_table(workloads),
+            "",
+            *_coalescing_lines(workloads),
+            "",
+            "Targets (issue 4):",
+            "",
+            _targets_table(checks),
+        ]
+    )

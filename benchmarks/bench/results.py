@@ -1,0 +1,181 @@
+"""The figures each workload produces, as frozen attrs values, and the converter that writes them.
+
+Field names are the JSON keys (``sessionactors`` and ``classic`` are the
+designs' names in ``designs.py``); every value is a median unless it says
+otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from .designs import CLASSIC, CLASSIC_UNLOCKED, OURS, Counters
+
+
+@attrs.frozen(kw_only=True)
+class SaveLatency:
+    """One design's uncontended saves: the median and every sample, in seconds per save."""
+
+    value: float
+    samples_s: tuple[float, ...]
+    counters: Counters
+
+
+@attrs.frozen(kw_only=True)
+class FloorLatency:
+    """The physical floor's writes: the median and every sample, in seconds per write."""
+
+    value: float
+    samples_s: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class LatencyResult:
+    """Workload 1 in one variant: both designs and the floor, and their ratios."""
+
+    description: str
+    variant: str
+    unit: str = "s per save"
+    session_bytes: int
+    sessionactors: SaveLatency
+    classic: SaveLatency
+    floor: FloorLatency
+    ratio_vs_classic: float
+    ratio_vs_floor: float
+    classic_vs_floor: float
+
+    def counters_by_design(self) -> dict[str, Counters]:
+        """Each design's counters, summed over all rounds."""
+        return {OURS: self.sessionactors.counters, CLASSIC: self.classic.counters}
+
+
+@attrs.frozen(kw_only=True)
+class Rate:
+    """One design's throughput: the median rate, and each round's elapsed time and rate."""
+
+    value: float
+    elapsed_s: tuple[float, ...]
+    ops_per_s: tuple[float, ...]
+    counters: Counters
+
+
+@attrs.frozen(kw_only=True)
+class ThroughputResult:
+    """Workloads 2 to 4: operations per second of each design, and their ratio.
+
+    ``ratio`` is the ratio of the medians; ``paired_ratios`` each round's own
+    ratio (classic's elapsed time over ours), to see the spread behind it.
+    """
+
+    unit: str = "operations per s"
+    operations: int
+    sessionactors: Rate
+    classic: Rate
+    # Token usage only (written as "classic-unlocked-appends"): for reference.
+    classic_unlocked: Rate | None = None
+    ratio: float
+    paired_ratios: tuple[float, ...]
+    ratio_vs_unlocked: float | None = None
+    description: str
+
+    def counters_by_design(self) -> dict[str, Counters]:
+        """Each design's counters, summed over all rounds."""
+        counters = {OURS: self.sessionactors.counters, CLASSIC: self.classic.counters}
+        if self.classic_unlocked is not None:
+            counters[CLASSIC_UNLOCKED] = self.classic_unlocked.counters
+        return counters
+
+
+@attrs.frozen(kw_only=True)
+class LiveMemory:
+    """Workload 5a for one design: memory held per live actor (classic: per lock).
+
+    ``value`` is the larger of the tracemalloc and RSS deltas, per session.
+    """
+
+    count: int
+    held: int
+    live_actors: int
+    traced_bytes: int
+    rss_delta_bytes: int
+    traced_per_item: float
+    rss_per_item: float
+    value: float
+    elapsed_s: float
+
+
+@attrs.frozen(kw_only=True)
+class ChurnMemory:
+    """Workload 5b for one design: RSS after many session ids came and went.
+
+    ``delta_bytes`` is the RSS at the end less the RSS after the warm-up;
+    ``value`` is the RSS at the end. The allocated blocks count Python
+    objects still alive: flat when nothing is kept per session, whatever the
+    allocator does with RSS.
+    """
+
+    count: int
+    wave: int
+    warm_up_waves: int
+    idle_timeout_s: float
+    rss_initial_bytes: int
+    rss_start_bytes: int
+    rss_peak_bytes: int
+    rss_end_bytes: int
+    rss_checkpoints: tuple[tuple[int, int], ...]
+    delta_bytes: int
+    delta_from_initial_bytes: int
+    allocated_blocks_start: int
+    allocated_blocks_end: int
+    value: int
+    live_actors_at_end: int
+    actors_started: int
+    locks_at_end: int
+    elapsed_s: float
+    wait_idle_s: float
+
+
+Figures = TypeVar("Figures", LiveMemory, ChurnMemory)
+
+
+@attrs.frozen(kw_only=True)
+class MemoryResult(Generic[Figures]):
+    """A memory workload: each design's figures, measured in a child process of its own."""
+
+    description: str
+    unit: str
+    sessionactors: Figures
+    classic: Figures
+
+
+@attrs.frozen(kw_only=True)
+class Workloads:
+    """Every workload's result, under the key the JSON and the tables name it by."""
+
+    uncontended_save: LatencyResult
+    uncontended_save_unchanged: LatencyResult
+    uncontended_save_rewrite: LatencyResult
+    contended_save: ThroughputResult
+    contended_save_copies: ThroughputResult
+    many_sessions: ThroughputResult
+    token_usage: ThroughputResult
+    memory_live: MemoryResult[LiveMemory]
+    memory_churn: MemoryResult[ChurnMemory]
+
+
+converter = cattrs.Converter()
+_throughput_fields = make_dict_unstructure_fn(
+    ThroughputResult, converter, classic_unlocked=override(rename=CLASSIC_UNLOCKED)
+)
+
+
+def _unstructure_throughput(result: ThroughputResult) -> dict[str, Any]:
+    # The unlocked classic's entries only where it ran (token usage), in field order.
+    return {key: value for key, value in _throughput_fields(result).items() if value is not None}
+
+
+converter.register_unstructure_hook(ThroughputResult, _unstructure_throughput)
