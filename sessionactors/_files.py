@@ -102,9 +102,11 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 #: A session directory: never through a symbolic link at ``<root>/<id>``.
 _OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _O_CLOEXEC
 #: Added to every open of a file in a session directory (``dir_fd`` relative).
-_IN_DIRECTORY = os.O_NOFOLLOW | _O_CLOEXEC
-#: Reads never block, even on a FIFO someone put in place of a file.
-_READ = os.O_RDONLY | os.O_NONBLOCK
+#: O_NONBLOCK changes nothing for a regular file; it makes a FIFO someone put
+#: in place of one fail (ENXIO, EAGAIN) instead of blocking the worker thread,
+#: and with it the store, for good.
+_IN_DIRECTORY = os.O_NOFOLLOW | _O_CLOEXEC | os.O_NONBLOCK
+_READ = os.O_RDONLY
 _CREATE_EMPTY = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 _READ_CHUNK = 65536
 #: Bounds of the retry loops: a loop that cannot end is a hang, not a retry.
@@ -1284,11 +1286,14 @@ class SessionFiles:
         self._swept = True
         dir_fd = self._fd()
         with os.scandir(dir_fd) as entries:
-            names = [entry.name for entry in entries]
-        try:
-            snapshot = self.read_snapshot()
-        except CorruptSessionError:
-            return  # leave everything as it is for whoever looks into it
+            # A directory named like a leftover is not one of ours: left alone.
+            names = [entry.name for entry in entries if not entry.is_dir(follow_symlinks=False)]
+        slots = read_slots(self.directory, self.session_id, dir_fd=dir_fd)
+        if any(isinstance(slot, CorruptSessionError) for slot in slots):
+            # A damaged slot may name a journal (the newest transcript, even):
+            # leave everything as it is for whoever looks into it.
+            return
+        snapshot = newest(slots)
         keep = snapshot.journal if snapshot is not None else None
         for name in names:
             if is_temp(name) or (is_journal(name) and name != keep):
@@ -1297,7 +1302,12 @@ class SessionFiles:
 
 
 def _undecodable(path: str, lines: Sequence[bytes]) -> CorruptSessionError | None:
-    """Why the journal at ``path`` is damaged, if a line of it is not a JSON object."""
+    """Why the journal at ``path`` is damaged, if a line of it does not load as a message.
+
+    The same decoding a load does: a line that is JSON but not a valid
+    message (a field of the wrong type, a datetime that does not parse) is
+    damage too, and such a journal must be kept, not replaced silently.
+    """
     for number, line in enumerate(lines, 1):
         try:
             value = orjson.loads(line)
@@ -1305,4 +1315,8 @@ def _undecodable(path: str, lines: Sequence[bytes]) -> CorruptSessionError | Non
             return CorruptSessionError(path, f"line {number}: unreadable message: {exc}")
         if not isinstance(value, dict):
             return CorruptSessionError(path, f"line {number}: not a JSON object")
+        try:
+            converter.structure(value, Message)
+        except Exception as exc:  # cattrs groups every field error in its own exception
+            return CorruptSessionError(path, f"line {number}: not a valid message: {exc!r}")
     return None

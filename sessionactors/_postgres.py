@@ -223,11 +223,16 @@ def _lookup_backoff(attempt: int) -> None:
 def _refused_by_server(error: psycopg.Error) -> bool:
     """Whether the server answered with an error, so the COMMIT certainly did not happen.
 
-    A lost connection (no SQLSTATE, or class 08) or a server shutting down
-    (class 57) leaves the outcome unknown.
+    A lost connection (no SQLSTATE, or class 08), a server shutting down
+    (class 57), or an error that ends the session (FATAL, PANIC) leaves the
+    outcome unknown.
     """
     state = error.sqlstate
-    return state is not None and not state.startswith(("08", "57"))
+    if state is None or state.startswith(("08", "57")):
+        return False
+    # A FATAL or PANIC ends the session: it may come from inside the commit
+    # itself (a failed WAL fsync), after which the commit can survive recovery.
+    return error.diag.severity_nonlocalized not in ("FATAL", "PANIC")
 
 
 def _iso(value: datetime) -> str:
@@ -324,6 +329,9 @@ class PostgresBackend:
             self._pool = None
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        # READ COMMITTED whatever the database's or role's default: the lock
+        # statement and the lookup must read what committed while they waited.
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
         # durability: "fsync" waits for the WAL flush, "flush" does not.
         setting = "on" if self.fsync else "off"
         conn.execute(f"SET synchronous_commit = {setting}")
@@ -340,7 +348,11 @@ class PostgresBackend:
             kwargs["application_name"] = LOOKUP_APPLICATION_NAME
         if "connect_timeout" not in given:
             kwargs["connect_timeout"] = _LOOKUP_CONNECT_TIMEOUT
-        return psycopg.connect(self.url, **kwargs)
+        conn = psycopg.connect(self.url, **kwargs)
+        # Under REPEATABLE READ the lookup's snapshot would predate its wait
+        # for the lock, and a commit made meanwhile would look absent.
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        return conn
 
     def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
         query = (

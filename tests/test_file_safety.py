@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -373,6 +374,92 @@ async def test_a_damaged_newer_slot_is_named_not_the_journal_it_replaced(tmp_pat
             await store.load_session("s")
         assert raised.value.path == str(newer)
         assert "messages." in raised.value.reason  # the journal is in the reason
+        # A save cannot go on from there, and must not sweep away the journal
+        # the damaged slot names: it holds the newest transcript.
+        [newest_journal] = [p for p in (tmp_path / "s").iterdir() if is_journal(p.name)]
+        with pytest.raises(CorruptSessionError):
+            await store.save_runtime_session(Session(id="s", messages=_messages(4, tag="n")))
+    assert newest_journal.exists()
+
+
+async def test_a_journal_line_that_is_json_but_no_message_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Damage a load refuses is damage a save keeps, even where each line is still JSON."""
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    messages = [Message(id=f"m{n}", role="user", content=n, created_at=when) for n in range(3)]
+    async with open_store(tmp_path, durability="flush") as store:
+        await store.save_runtime_session(Session(id="s", messages=messages))
+    journal = _journal(tmp_path / "s")
+    damaged = journal.read_bytes().replace(b'"2026-01-01T', b'"XXXX-01-01T', 1)
+    journal.write_bytes(damaged)
+    async with open_store(tmp_path, durability="flush") as store:
+        with pytest.raises(CorruptSessionError):
+            await store.load_session("s")
+        with caplog.at_level(logging.WARNING, logger="sessionactors._files"):
+            await store.save_runtime_session(Session(id="s", messages=_messages(1)))
+    assert journal.with_name(journal.name + KEPT_SUFFIX).read_bytes() == damaged
+    assert any(journal.name in record.getMessage() for record in caplog.records)
+
+
+# --- FIFOs and directories where the store's files belong ------------------------------
+
+FIFO_CHILD = """
+import json, sys, trio
+from sessionactors import Session, open_store
+
+async def main():
+    out = {}
+    async with open_store(sys.argv[1], durability="fsync") as store:
+        try:
+            if sys.argv[2] == "token-usage.jsonl":
+                await store.append_token_usage_record("s", {"n": 1})
+            else:
+                await store.save_runtime_session(Session(id="s", title="again"))
+        except Exception as exc:
+            out["error"] = type(exc).__name__
+    out["closed"] = True
+    print(json.dumps(out))
+
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("name", ["session.1.json", "token-usage.jsonl"])
+async def test_a_fifo_in_place_of_a_file_fails_and_never_hangs(tmp_path: Path, name: str) -> None:
+    async with open_store(tmp_path, durability="flush") as store:
+        await store.save_runtime_session(Session(id="s"))
+    path = tmp_path / "s" / name
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    with trio.fail_after(60):  # a hang is killed here rather than hang the suite
+        done = await trio.run_process(
+            [sys.executable, "-c", FIFO_CHILD, str(tmp_path), name],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    assert result["closed"] is True
+    assert "error" in result
+
+
+@pytest.mark.parametrize("name", ["messages.0123456789abcdef.jsonl", ".session.json.x.tmp"])
+async def test_a_directory_named_like_a_leftover_is_left_alone(tmp_path: Path, name: str) -> None:
+    async with open_store(tmp_path, durability="flush") as store:
+        await store.save_runtime_session(Session(id="s", messages=_messages(2)))
+    stray = tmp_path / "s" / name
+    stray.mkdir()
+    (stray / "inside").write_bytes(b"not the store's\n")
+    async with open_store(tmp_path, durability="flush") as store:
+        session = Session(id="s", messages=_messages(3, tag="e"))
+        await store.save_runtime_session(session)  # a rewrite: it sweeps
+        assert await store.load_session("s") == session
+        assert await store.delete_session("s") is True
+        assert await store.load_session("s") is None
+    assert (stray / "inside").read_bytes() == b"not the store's\n"
 
 
 # --- item 14: a directory that belongs to another id ----------------------------------

@@ -6,6 +6,7 @@ Every test here needs SESSIONACTORS_TEST_POSTGRES_DSN (see conftest.py).
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -178,3 +179,33 @@ async def test_what_a_column_cannot_hold_fails_that_call_only(postgres_url: str)
         assert sorted(r["n"] for r in records) == [1, 2]  # two tasks: either order
         loaded = await store.load_session("s")
         assert loaded is not None and loaded.title == "" and loaded.metadata_version == 0
+
+
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+async def test_a_stricter_default_isolation_changes_nothing(
+    postgres_url: str, isolation: str
+) -> None:
+    """A database or role defaulting to a stricter isolation is overridden.
+
+    The lock statement must read the row after it holds the lock, and a
+    commit's lookup must see what committed while it waited: both need READ
+    COMMITTED, whatever the server's default.
+    """
+    parts = urllib.parse.urlsplit(postgres_url)
+    query = urllib.parse.parse_qsl(parts.query)
+    options = dict(query).get("options", "")
+    query = [(k, v) for k, v in query if k != "options"]
+    escaped = isolation.replace(" ", "\\ ")  # libpq's options split on unescaped spaces
+    query.append(("options", f"{options} -cdefault_transaction_isolation={escaped}".strip()))
+    encoded = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)  # libpq: %20, not +
+    url = urllib.parse.urlunsplit(parts._replace(query=encoded))
+    async with sessionactors.open_store(url) as one, sessionactors.open_store(url) as two:
+        await one.save_runtime_session(Session(id="log"))
+        for i in range(20):
+            async with trio.open_nursery() as nursery:
+                for store in (one, two):
+                    session = Session(id=f"s{i}", messages=[Message(id="m", role="u", content=i)])
+                    nursery.start_soon(store.save_runtime_session, session)
+                    nursery.start_soon(store.append_token_usage_record, "log", {"i": i})
+        records = await one.read_token_usage("log")
+    assert len(records) == 40
