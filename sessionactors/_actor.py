@@ -14,7 +14,7 @@ from collections.abc import Callable
 import outcome
 import trio
 
-from ._backend import SessionStorage
+from ._batch import BatchTarget
 from ._errors import ActorCrashedError, StoreClosedError
 from ._messages import Op
 from ._runner import BatchRunner
@@ -26,11 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 class Actor:
-    """The task that owns one session's files and serves its mailbox."""
+    """The task that owns one session's storage and serves its mailbox."""
 
     def __init__(
         self,
-        files: SessionStorage,
+        target: BatchTarget,
         receive: trio.MemoryReceiveChannel[Op],
         *,
         idle_timeout: float,
@@ -38,7 +38,7 @@ class Actor:
         stats: Counters,
         on_exit: Callable[[Actor], None],
     ) -> None:
-        self.files = files
+        self.target = target
         self.receive = receive
         self.idle_timeout = idle_timeout
         self.runner = runner
@@ -56,8 +56,8 @@ class Actor:
                 await self._serve()
         except Exception as exc:
             self.stats.actor_crashes += 1
-            logger.exception("actor of session %r crashed", self.files.session_id)
-            error = ActorCrashedError(f"the actor of session {self.files.session_id!r} crashed")
+            logger.exception("actor of session %r crashed", self.target.session_id)
+            error = ActorCrashedError(f"the actor of session {self.target.session_id!r} crashed")
             error.__cause__ = exc
             self._fail_all(error)
         finally:
@@ -109,7 +109,7 @@ class Actor:
         for op in ops:
             op.reply.taken = True
         self._in_flight = ops
-        outcomes, counts = await self.runner.run(self.files, ops)
+        outcomes, counts = await self.runner.run(self.target, ops)
         self._in_flight = []
         stats.batches += 1
         stats.io += counts

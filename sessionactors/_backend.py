@@ -10,7 +10,6 @@ PostgreSQL backend (``_postgres.py``) implements it over one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,8 +19,8 @@ import trio
 
 from ._errors import CorruptSessionError, LockBusy
 from ._files import IoCounts, SessionFiles, list_summaries
-from ._merge import Authoritative
-from ._model import Message, Session, SessionSummary
+from ._model import Session, SessionSummary
+from ._steps import Head, Stored, Version
 
 __all__ = ["Backend", "FileBackend", "LockBusy", "SegmentRolledBack", "SessionStorage"]
 
@@ -48,6 +47,8 @@ class SegmentRolledBack(Exception):
 class SessionStorage(Protocol):
     """One session's storage, used by that session's actor only.
 
+    It executes the planner's steps (``_steps.py``) durably and reports what
+    it did; it decides nothing about merging or which messages are new.
     Methods other than :meth:`lock` are called while it is held: it
     serializes the session's writers across stores, processes and hosts (the
     file backend's ``flock``, the PostgreSQL backend's transaction and row
@@ -67,31 +68,23 @@ class SessionStorage(Protocol):
         """
         ...
 
-    def read_group(self) -> Authoritative | None: ...
-
     def exists(self) -> bool: ...
 
-    def read_session(self) -> Session | None: ...
+    def read_head(self) -> Head | None: ...
 
-    def known_prefix(self, messages: Sequence[Message]) -> int:
-        """How many leading ``messages`` are known persisted and unedited (checked already)."""
-        ...
-
-    def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]: ...
+    def read_session(self) -> Stored | None: ...
 
     def read_usage(self) -> list[dict[str, Any]]: ...
 
-    def write_session(self, session: Session, *, checked: int = 0) -> None:
-        """Persist ``session``; this batch has checked its first ``checked`` messages.
-
-        A write of the whole transcript checks the rest again (see
-        ``check_messages``).
-        """
+    def write_snapshot(
+        self, session: Session, *, append_from: int | None, trusted: bool
+    ) -> Version | None:
+        """See :class:`~._steps.WriteSnapshot`; the messages are checked already."""
         ...
 
-    def write_group(self, session: Session) -> None: ...
+    def write_metadata(self, session: Session) -> None: ...
 
-    def append(self, data: bytes) -> None:
+    def append_usage(self, data: bytes) -> None:
         """Append whole token-usage lines (compact JSON, each ending in a newline)."""
         ...
 

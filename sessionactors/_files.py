@@ -64,17 +64,15 @@ import orjson
 from ._errors import CorruptSessionError, LockBusy, UnsupportedFormatError
 from ._merge import Authoritative
 from ._model import (
-    KnownTranscript,
     Message,
     Session,
     SessionSummary,
-    check_messages,
     converter,
     decode_record,
-    edit_mark,
     encode_message,
     structure_session,
 )
+from ._steps import Head, Stored, Version
 
 __all__ = [
     "FORMAT",
@@ -410,10 +408,10 @@ def _summary(snapshot: Snapshot) -> SessionSummary:
     )
 
 
-def _version(snapshot: Snapshot) -> tuple[Any, ...]:
+def _version(snapshot: Snapshot) -> Version | None:
     """What names a format-2 transcript on disk: its journal, counted size and count."""
     if snapshot.format != FORMAT:
-        return ()  # format 1 is never known: its next write makes it format 2
+        return None  # format 1 is never appended to: its next write makes it format 2
     return (snapshot.journal, snapshot.journal_size, snapshot.message_count)
 
 
@@ -644,7 +642,6 @@ class SessionFiles:
     session_id: str
     fsync: bool
     counts: IoCounts = attrs.field(factory=IoCounts)
-    _known: KnownTranscript | None = None  # version: (journal, size, count)
     _swept: bool = False
     # While the lock is held, nobody else writes: the snapshot is read once,
     # and the bytes and length of each slot (None: absent) are known with it.
@@ -788,10 +785,10 @@ class SessionFiles:
         self._held = newest(decode_slots(self.directory, self.session_id, raws))
         return self._held
 
-    def read_group(self) -> Authoritative | None:
-        """The authoritative metadata on disk now."""
+    def read_head(self) -> Head | None:
+        """The authoritative metadata on disk now, and the version of the transcript."""
         snapshot = self.read_snapshot()
-        return None if snapshot is None else snapshot.group()
+        return None if snapshot is None else Head(snapshot.group(), _version(snapshot))
 
     def exists(self) -> bool:
         """Whether the session has a snapshot, whole or not.
@@ -832,19 +829,18 @@ class SessionFiles:
                     "(a case- or normalization-insensitive filesystem?)",
                 )
 
-    def read_session(self) -> Session | None:
-        """The persisted session, as new objects."""
+    def read_session(self) -> Stored | None:
+        """The persisted session, as new objects, and the version of its transcript."""
         if self._dir_fd is None:
             with self._visiting() as present:
                 return self.read_session() if present else None
         snapshot = self.read_snapshot()
-        return None if snapshot is None else self._read_session(snapshot)
+        if snapshot is None:
+            return None
+        return Stored(self._read_session(snapshot), _version(snapshot))
 
-    def _read_session(self, snapshot: Snapshot, *, fresh: bool = False) -> Session:
-        """Decode the session; its messages become the known transcript if
-        ``fresh`` or if what was known is out of date (a UI reading the
-        session must not make the runtime's next save rewrite the journal).
-        """
+    def _read_session(self, snapshot: Snapshot) -> Session:
+        """Decode the session a snapshot (and the journal it names) holds."""
         head = snapshot.head
         if snapshot.format == 1:
             try:
@@ -856,15 +852,9 @@ class SessionFiles:
             session = structure_session(snapshot.path, {**head, **body})
             if len(session.messages) != snapshot.message_count:
                 raise CorruptSessionError(snapshot.path, "message count does not match")
-            self._known = None  # the next write makes it format 2
             return session
         messages = self._read_journal(snapshot)
-        session = structure_session(snapshot.path, {**head, "messages": messages})
-        mark = edit_mark()  # above the stamps of the objects just made
-        assert snapshot.journal is not None
-        if fresh or not self._known_matches(snapshot):
-            self._known = KnownTranscript(_version(snapshot), list(session.messages), mark)
-        return session
+        return structure_session(snapshot.path, {**head, "messages": messages})
 
     def _read_journal(self, snapshot: Snapshot) -> list[Any]:
         lines = self._counted_lines(snapshot)
@@ -874,27 +864,6 @@ class SessionFiles:
             assert snapshot.journal is not None
             path = os.path.join(self.directory, snapshot.journal)
             raise CorruptSessionError(path, f"unreadable message: {exc}") from None
-
-    def known_prefix(self, messages: Sequence[Message]) -> int:
-        """How many leading ``messages`` are checked already (see KnownTranscript.prefix)."""
-        return 0 if self._known is None else self._known.prefix(messages)
-
-    def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]:
-        """The persisted transcript, for a checkpoint bringing ``incoming`` (locked).
-
-        When the known transcript is what is on disk and ``incoming`` starts
-        with it (the same objects or equal ones), that prefix of ``incoming``
-        is returned; otherwise the journal is read and fresh objects are
-        returned. Either way no caller gets another caller's objects.
-        """
-        snapshot = self.read_snapshot()
-        if snapshot is None:
-            return []
-        if self._known is not None and self._known_matches(snapshot):
-            own = self._known.persisted(incoming)
-            if own is not None:
-                return own
-        return self._read_session(snapshot, fresh=True).messages
 
     def read_usage(self) -> list[dict[str, Any]]:
         """Every complete record of the log; a torn last line is left out."""
@@ -911,36 +880,35 @@ class SessionFiles:
 
     # -- writes (locked) --
 
-    def _known_matches(self, snapshot: Snapshot) -> bool:
-        return self._known is not None and self._known.version == _version(snapshot)
-
-    def write_session(self, session: Session, *, checked: int = 0) -> None:
+    def write_snapshot(
+        self, session: Session, *, append_from: int | None, trusted: bool
+    ) -> Version | None:
         """Persist a checked session: new messages appended, then the snapshot (locked).
 
-        The journal is appended to when the persisted transcript is an
-        unchanged prefix of ``session.messages``, and written anew otherwise.
-        A journal it replaces whose lines do not decode is kept under a name
-        ending in :data:`KEPT_SUFFIX` (and a warning logged), not deleted.
+        With ``append_from`` the journal the snapshot names holds the first
+        ``append_from`` messages (the planner checked its version): the rest
+        are appended to it. Otherwise a new journal holds them all. A journal
+        it replaces whose lines do not decode is kept under a name ending in
+        :data:`KEPT_SUFFIX` (and a warning logged), not deleted.
+
+        Returns:
+            The version of the transcript now on disk.
         """
         self._sweep()
         snapshot = self.read_snapshot()
-        mark = edit_mark()
         messages = session.messages
-        known = self._known
         old_journal = snapshot.journal if snapshot is not None else None
-        known_current = known is not None and snapshot is not None and self._known_matches(snapshot)
-        appending = (
-            known_current and known is not None and known.prefix(messages) == len(known.messages)
-        )
+        appending = append_from is not None and snapshot is not None
         damage: CorruptSessionError | None = None
         # Encode everything before touching a file: a value the encoder
         # refuses must leave the disk as it was.
         if appending:
-            assert known is not None and snapshot is not None and snapshot.journal is not None
+            assert append_from is not None and snapshot is not None
+            assert snapshot.journal is not None
             journal, start = snapshot.journal, snapshot.journal_size
-            lines = encode_messages(messages[len(known.messages) :])
+            lines = encode_messages(messages[append_from:])
         else:
-            if snapshot is not None and snapshot.journal is not None and not known_current:
+            if snapshot is not None and snapshot.journal is not None and not trusted:
                 # Never sweep away a journal that disagrees with its snapshot
                 # (its lines are counted), nor one whose lines do not decode:
                 # that one is kept aside. (One this actor wrote or read, as
@@ -948,7 +916,6 @@ class SessionFiles:
                 damage = _undecodable(
                     os.path.join(self.directory, snapshot.journal), self._counted_lines(snapshot)
                 )
-            check_messages(messages, checked)  # all of it is written: all of it is checked
             journal, start = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:16]}{JOURNAL_SUFFIX}", 0
             lines = encode_messages(messages)
         size = start + len(lines)
@@ -963,7 +930,6 @@ class SessionFiles:
                 self._append_journal(journal, start, lines)
             else:
                 self._write_journal(journal, lines)
-            self._known = None  # until the snapshot naming the journal is in place
             try:
                 self._write_slot(slot, data)
             except BaseException:
@@ -976,7 +942,6 @@ class SessionFiles:
                 with contextlib.suppress(OSError):
                     os.unlink(kept, dir_fd=self._fd())
             raise
-        self._known = KnownTranscript((journal, size, len(messages)), list(messages), mark)
         if damage is not None:
             logger.warning(
                 "%s; a save replaced this journal, which is kept as %s",
@@ -986,11 +951,12 @@ class SessionFiles:
         if old_journal is not None and journal != old_journal:
             # The old journal is no longer named. The directory was swept of
             # other leftovers on this actor's first write: remove just this one.
-            if known_current:
+            if trusted:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(old_journal, dir_fd=self._fd())
             else:
                 self._sweep(force=True)
+        return (journal, size, len(messages))
 
     def _keep(self, name: str) -> str:
         """Give the damaged file ``name`` a second name that says so, and return it (locked).
@@ -1080,7 +1046,7 @@ class SessionFiles:
             f"names a journal that does not match it ({path}: {reason})",
         )
 
-    def write_group(self, session: Session) -> None:
+    def write_metadata(self, session: Session) -> None:
         """Persist new authoritative metadata of ``session``, read just now (locked).
 
         The journal is left as it is: only the snapshot changes.
@@ -1088,7 +1054,7 @@ class SessionFiles:
         self._sweep()
         snapshot = self.read_snapshot()
         if snapshot is None or snapshot.format != FORMAT:
-            self.write_session(session)  # format 1: upgrade it
+            self.write_snapshot(session, append_from=None, trusted=False)  # format 1: upgrade it
             return
         assert snapshot.journal is not None
         slot, seq = _next_slot(snapshot)
@@ -1204,7 +1170,7 @@ class SessionFiles:
                 os.ftruncate(fd, size)
             raise
 
-    def append(self, data: bytes) -> None:
+    def append_usage(self, data: bytes) -> None:
         """Append whole lines to the token-usage log in one write (locked).
 
         A torn last line, left by a crash in the middle of an append, is cut
@@ -1246,7 +1212,6 @@ class SessionFiles:
             CorruptSessionError: the directory holds another session's snapshot.
         """
         self._check_owner()
-        self._known = None
         self._forget()
         existed = False
         for name in SLOT_FILES:

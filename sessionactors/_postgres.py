@@ -44,7 +44,7 @@ import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -61,17 +61,14 @@ from ._errors import CorruptSessionError, UnsupportedFormatError
 from ._files import IoCounts
 from ._merge import Authoritative
 from ._model import (
-    KnownTranscript,
-    Message,
     Session,
     SessionSummary,
-    check_messages,
     converter,
     decode_record,
-    edit_mark,
     encode_message,
     structure_session,
 )
+from ._steps import Head, Stored, Version
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresSession"]
 
@@ -261,7 +258,7 @@ def _where(session_id: str) -> str:
     return f"postgresql {SESSIONS} row {session_id!r}"
 
 
-def _version(head: _Head) -> tuple[Any, ...]:
+def _version(head: _Head) -> Version:
     """What names a transcript in the database: its generation and message count."""
     return (head.transcript, head.message_count)
 
@@ -443,7 +440,6 @@ class PostgresSession:
         self._key = lock_key(session_id)
         self._conn: psycopg.Connection[Any] | None = None
         self._head: _Head | None = None
-        self._known: KnownTranscript | None = None  # version: (transcript, count)
         self._failure: Exception | None = None
         self._wrote = False  # a statement that writes was sent in this transaction
         self._attempt = 0
@@ -495,7 +491,6 @@ class PostgresSession:
 
     def _abort(self, conn: psycopg.Connection[Any]) -> None:
         _rollback(conn)
-        self._known = None
 
     def _commit(self, conn: psycopg.Connection[Any], started: datetime) -> None:
         """Commit; a transaction that wrote records a token with its COMMIT, in one round trip.
@@ -508,7 +503,6 @@ class PostgresSession:
             try:
                 conn.commit()
             except psycopg.Error as exc:  # nothing written: whatever happened, a rerun is safe
-                self._known = None
                 raise self._rolled_back(exc) from exc
             return
         token = uuid.uuid4()
@@ -527,11 +521,9 @@ class PostgresSession:
             try:
                 committed = self._outcome_of(token, started, exc)
             except ConnectionError as unknown:
-                self._known = None
                 self._attempt = 0
                 raise SegmentRolledBack(unknown, retry=False) from exc
             if not committed:
-                self._known = None
                 raise self._rolled_back(exc) from exc
             logger.warning("commit of session %r committed despite %s", self.session_id, exc)
 
@@ -626,18 +618,20 @@ class PostgresSession:
 
     # --- reads ---
 
-    def read_group(self) -> Authoritative | None:
-        return None if self._head is None else self._head.group
-
     def exists(self) -> bool:
         return self._head is not None
 
-    def read_session(self) -> Session | None:
-        if self._head is None:
-            return None
-        return self._read_session(self._head)
+    def read_head(self) -> Head | None:
+        head = self._head
+        return None if head is None else Head(head.group, _version(head))
 
-    def _read_session(self, head: _Head, *, fresh: bool = False) -> Session:
+    def read_session(self) -> Stored | None:
+        head = self._head
+        if head is None:
+            return None
+        return Stored(self._read_session(head), _version(head))
+
+    def _read_session(self, head: _Head) -> Session:
         with self._statements() as conn:
             extra_cursor = conn.execute(
                 f"SELECT metadata::text, runtime_state::text FROM {SESSIONS} WHERE id = %s",
@@ -673,27 +667,7 @@ class PostgresSession:
             "metadata": metadata,
             "runtime_state": runtime_state,
         }
-        session = structure_session(where, data)
-        mark = edit_mark()
-        if fresh or not self._known_matches(head):
-            self._known = KnownTranscript(_version(head), list(session.messages), mark)
-        return session
-
-    def _known_matches(self, head: _Head) -> bool:
-        return self._known is not None and self._known.version == _version(head)
-
-    def known_prefix(self, messages: Sequence[Message]) -> int:
-        return 0 if self._known is None else self._known.prefix(messages)
-
-    def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]:
-        head = self._head
-        if head is None:
-            return []
-        if self._known is not None and self._known_matches(head):
-            own = self._known.persisted(incoming)
-            if own is not None:
-                return own
-        return self._read_session(head, fresh=True).messages
+        return structure_session(where, data)
 
     def read_usage(self) -> list[dict[str, Any]]:
         with self._statements(pipeline=False) as conn:
@@ -705,21 +679,16 @@ class PostgresSession:
 
     # --- writes ---
 
-    def write_session(self, session: Session, *, checked: int = 0) -> None:
+    def write_snapshot(
+        self, session: Session, *, append_from: int | None, trusted: bool
+    ) -> Version:
+        """Write the row; with ``append_from``, insert only the messages after it."""
         _check_columns(session)
         head = self._head
-        known = self._known
         messages = session.messages
-        mark = edit_mark()
-        if (
-            head is not None
-            and known is not None
-            and self._known_matches(head)
-            and known.prefix(messages) == len(known.messages)
-        ):
-            transcript, start = head.transcript, len(known.messages)
+        if head is not None and append_from is not None:
+            transcript, start = head.transcript, append_from
         else:
-            check_messages(messages, checked)  # all of it is written: all of it is checked
             transcript, start = uuid.uuid4().hex, 0
         bodies = [encode_message(m).decode() for m in messages[start:]]
         metadata = orjson.dumps(session.metadata).decode()
@@ -758,13 +727,13 @@ class PostgresSession:
         self._head = _Head(
             Authoritative.of(session), created_at, updated_at, len(messages), transcript
         )
-        self._known = KnownTranscript((transcript, len(messages)), list(messages), mark)
+        return (transcript, len(messages))
 
-    def write_group(self, session: Session) -> None:
+    def write_metadata(self, session: Session) -> None:
         _check_columns(session)
         head = self._head
         if head is None:
-            self.write_session(session)
+            self.write_snapshot(session, append_from=None, trusted=False)
             return
         updated_at = _iso(session.updated_at)
         with self._statements(pipeline=False, write=True) as conn:
@@ -784,7 +753,7 @@ class PostgresSession:
         self.counts.snapshots_written += 1
         self._head = attrs.evolve(head, group=Authoritative.of(session), updated_at=updated_at)
 
-    def append(self, data: bytes) -> None:
+    def append_usage(self, data: bytes) -> None:
         records = data.decode().split("\n")
         records.pop()  # empty after the final newline
         with self._statements(pipeline=False, write=True) as conn:
@@ -796,7 +765,6 @@ class PostgresSession:
         with self._statements(pipeline=False, write=True) as conn:
             cursor = conn.execute(f"DELETE FROM {SESSIONS} WHERE id = %s", (self.session_id,))
         self._head = None
-        self._known = None
         return cursor.rowcount > 0
 
 

@@ -21,8 +21,7 @@ import attrs
 import outcome
 import trio
 
-from ._backend import SessionStorage
-from ._batch import run_batch
+from ._batch import BatchTarget, run_batch
 from ._errors import LockBusy
 from ._files import IoCounts
 from ._messages import Op
@@ -37,7 +36,7 @@ _JobState = Literal["waiting", "taken", "handed", "done"]
 class _Job:
     """One actor's batch on its way through the :class:`BatchRunner`."""
 
-    files: SessionStorage
+    target: BatchTarget
     ops: list[Op]
     # "waiting" in the queue, "taken" into a trip, "handed" a place to run a
     # trip itself, or "done"; ``changed`` is set (and replaced) on each change.
@@ -52,7 +51,7 @@ class _Job:
 
 
 def _run_jobs(jobs: list[_Job], wait: bool) -> list[outcome.Outcome[Any]]:
-    return [outcome.capture(run_batch, job.files, job.ops, wait=wait) for job in jobs]
+    return [outcome.capture(run_batch, job.target, job.ops, wait=wait) for job in jobs]
 
 
 class BatchRunner:
@@ -78,13 +77,13 @@ class BatchRunner:
         self._running = 0  # trips under way, or places handed to a waiting actor
         self._waiting: collections.deque[_Job] = collections.deque()
 
-    async def run(self, files: SessionStorage, ops: list[Op]) -> Any:
+    async def run(self, target: BatchTarget, ops: list[Op]) -> Any:
         """Run one batch (see :func:`run_batch`) and return what it returns.
 
         A cancel lands while the batch waits for a place (the batch is
         withdrawn: nothing of it was done); once it runs, it runs to its end.
         """
-        job = _Job(files, ops)
+        job = _Job(target, ops)
         if self._running < self.lanes:
             self._running += 1
             job.state = "handed"

@@ -15,6 +15,7 @@ import trio
 
 from ._actor import Actor
 from ._backend import Backend
+from ._batch import BatchTarget
 from ._errors import InvalidSessionIdError, StoreClosedError
 from ._merge import check_pinned, clean_title
 from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save
@@ -123,7 +124,7 @@ class SessionStore(metaclass=NoPublicConstructor):
     def _spawn(self, session_id: str) -> _Route:
         send, receive = trio.open_memory_channel[Op](self._options.mailbox_size)
         actor = Actor(
-            self._backend.session(session_id),
+            BatchTarget(self._backend.session(session_id)),
             receive,
             idle_timeout=float(self._options.idle_timeout),
             runner=self._runner,
@@ -140,7 +141,7 @@ class SessionStore(metaclass=NoPublicConstructor):
 
     def _actor_exited(self, actor: Actor) -> None:
         # A route is replaced only once its actor has exited, so it is this one.
-        route = self._routes.pop(actor.files.session_id)
+        route = self._routes.pop(actor.target.session_id)
         assert route.actor is actor
         if not self._routes:
             self._all_exited.set()

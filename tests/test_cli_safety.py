@@ -17,11 +17,12 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import nobody
 import pytest
 import trio
 
@@ -37,17 +38,25 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run(
-    *args: object, as_user: Sequence[str] = (), cwd: Path | None = None
+    *args: object, as_nobody: Path | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m sessionactors ARGS``, as root or, with ``as_user``, under that prefix."""
+    """``python -m sessionactors ARGS``, as root or, with ``as_nobody``, as ``nobody``.
+
+    ``as_nobody``: a directory every user may read, for the copies that user imports.
+    """
+    if as_nobody is None:
+        argv = [sys.executable, "-m", "sessionactors"]
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    else:
+        argv, env = nobody.command(as_nobody, "-m", "sessionactors")
     result = subprocess.run(
-        [*as_user, sys.executable, "-m", "sessionactors", *map(str, args)],
+        [*argv, *map(str, args)],
         capture_output=True,
         text=True,
         encoding="utf-8",
         timeout=60,
         cwd=cwd,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env=env,
     )
     assert "Traceback" not in result.stderr, result.stderr
     return result
@@ -372,17 +381,6 @@ def test_verify_calls_an_empty_slot_damage_when_the_session_does_not_read(
 # --- item 7: one unreadable session hides no other -----------------------------------------
 
 
-def as_nobody() -> list[str]:
-    """A command prefix that runs as ``nobody``, or skip when there is no way to."""
-    if os.geteuid() != 0:
-        pytest.skip("running as another user needs root")
-    if shutil.which("setpriv"):
-        return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    if shutil.which("runuser"):
-        return ["runuser", "-u", "nobody", "--"]
-    pytest.skip("neither setpriv nor runuser is installed")
-
-
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A temporary directory every user may traverse (pytest's own is root's only)."""
@@ -394,19 +392,6 @@ def shared_dir() -> Iterator[Path]:
         for directory, _, _ in os.walk(path):  # chmod 000 parts must be readable to remove
             os.chmod(directory, 0o755)
         shutil.rmtree(path)
-
-
-def usable_by(prefix: list[str], cwd: Path) -> None:
-    """Skip unless this interpreter and the package run under ``prefix`` (a CI clone
-    under a home only root may enter cannot be run by ``nobody``)."""
-    probe = subprocess.run(
-        [*prefix, sys.executable, "-c", "import sessionactors"],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"{sys.executable} or {REPO} cannot be used by nobody: {probe.stderr}")
 
 
 def build_three(root: Path) -> None:
@@ -427,8 +412,6 @@ def build_three(root: Path) -> None:
 
 @pytest.mark.parametrize("unreadable", ["directory", "snapshot"])
 def test_a_session_nobody_may_read_hides_no_other(shared_dir: Path, unreadable: str) -> None:
-    prefix = as_nobody()
-    usable_by(prefix, shared_dir)
     root = shared_dir / "store"
     build_three(root)
     target = root / "b" if unreadable == "directory" else root / "b" / SLOT_0
@@ -437,17 +420,17 @@ def test_a_session_nobody_may_read_hides_no_other(shared_dir: Path, unreadable: 
         (root / "b" / SLOT_1).unlink()  # the empty second slot: no other to fall back to
 
     skipped = "sessionactors: warning: skipped session 'b': Permission denied"
-    listed = run("list", root, as_user=prefix, cwd=shared_dir)
+    listed = run("list", root, as_nobody=shared_dir / "py", cwd=shared_dir)
     assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["c", "a"]
     assert listed.stderr.startswith(skipped), listed.stderr
     assert listed.returncode == 1
 
-    usage = run("usage", root, "--csv", as_user=prefix, cwd=shared_dir)
+    usage = run("usage", root, "--csv", as_nobody=shared_dir / "py", cwd=shared_dir)
     assert [line.split(",")[0] for line in usage.stdout.splitlines()[1:]] == ["a", "c"]
     assert usage.stderr.startswith(skipped), usage.stderr
     assert usage.returncode == 1
 
-    verified = run("verify", root, as_user=prefix, cwd=shared_dir)
+    verified = run("verify", root, as_nobody=shared_dir / "py", cwd=shared_dir)
     lines = verified.stdout.splitlines()
     assert lines[-1] == f"checked 3 sessions in {root}: 1 problem"
     assert lines[0].startswith(f"{root / 'b'}") and "Permission denied" in lines[0]

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import nobody
 import pytest
 import trio
 
@@ -317,18 +318,11 @@ async def test_an_unreadable_session_is_skipped_and_reported(open_root: Path) ->
     slot.unlink()
     slot.mkdir()
     # A process of the user nobody meets a real EACCES (root would read through it).
+    argv, env = nobody.command(root.parent / "py", "-c", LIST_CHILD, str(root))
     with trio.fail_after(60):
         done = await trio.run_process(
-            [
-                *("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"),
-                *(sys.executable, "-c", LIST_CHILD, str(root)),
-            ],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
+            argv, capture_stdout=True, capture_stderr=True, check=False, env=env
         )
-    # (The child must be able to run sys.executable and import from PACKAGE_PARENT.)
     assert done.returncode == 0, f"the child of the user nobody failed: {done.stderr.decode()}"
     result = json.loads(done.stdout)
     assert result["listed"] == ["fine"]

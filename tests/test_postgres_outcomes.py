@@ -431,7 +431,7 @@ def write_and_go_on(
     try:
         with storage.lock(create=True):
             try:
-                storage.write_session(refused_edit())
+                storage.write_snapshot(refused_edit(), append_from=None, trusted=False)
             except UnicodeEncodeError as exc:
                 failed = exc
     except sessionactors._backend.SegmentRolledBack as exc:

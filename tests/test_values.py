@@ -28,7 +28,7 @@ import trio
 import trio.testing
 from conftest import Gate
 
-import sessionactors._batch
+import sessionactors._plan
 import sessionactors._runner
 from sessionactors import Message, Session, SessionStore
 from sessionactors._model import (
@@ -322,8 +322,8 @@ def test_json_copy_refuses_a_cycle() -> None:
 class FlushGate:
     """Holds the first write of a pending snapshot in its worker thread until opened.
 
-    The batch has checked the save by then (``_Segment._save``) and not yet
-    encoded it (``_Segment.flush``): the window in which another task's
+    The batch has checked the save by then (``SegmentPlan._save``) and not yet
+    encoded it (``SegmentPlan.flush``): the window in which another task's
     change used to reach the encoder unchecked.
     """
 
@@ -332,16 +332,16 @@ class FlushGate:
         self.released = threading.Event()
         self.armed = False  # set by the test once its setup is written
         self.used = False
-        original = sessionactors._batch._Segment.flush
+        original = sessionactors._plan.SegmentPlan.flush
 
-        def gated(segment: Any) -> None:
-            if segment.pending is not None and self.armed and not self.used:
+        def gated(plan: Any) -> Any:  # a generator, as the planner's flush is
+            if plan.pending is not None and self.armed and not self.used:
                 self.used = True
                 self.entered.set()
                 self.released.wait(30)  # bounded, so a broken test cannot hang forever
-            original(segment)
+            return (yield from original(plan))
 
-        monkeypatch.setattr(sessionactors._batch._Segment, "flush", gated)
+        monkeypatch.setattr(sessionactors._plan.SegmentPlan, "flush", gated)
 
     async def wait_entered(self) -> None:
         assert await trio.to_thread.run_sync(self.entered.wait, 30)

@@ -32,12 +32,15 @@ def open_backend(
     Nothing is opened yet (the backend's ``aopen`` does that). A URL's
     password is left out of where it is.
     """
+    backend: Backend
     if isinstance(root, str) and root.startswith(_POSTGRES_SCHEMES):
         from .._postgres import PostgresBackend  # psycopg is an optional extra
 
         postgres = PostgresBackend(root, fsync=fsync, max_connections=max_connections)
-        return postgres, postgres.display_url
+        backend = postgres
+        return backend, postgres.display_url
     if isinstance(root, str) and root.startswith(MEMORY_SCHEME):
-        return MemoryBackend(root), root
+        backend = MemoryBackend(root)
+        return backend, root
     path = Path(root)
     return FileBackend(path, fsync), path

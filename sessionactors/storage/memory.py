@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -25,15 +25,8 @@ import trio
 from .._errors import CorruptSessionError, LockBusy
 from .._files import IoCounts
 from .._merge import Authoritative
-from .._model import (
-    Message,
-    Session,
-    SessionSummary,
-    check_messages,
-    converter,
-    decode_record,
-    structure_session,
-)
+from .._model import Session, SessionSummary, converter, decode_record, structure_session
+from .._steps import Head, Stored, Version
 
 __all__ = ["SCHEME", "MemoryBackend", "MemorySession", "MemorySpace"]
 
@@ -46,6 +39,8 @@ class _Stored:
 
     data: bytes
     summary: SessionSummary
+    #: Counts the session's writes: what names its transcript (a Version).
+    generation: int
 
     @property
     def group(self) -> Authoritative:
@@ -58,7 +53,7 @@ class _Stored:
         )
 
 
-def _store(session: Session) -> _Stored:
+def _store(session: Session, generation: int) -> _Stored:
     summary = SessionSummary(
         id=session.id,
         title=session.title,
@@ -69,7 +64,8 @@ def _store(session: Session) -> _Stored:
         updated_at=session.updated_at,
         message_count=len(session.messages),
     )
-    return _Stored(orjson.dumps(converter.unstructure(session, Session)), summary)
+    data = orjson.dumps(converter.unstructure(session, Session))
+    return _Stored(data, summary, generation)
 
 
 @attrs.define(eq=False)
@@ -180,48 +176,51 @@ class MemorySession:
     def _stored(self) -> _Stored | None:
         return self._space.sessions.get(self.session_id)
 
-    def read_group(self) -> Authoritative | None:
-        stored = self._stored()
-        return None if stored is None else stored.group
-
     def exists(self) -> bool:
         return self._stored() is not None
 
-    def read_session(self) -> Session | None:
+    def read_head(self) -> Head | None:
+        stored = self._stored()
+        return None if stored is None else Head(stored.group, (stored.generation,))
+
+    def read_session(self) -> Stored | None:
         stored = self._stored()
         if stored is None:
             return None
-        return structure_session(f"{SCHEME} session {self.session_id!r}", orjson.loads(stored.data))
-
-    def known_prefix(self, messages: Sequence[Message]) -> int:
-        return 0  # nothing is remembered: every save's messages are checked
-
-    def persisted_messages(self, incoming: Sequence[Message]) -> list[Message]:
-        session = self.read_session()
-        return [] if session is None else session.messages
+        where = f"{SCHEME} session {self.session_id!r}"
+        session = structure_session(where, orjson.loads(stored.data))
+        return Stored(session, (stored.generation,))
 
     def read_usage(self) -> list[dict[str, Any]]:
         lines = self._space.usage.get(self.session_id, [])
         where = f"{SCHEME} token usage of {self.session_id!r}"
         return [decode_record(line, where) for line in lines]
 
-    def write_session(self, session: Session, *, checked: int = 0) -> None:
-        check_messages(session.messages, checked)
-        stored = _store(session)
+    def write_snapshot(
+        self, session: Session, *, append_from: int | None, trusted: bool
+    ) -> Version:
+        # Kept whole either way: there is no journal here to append to.
+        previous = self._stored()
+        return self._put(session, 1 if previous is None else previous.generation + 1)
+
+    def write_metadata(self, session: Session) -> None:
+        found = self._stored()
+        if found is None:
+            self.write_snapshot(session, append_from=None, trusted=False)
+            return
+        persisted = structure_session(self.session_id, orjson.loads(found.data))
+        Authoritative.of(session).assign(persisted)
+        persisted.updated_at = session.updated_at
+        self._put(persisted, found.generation)  # the transcript is the same
+
+    def _put(self, session: Session, generation: int) -> Version:
+        stored = _store(session, generation)
         self._space.put(self.session_id, stored)
         self.counts.snapshots_written += 1
         self.counts.bytes_written += len(stored.data)
+        return (generation,)
 
-    def write_group(self, session: Session) -> None:
-        persisted = self.read_session()
-        if persisted is None:
-            self.write_session(session)
-            return
-        Authoritative.of(session).assign(persisted)
-        persisted.updated_at = session.updated_at
-        self.write_session(persisted, checked=len(persisted.messages))
-
-    def append(self, data: bytes) -> None:
+    def append_usage(self, data: bytes) -> None:
         lines = data.splitlines()
         self._space.usage.setdefault(self.session_id, []).extend(lines)
         self.counts.append_batches += 1

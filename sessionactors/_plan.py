@@ -1,0 +1,342 @@
+"""The planner: what a batch of messages does to a session, decided without I/O.
+
+A segment of a batch (ops under one hold of the session's lock) is folded,
+in order, into :mod:`steps <._steps>` for the storage: consecutive saves
+into one snapshot write, consecutive appends into one usage write. The
+planner is a generator: it yields each step and is sent what the storage
+answered (or thrown what it raised), so every decision is made here, once,
+for every storage, and is tested with plain values. It decides:
+
+- the merge rule (``_merge``) and what a checkpoint's transcript is;
+- whether a snapshot appends messages after the persisted ones or writes
+  them all, from what this actor last wrote or read (:class:`TranscriptMemory`)
+  and the version the storage shows now;
+- which callers wait on which step: an op's outcome is given once what it
+  depends on is written, and a failed write fails exactly those.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Generator, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+import outcome
+
+from ._errors import SessionNotFoundError
+from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
+from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save, Saved
+from ._model import KnownTranscript, Message, Session, check_messages, converter, edit_mark, utc_now
+from ._steps import (
+    AppendUsage,
+    DeleteSession,
+    Head,
+    ReadHead,
+    ReadSession,
+    ReadUsageLog,
+    SessionExists,
+    Step,
+    Stored,
+    Version,
+    WriteMetadata,
+    WriteSnapshot,
+)
+
+__all__ = ["Plan", "SegmentPlan", "TranscriptMemory"]
+
+#: What a planner generator yields, is sent, and returns.
+Plan = Generator[Step, Any, None]
+
+
+@attrs.define
+class TranscriptMemory:
+    """What one actor last wrote or read of its session's transcript (None: nothing trusted).
+
+    It spares checking and re-writing the messages a save shares with it:
+    see :class:`~._model.KnownTranscript`. It is trusted for writing only
+    while the storage shows the same version.
+    """
+
+    known: KnownTranscript | None = None
+
+    def checked_prefix(self, messages: Sequence[Message]) -> int:
+        """How many leading ``messages`` are known unchanged since written (checked then)."""
+        return 0 if self.known is None else self.known.prefix(messages)
+
+    def current(self, version: Version | None) -> KnownTranscript | None:
+        """The known transcript if it is the one persisted at ``version``."""
+        known = self.known
+        if known is None or version is None or known.version != version:
+            return None
+        return known
+
+    def remember(self, version: Version | None, messages: list[Message], mark: int) -> None:
+        self.known = None if version is None else KnownTranscript(version, list(messages), mark)
+
+    def forget(self) -> None:
+        self.known = None
+
+
+def _with_group(session: Session, group: Authoritative, updated_at: datetime) -> Session:
+    return attrs.evolve(session, updated_at=updated_at, **attrs.asdict(group))
+
+
+def _own_messages(prior: list[Message], incoming: list[Message]) -> list[Message]:
+    """``prior`` if ``incoming`` starts with its very objects, else copies of it.
+
+    Two callers never share a Message object: a checkpoint following another
+    caller's save in one batch gets the persisted messages as new objects.
+    """
+    if len(incoming) >= len(prior) and all(map(operator.is_, incoming, prior)):
+        return prior
+    return converter.structure(converter.unstructure(prior, list[Message]), list[Message])
+
+
+class _Unread:
+    """The head not read yet in this hold of the lock."""
+
+
+_UNREAD = _Unread()
+
+
+class SegmentPlan:
+    """Ops applied in order under one hold of the lock, ending at a delete.
+
+    ``pending`` is the snapshot the ops so far have produced and not yet
+    written (None: storage is current). Lines to append wait in ``lines``.
+    ``outcomes`` holds each op's result, given once what it depends on is
+    written.
+    """
+
+    def __init__(self, session_id: str, memory: TranscriptMemory, *, present: bool) -> None:
+        self.session_id = session_id
+        self.memory = memory
+        self.present = present  # False: the lock says there is certainly no session
+        self.outcomes: dict[int, outcome.Outcome[Any]] = {}
+        self.pending: Session | None = None
+        self.pending_edit = False  # pending changes the metadata only
+        self.pending_checked = 0  # how many leading messages of pending are checked
+        self.waiting_snapshot: list[tuple[int, Any]] = []
+        self.lines: list[bytes] = []
+        self.waiting_lines: list[int] = []
+        self._head: Head | _Unread | None = _UNREAD if present else None
+        self._exists_now: bool | None = None  # asked without reading the head
+
+    def run(self, ops: Sequence[tuple[int, Op]]) -> Plan:
+        """Apply ``ops`` (each with its index in the batch), then write what is pending."""
+        for index, op in ops:
+            yield from self._apply(index, op)
+        yield from self.flush()
+
+    # What the session is now, counting what is pending.
+
+    def _read_head(self) -> Generator[Step, Any, Head | None]:
+        head = self._head
+        if isinstance(head, _Unread):
+            head = self._head = yield ReadHead()  # once per hold of the lock
+        return head
+
+    def _group(self) -> Generator[Step, Any, Authoritative | None]:
+        if self.pending is not None:
+            return Authoritative.of(self.pending)
+        head = yield from self._read_head()
+        return None if head is None else head.group
+
+    def _exists(self) -> Generator[Step, Any, bool]:
+        if self.pending is not None:
+            return True
+        if not isinstance(self._head, _Unread):
+            return self._head is not None
+        if self._exists_now is None:
+            # Cheaper than the head for a storage (no decoding): an append
+            # needs no more.
+            self._exists_now = yield SessionExists()
+        return self._exists_now
+
+    def _read_session(self, *, fresh: bool = False) -> Generator[Step, Any, Session | None]:
+        """The persisted session, after writing what is pending.
+
+        Its messages become what this actor knows if ``fresh``, or if what it
+        knew is out of date: a UI reading the session must not make the
+        runtime's next save write the whole transcript.
+        """
+        yield from self.flush()
+        if self._head is None:
+            return None
+        stored: Stored | None = yield ReadSession()
+        if stored is None:
+            self._head = None
+            return None
+        session = stored.session
+        self._head = Head(Authoritative.of(session), stored.version)
+        if fresh or self.memory.current(stored.version) is None:
+            self.memory.remember(stored.version, session.messages, edit_mark())
+        return session
+
+    # The operations.
+
+    def _apply(self, index: int, op: Op) -> Plan:
+        try:
+            if isinstance(op, Save):
+                yield from self._save(index, op)
+            elif isinstance(op, Append):
+                if not (yield from self._exists()):
+                    raise SessionNotFoundError(self.session_id)
+                self.lines.append(op.line)
+                self.waiting_lines.append(index)
+            elif isinstance(op, (Retitle, Pin)):
+                yield from self._edit(index, op)
+            elif isinstance(op, Load):
+                self.outcomes[index] = outcome.Value((yield from self._read_session()))
+            elif isinstance(op, ReadUsage):
+                yield from self.flush()
+                self.outcomes[index] = outcome.Value((yield ReadUsageLog()))
+            elif isinstance(op, Delete):
+                yield from self._delete(index)
+            else:  # pragma: no cover - every Op kind is handled above
+                raise TypeError(f"unknown message {op!r}")
+        except Exception as exc:
+            self.outcomes[index] = outcome.Error(exc)
+
+    def _save(self, index: int, op: Save) -> Plan:
+        start = self.memory.checked_prefix(op.messages)
+        check_messages(op.messages, start=start)  # the rest was checked at the call
+        persisted = yield from self._group()
+        group = merge_authoritative(persisted, Authoritative.of(op.snapshot))
+        merged: list[Message] | None = None
+        if op.checkpoint:
+            if self.pending is not None:
+                prior = _own_messages(self.pending.messages, op.messages)
+            elif persisted is not None:
+                prior = yield from self._persisted_messages(op.messages)
+            else:
+                prior = []
+            merged = merge_transcript(prior, op.messages)
+        updated_at = utc_now()
+        snapshot = _with_group(op.snapshot, group, updated_at)
+        snapshot.messages = op.messages if merged is None else merged
+        self.pending = snapshot
+        self.pending_edit = False
+        self.pending_checked = len(op.messages) if start == 0 and merged is None else 0
+        self.waiting_snapshot.append((index, Saved(group, updated_at, merged)))
+
+    def _persisted_messages(self, incoming: list[Message]) -> Generator[Step, Any, list[Message]]:
+        """The persisted transcript, for a checkpoint bringing ``incoming``.
+
+        When what this actor knows is persisted and ``incoming`` starts with
+        it (the same objects or equal ones), that prefix of ``incoming``;
+        otherwise the transcript is read, as fresh objects. Either way no
+        caller gets another caller's objects.
+        """
+        head = yield from self._read_head()
+        known = None if head is None else self.memory.current(head.version)
+        if known is not None:
+            own = known.persisted(incoming)
+            if own is not None:
+                return own
+        session = yield from self._read_session(fresh=True)
+        return [] if session is None else session.messages
+
+    def _edit(self, index: int, op: Retitle | Pin) -> Plan:
+        session = yield from self._read_session()
+        if session is None:
+            raise SessionNotFoundError(self.session_id)
+        group = Authoritative.of(session)
+        changed = retitle(group, op.title) if isinstance(op, Retitle) else pin(group, op.pinned)
+        if changed is None:
+            self.outcomes[index] = outcome.Value(session)
+            return
+        self.pending = _with_group(session, changed, utc_now())
+        self.pending_edit = True
+        self.waiting_snapshot.append((index, self.pending))
+
+    def _delete(self, index: int) -> Plan:
+        existed = yield from self._exists()
+        if self.present:
+            try:
+                yield DeleteSession()
+            except Exception as exc:
+                self._abandon(exc)  # nothing pending was written: those calls fail too
+                raise
+        # What is pending is superseded: it took effect and is deleted now.
+        self._succeed(self.waiting_snapshot)
+        self._succeed([(i, None) for i in self.waiting_lines])
+        self.pending = None
+        self.lines.clear()
+        self._head = None
+        self._exists_now = None
+        self.memory.forget()
+        self.outcomes[index] = outcome.Value(existed)
+
+    # Writing.
+
+    def _succeed(self, waiting: list[tuple[int, Any]]) -> None:
+        for index, value in waiting:
+            self.outcomes[index] = outcome.Value(value)
+        waiting.clear()
+
+    def _fail(self, indexes: list[int], exc: Exception) -> None:
+        for index in indexes:
+            self.outcomes[index] = outcome.Error(exc)
+
+    def _abandon(self, exc: Exception) -> None:
+        """Fail every pending op with ``exc``: none of it is written."""
+        self._fail([i for i, _ in self.waiting_snapshot], exc)
+        self._fail(self.waiting_lines, exc)
+        self.waiting_snapshot.clear()
+        self.waiting_lines.clear()
+        self.pending = None
+        self.lines.clear()
+        self._head = _UNREAD if self.present else None  # what a failed write left: read again
+        self._exists_now = None
+
+    def flush(self) -> Plan:
+        """Write the pending snapshot, then the pending lines."""
+        if self.pending is not None:
+            snapshot, self.pending = self.pending, None
+            try:
+                if self.pending_edit:
+                    head = yield from self._read_head()
+                    yield WriteMetadata(snapshot)
+                    version = None if head is None else head.version
+                    self._head = Head(Authoritative.of(snapshot), version)
+                else:
+                    yield from self._write_snapshot(snapshot)
+            except Exception as exc:
+                # The appends may have counted on the session this snapshot
+                # would have created: they fail with it.
+                self._abandon(exc)
+                return
+            self._succeed(self.waiting_snapshot)
+        if self.lines:
+            try:
+                yield AppendUsage(b"".join(self.lines))
+            except Exception as exc:
+                self._fail(self.waiting_lines, exc)
+            else:
+                self._succeed([(i, None) for i in self.waiting_lines])
+            self.lines.clear()
+            self.waiting_lines.clear()
+
+    def _write_snapshot(self, snapshot: Session) -> Plan:
+        """Append the new messages when the persisted transcript is a known prefix, else all."""
+        head = yield from self._read_head()
+        messages = snapshot.messages
+        known = None if head is None else self.memory.current(head.version)
+        append_from = None
+        if known is not None and known.prefix(messages) == len(known.messages):
+            append_from = len(known.messages)
+        else:
+            # All of it is written: all of it is checked (but what this batch
+            # has just checked), since a message known unchanged may still
+            # have had a nested value changed in place.
+            check_messages(messages, self.pending_checked)
+        mark = edit_mark()  # an edit from now on is not in what is written
+        self.memory.forget()  # until the write is in place
+        version: Version | None = yield WriteSnapshot(
+            snapshot, append_from=append_from, trusted=known is not None
+        )
+        self.memory.remember(version, messages, mark)
+        self._head = Head(Authoritative.of(snapshot), version)
