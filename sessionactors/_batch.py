@@ -12,9 +12,7 @@ from typing import Any
 import attrs
 import outcome
 
-from ._backend import SegmentRolledBack, SessionStorage
 from ._errors import LockBusy
-from ._files import IoCounts
 from ._messages import Delete, Op, Save
 from ._plan import Plan, SegmentPlan, TranscriptMemory
 from ._steps import (
@@ -28,6 +26,7 @@ from ._steps import (
     WriteMetadata,
     WriteSnapshot,
 )
+from .storage.protocol import IoCounts, SegmentRolledBack, SessionStorage
 
 __all__ = ["BatchTarget", "run_batch"]
 

@@ -60,6 +60,7 @@ from typing import Any
 
 import attrs
 import orjson
+import trio
 
 from ._errors import CorruptSessionError, LockBusy, UnsupportedFormatError
 from ._merge import Authoritative
@@ -73,6 +74,7 @@ from ._model import (
     structure_session,
 )
 from ._steps import Head, Stored, Version
+from .storage.protocol import IoCounts
 
 __all__ = [
     "FORMAT",
@@ -112,22 +114,6 @@ _LOCK_TRIES = 100
 _KEEP_TRIES = 1000
 
 logger = logging.getLogger(__name__)
-
-
-@attrs.define
-class IoCounts:
-    """What one batch of file work did, added to the store's statistics."""
-
-    snapshots_written: int = 0
-    journal_appends: int = 0
-    journal_rewrites: int = 0
-    append_batches: int = 0
-    fsyncs: int = 0
-    bytes_written: int = 0
-
-    def __add__(self, other: IoCounts) -> IoCounts:
-        pairs = zip(attrs.astuple(self), attrs.astuple(other), strict=True)
-        return IoCounts(*(mine + theirs for mine, theirs in pairs))
 
 
 def is_temp(name: str) -> bool:
@@ -1285,3 +1271,26 @@ def _undecodable(path: str, lines: Sequence[bytes]) -> CorruptSessionError | Non
         except Exception as exc:  # cattrs groups every field error in its own exception
             return CorruptSessionError(path, f"line {number}: not a valid message: {exc!r}")
     return None
+
+
+@attrs.define
+class FileBackend:
+    """The default backend: a directory per session under ``root``."""
+
+    root: Path
+    fsync: bool
+
+    async def aopen(self, limiter: trio.CapacityLimiter) -> None:
+        root = self.root
+        await trio.to_thread.run_sync(
+            lambda: root.mkdir(parents=True, exist_ok=True), limiter=limiter
+        )
+
+    async def aclose(self) -> None:
+        pass
+
+    def session(self, session_id: str) -> SessionFiles:
+        return SessionFiles(self.root, session_id, self.fsync)
+
+    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+        return list_summaries(self.root)

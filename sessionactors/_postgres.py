@@ -56,9 +56,7 @@ import psycopg.errors
 import trio
 from psycopg_pool import ConnectionPool
 
-from ._backend import SegmentRolledBack
 from ._errors import CorruptSessionError, UnsupportedFormatError
-from ._files import IoCounts
 from ._merge import Authoritative
 from ._model import (
     Session,
@@ -69,6 +67,7 @@ from ._model import (
     structure_session,
 )
 from ._steps import Head, Stored, Version
+from .storage.protocol import IoCounts, SegmentRolledBack
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresSession"]
 
@@ -422,7 +421,7 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
 
 
 class PostgresSession:
-    """One session's rows; a :class:`~._backend.SessionStorage` over one transaction.
+    """One session's rows; a :class:`~.storage.protocol.SessionStorage` over one transaction.
 
     :meth:`lock` opens the transaction and locks the session; every other
     method runs in it. Any exception inside (a database error, or one a

@@ -23,9 +23,9 @@ import trio
 
 from ._batch import BatchTarget, run_batch
 from ._errors import LockBusy
-from ._files import IoCounts
 from ._messages import Op
 from ._stats import Counters
+from .storage.protocol import IoCounts
 
 __all__ = ["BatchRunner"]
 

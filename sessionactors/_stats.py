@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from ._files import IoCounts
+from .storage.protocol import IoCounts
 
 __all__ = ["Counters", "StoreStatistics"]
 

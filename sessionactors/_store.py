@@ -14,7 +14,6 @@ import attrs
 import trio
 
 from ._actor import Actor
-from ._backend import Backend
 from ._batch import BatchTarget
 from ._errors import InvalidSessionIdError, StoreClosedError
 from ._merge import check_pinned, clean_title
@@ -24,7 +23,7 @@ from ._options import Durability, StoreOptions, default_threads
 from ._runner import BatchRunner
 from ._stats import Counters, StoreStatistics
 from ._util import NoPublicConstructor
-from .storage import open_backend, waits_on_network
+from .storage import Backend, open_backend, waits_on_network
 
 __all__ = [
     "RuntimeSessionPersistence",

@@ -27,8 +27,8 @@ import trio
 from pg_cluster import Cluster, find_bindir, private_cluster
 
 import sessionactors
-import sessionactors._backend
 import sessionactors._postgres
+import sessionactors.storage.protocol
 from sessionactors import Message, Session
 
 #: Crash restarts of the restart test; .ci/run keeps the default.
@@ -422,7 +422,7 @@ async def test_an_error_after_a_statement_was_sent_rolls_the_transaction_back(
 
 def write_and_go_on(
     storage: sessionactors._postgres.PostgresSession,
-) -> tuple[Exception | None, sessionactors._backend.SegmentRolledBack | None]:
+) -> tuple[Exception | None, sessionactors.storage.protocol.SegmentRolledBack | None]:
     """What the batch code does: a write's error fails its call only, the batch goes on.
 
     Returns that error, and what leaving the lock raised.
@@ -434,7 +434,7 @@ def write_and_go_on(
                 storage.write_snapshot(refused_edit(), append_from=None, trusted=False)
             except UnicodeEncodeError as exc:
                 failed = exc
-    except sessionactors._backend.SegmentRolledBack as exc:
+    except sessionactors.storage.protocol.SegmentRolledBack as exc:
         return failed, exc
     return failed, None
 
@@ -477,4 +477,4 @@ async def test_when_retries_run_out_callers_get_the_public_error(
                     await store.set_title("s", "renamed")
     finally:
         await trio.to_thread.run_sync(cluster.start)
-    assert not isinstance(raised.value, sessionactors._backend.SegmentRolledBack)
+    assert not isinstance(raised.value, sessionactors.storage.protocol.SegmentRolledBack)

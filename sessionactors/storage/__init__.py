@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._backend import Backend, FileBackend
 from .memory import SCHEME as MEMORY_SCHEME
 from .memory import MemoryBackend
+from .protocol import Backend
 
 __all__ = ["Backend", "open_backend", "waits_on_network"]
 
@@ -42,5 +42,7 @@ def open_backend(
     if isinstance(root, str) and root.startswith(MEMORY_SCHEME):
         backend = MemoryBackend(root)
         return backend, root
+    from .._files import FileBackend  # imports this package's protocol
+
     path = Path(root)
     return FileBackend(path, fsync), path

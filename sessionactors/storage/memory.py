@@ -23,10 +23,10 @@ import orjson
 import trio
 
 from .._errors import CorruptSessionError, LockBusy
-from .._files import IoCounts
 from .._merge import Authoritative
 from .._model import Session, SessionSummary, converter, decode_record, structure_session
 from .._steps import Head, Stored, Version
+from .protocol import IoCounts
 
 __all__ = ["SCHEME", "MemoryBackend", "MemorySession", "MemorySpace"]
 

@@ -1,4 +1,4 @@
-"""The storage boundary: what an actor's batch needs from a backend, and the file backend.
+"""The storage boundary: what a store needs of a backend, and an actor of its session's storage.
 
 A backend has two levels. :class:`Backend` is the store's: it opens and
 closes, hands each actor the storage of its session, and lists summaries.
@@ -11,18 +11,32 @@ PostgreSQL backend (``_postgres.py``) implements it over one transaction.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
 import trio
 
-from ._errors import CorruptSessionError, LockBusy
-from ._files import IoCounts, SessionFiles, list_summaries
-from ._model import Session, SessionSummary
-from ._steps import Head, Stored, Version
+from .._errors import CorruptSessionError, LockBusy
+from .._model import Session, SessionSummary
+from .._steps import Head, Stored, Version
 
-__all__ = ["Backend", "FileBackend", "LockBusy", "SegmentRolledBack", "SessionStorage"]
+__all__ = ["Backend", "IoCounts", "LockBusy", "SegmentRolledBack", "SessionStorage"]
+
+
+@attrs.define
+class IoCounts:
+    """What one batch's storage work did, added up in the store's statistics."""
+
+    snapshots_written: int = 0
+    journal_appends: int = 0
+    journal_rewrites: int = 0
+    append_batches: int = 0
+    fsyncs: int = 0
+    bytes_written: int = 0
+
+    def __add__(self, other: IoCounts) -> IoCounts:
+        pairs = zip(attrs.astuple(self), attrs.astuple(other), strict=True)
+        return IoCounts(*(mine + theirs for mine, theirs in pairs))
 
 
 class SegmentRolledBack(Exception):
@@ -106,26 +120,3 @@ class Backend(Protocol):
         Blocks: called in a worker thread.
         """
         ...
-
-
-@attrs.define
-class FileBackend:
-    """The default backend: a directory per session under ``root`` (``_files.py``)."""
-
-    root: Path
-    fsync: bool
-
-    async def aopen(self, limiter: trio.CapacityLimiter) -> None:
-        root = self.root
-        await trio.to_thread.run_sync(
-            lambda: root.mkdir(parents=True, exist_ok=True), limiter=limiter
-        )
-
-    async def aclose(self) -> None:
-        pass
-
-    def session(self, session_id: str) -> SessionFiles:
-        return SessionFiles(self.root, session_id, self.fsync)
-
-    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
-        return list_summaries(self.root)
