@@ -22,6 +22,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from support import session_files
 
 import sessionactors
 import sessionactors._batch
@@ -328,7 +329,8 @@ async def test_os_error_while_appending_leaves_the_log_as_it_was(
         await store.append_token_usage_record("s2", {"seq": 0})
         log_path = tmp_path / "s1" / "token-usage.jsonl"
         log = log_path.read_bytes()
-        snapshot = (tmp_path / "s1" / "session.json").read_bytes()
+        files = session_files(tmp_path, "s1")
+        assert files is not None
         injector = Fault(function, code, is_log_of("s1"), partial=partial)
         injector.install(monkeypatch)
 
@@ -347,7 +349,7 @@ async def test_os_error_while_appending_leaves_the_log_as_it_was(
         assert injector.injected == 1
         assert results["s2"] is None
         assert log_path.read_bytes() == log  # no partial line, no record of a failed call
-        assert (tmp_path / "s1" / "session.json").read_bytes() == snapshot
+        assert session_files(tmp_path, "s1") == files  # the log as it was, and the rest
         assert await store.read_token_usage("s1") == [{"seq": i} for i in range(3)]
         assert await store.read_token_usage("s2") == [{"seq": 0}, {"seq": 1}]
 
@@ -698,7 +700,6 @@ BAD_SESSIONS = bad_sessions()
 async def test_sessions_holding_non_json_values_are_refused(
     tmp_path: Path, checkpoint: bool
 ) -> None:
-    path = tmp_path / "s" / "session.json"
     async with sessionactors.open_store(tmp_path, durability="flush") as store:
 
         async def write(session: Session) -> None:
@@ -713,11 +714,13 @@ async def test_sessions_holding_non_json_values_are_refused(
             assert not (tmp_path / "s").exists(), name
         good = Session(id="s", messages=[Message(id="ok", role="user", content=[1, "two"])])
         await write(good)
-        snapshot = path.read_bytes()
+        files = session_files(tmp_path, "s")
+        written = store.statistics().snapshots_written
         for name, make in BAD_SESSIONS.items():  # persisted: unchanged
             with pytest.raises((TypeError, ValueError)):
                 await write(make())
-            assert path.read_bytes() == snapshot, name
+            assert session_files(tmp_path, "s") == files, name
+        assert store.statistics().snapshots_written == written
         assert await store.load_session("s") == good
         with pytest.raises((TypeError, ValueError)):
             await store.save_runtime_session("s")  # type: ignore[arg-type]
@@ -736,22 +739,23 @@ BAD_PINNED: list[Any] = [1, 0, "yes", None]
 
 
 async def test_bad_ui_edits_are_refused_and_nothing_moves(tmp_path: Path) -> None:
-    path = tmp_path / "s" / "session.json"
     async with sessionactors.open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="s", title="kept"))
-        snapshot = path.read_bytes()
+        files = session_files(tmp_path, "s")
+        written = store.statistics().snapshots_written
         for title, error in BAD_TITLES:
             with pytest.raises(error):
                 await store.set_title("s", title)
         for pinned in BAD_PINNED:
             with pytest.raises(TypeError):
                 await store.set_pinned("s", pinned)
-        assert path.read_bytes() == snapshot
+        assert session_files(tmp_path, "s") == files
         # Unchanged values write nothing and move no version.
         same = await store.set_title("s", "  kept  ")
         assert (same.title, same.title_version, same.metadata_version) == ("kept", 0, 0)
         await store.set_pinned("s", False)
-        assert path.read_bytes() == snapshot
+        assert session_files(tmp_path, "s") == files
+        assert store.statistics().snapshots_written == written
         # Unknown sessions: SessionNotFoundError (a KeyError); nothing created.
         for call in (
             store.set_title("missing", "t"),

@@ -16,6 +16,7 @@ import trio
 import trio.lowlevel
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from support import session_files
 
 import sessionactors
 from sessionactors import Message, Session, SessionNotFoundError, SessionStore
@@ -132,9 +133,9 @@ store_ops = st.lists(
 def test_saves_and_ui_edits_through_the_store_match_the_model(ops: list[Any]) -> None:
     async def body(store: SessionStore, root: Path) -> None:
         model: Authoritative | None = None
-        path = root / "s" / "session.json"
         for kind, arg in ops:
-            before = path.read_bytes() if path.exists() else None
+            before = session_files(root, "s")
+            written = store.statistics().snapshots_written
             if kind == "save":
                 caller = Session(id="s", **attrs.asdict(arg))
                 await store.save_runtime_session(caller)
@@ -170,7 +171,8 @@ def test_saves_and_ui_edits_through_the_store_match_the_model(ops: list[Any]) ->
                     model = edited or model
                     assert group_of(returned) == model
                 if edited is None:  # unchanged: nothing written
-                    assert path.read_bytes() == before
+                    assert session_files(root, "s") == before
+                    assert store.statistics().snapshots_written == written
             loaded = await store.load_session("s")
             if model is None:
                 assert loaded is None
