@@ -113,7 +113,8 @@ class SegmentPlan:
     def __init__(self, session_id: str, memory: TranscriptMemory, *, present: bool) -> None:
         self.session_id = session_id
         self.memory = memory
-        self.present = present  # False: the lock says there is certainly no session
+        # False: the lock says there is certainly no session (until this plan writes one).
+        self.present = present
         self.outcomes: dict[int, outcome.Outcome[Any]] = {}
         self.pending: Session | None = None
         self.pending_edit = False  # pending changes the metadata only
@@ -340,3 +341,4 @@ class SegmentPlan:
         )
         self.memory.remember(version, messages, mark)
         self._head = Head(Authoritative.of(snapshot), version)
+        self.present = True  # whatever the lock saw: the session is there now
