@@ -35,7 +35,7 @@ from ._demo import run_demo
 from ._errors import CorruptSessionError, InvalidSessionIdError, SessionStoreError
 from ._model import Message, Session, SessionSummary, converter
 from ._store import SessionStore, open_store
-from ._verify import (
+from .storage.files import (
     Problem,
     SessionReport,
     Severity,

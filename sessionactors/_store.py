@@ -15,7 +15,8 @@ import trio
 
 from ._actor import Actor
 from ._batch import BatchTarget
-from ._errors import InvalidSessionIdError, StoreClosedError
+from ._errors import StoreClosedError
+from ._ids import validate_session_id
 from ._merge import check_pinned, clean_title
 from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save
 from ._model import Session, SessionSummary, copy_for_save, encode_record
@@ -34,37 +35,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MAX_SESSION_ID_LENGTH = 200
-
-
-def validate_session_id(session_id: object) -> str:
-    """Return ``session_id`` if it can safely name a directory.
-
-    Raises:
-        InvalidSessionIdError: empty, ``.`` or ``..``, holding ``/``, ``\\``,
-            NUL or another control character, longer than 200 characters, or
-            longer than a file name may be once encoded.
-    """
-    if not isinstance(session_id, str):
-        raise InvalidSessionIdError(f"session id must be a str, got {type(session_id).__name__}")
-    if not session_id or session_id in (".", ".."):
-        raise InvalidSessionIdError(f"session id {session_id!r} is not allowed")
-    if len(session_id) > MAX_SESSION_ID_LENGTH:
-        raise InvalidSessionIdError(
-            f"session id is {len(session_id)} characters, more than {MAX_SESSION_ID_LENGTH}"
-        )
-    for char in session_id:
-        code = ord(char)
-        if char in "/\\" or code < 0x20 or 0x7F <= code <= 0x9F:
-            raise InvalidSessionIdError(f"session id {session_id!r} holds {char!r}")
-    try:
-        encoded = session_id.encode()  # strict: a lone surrogate is refused
-    except UnicodeError:
-        raise InvalidSessionIdError(f"session id {session_id!r} cannot be encoded") from None
-    if len(encoded) > 255:
-        raise InvalidSessionIdError(f"session id {session_id!r} is too long as a file name")
-    return session_id
 
 
 @runtime_checkable

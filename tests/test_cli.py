@@ -17,7 +17,7 @@ import trio
 
 from sessionactors import Message, Session, open_store
 from sessionactors._cli import _Progress
-from sessionactors._files import Snapshot, encode_head, read_snapshot_at
+from sessionactors.storage.files import Snapshot, encode_head, read_snapshot_at
 
 LONG_TITLE = "A very long title " * 6
 LONG_TEXT = "lorem ipsum dolor sit amet " * 200 + "THE-END"

@@ -27,7 +27,7 @@ import pytest
 import trio
 
 from sessionactors import Message, Session, open_store
-from sessionactors._files import SLOT_FILES, decode_snapshot, encode_head, read_snapshot_at
+from sessionactors.storage.files import SLOT_FILES, decode_snapshot, encode_head, read_snapshot_at
 
 SLOT_0 = "session.json"
 SLOT_1 = "session.1.json"

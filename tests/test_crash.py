@@ -25,6 +25,7 @@ import pytest
 import trio
 
 import sessionactors
+import sessionactors.storage.files
 from sessionactors import Message, Session
 
 CHILD = Path(__file__).parent / "children" / "kill_child.py"
@@ -458,7 +459,7 @@ async def test_fsync_durability_syncs_before_a_call_returns(
                 messages=[Message(id=f"m{i}", role="u") for i in range(count)],
             )
             await store.save_runtime_session(session)
-            snapshot = sessionactors._files.read_snapshot_at(str(root / "s"), "s")
+            snapshot = sessionactors.storage.files.read_snapshot_at(str(root / "s"), "s")
             assert snapshot is not None and snapshot.journal is not None
             slot, journal = snapshot.path, str(root / "s" / snapshot.journal)
             directory = str(root / "s")
@@ -502,7 +503,7 @@ async def test_fsync_durability_syncs_before_a_call_returns(
             older = {path: path.stat().st_size for path in (root / "s").glob("session*.json")}
             events.clear()
             await store.set_title("s", title)
-            snapshot = sessionactors._files.read_snapshot_at(str(root / "s"), "s")
+            snapshot = sessionactors.storage.files.read_snapshot_at(str(root / "s"), "s")
             assert snapshot is not None
             # Both slots exist by now: a UI edit is one slot rewritten and
             # synced, and cut only if its old bytes were longer.

@@ -1,7 +1,7 @@
 """Faults, corruption and bad input: every failure is raised to its caller and harms nothing.
 
 OS errors are injected by patching ``os.write``, ``os.fsync``, ``os.replace``
-and ``os.open`` as ``sessionactors._files`` calls them; each fake raises only
+and ``os.open`` as ``sessionactors.storage.files`` calls them; each fake raises only
 for the files of the session under test and only a set number of times, so
 the rest of the process (and the other sessions) keep working.
 """
@@ -26,8 +26,8 @@ from support import session_files
 
 import sessionactors
 import sessionactors._batch
-import sessionactors._files
 import sessionactors._runner
+import sessionactors.storage.files.durable
 from sessionactors import (
     CorruptSessionError,
     InvalidSessionIdError,
@@ -84,7 +84,7 @@ class Fault:
             return real(*args, **kwargs)
 
         # The os module itself: the fake filters by path, so nothing else breaks.
-        monkeypatch.setattr(sessionactors._files.os, self.function, fake)  # type: ignore[attr-defined]
+        monkeypatch.setattr(sessionactors.storage.files.durable.os, self.function, fake)  # type: ignore[attr-defined]
 
 
 def is_temp_of(sid: str) -> Callable[[str], bool]:
@@ -105,7 +105,7 @@ def leftovers(directory: Path) -> list[str]:
     """Temporary files, and journals no snapshot names, left in a session directory."""
     if not directory.exists():
         return []
-    snapshot = sessionactors._files.read_snapshot_at(str(directory), directory.name)
+    snapshot = sessionactors.storage.files.read_snapshot_at(str(directory), directory.name)
     named = snapshot.journal if snapshot is not None else None
     return sorted(
         p.name
@@ -116,7 +116,7 @@ def leftovers(directory: Path) -> list[str]:
 
 def latest_slot(directory: Path) -> Path:
     """The snapshot slot holding the session's newest snapshot."""
-    snapshot = sessionactors._files.read_snapshot_at(str(directory), directory.name)
+    snapshot = sessionactors.storage.files.read_snapshot_at(str(directory), directory.name)
     assert snapshot is not None
     return Path(snapshot.path)
 

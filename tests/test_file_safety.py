@@ -24,7 +24,7 @@ import trio
 
 import sessionactors
 from sessionactors import CorruptSessionError, Message, Session, open_store
-from sessionactors._files import KEPT_SUFFIX, is_journal, list_summaries
+from sessionactors.storage.files import KEPT_SUFFIX, is_journal, list_summaries
 
 # The package's parent directory: what a child process imports it from.
 PACKAGE_PARENT = str(Path(sessionactors.__file__).resolve().parent.parent)
@@ -73,7 +73,7 @@ async def _replace_damaged(root: Path, journal: Path, caplog: pytest.LogCaptureF
             await store.load_session("s")
         assert raised.value.path == str(journal)
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="sessionactors._files"):
+        with caplog.at_level(logging.WARNING, logger="sessionactors.storage.files.session"):
             fresh = Session(id="s", messages=_messages(2, tag=journal.name))
             await store.save_runtime_session(fresh)
         assert any(str(journal) in record.getMessage() for record in caplog.records)
@@ -281,7 +281,7 @@ async def test_a_stray_entry_for_a_session_fails_clearly_and_the_store_closes(
 LIST_CHILD = """
 import json, sys, trio
 from sessionactors import open_store
-from sessionactors._files import list_summaries
+from sessionactors.storage.files import list_summaries
 
 async def main():
     async with open_store(sys.argv[1], durability="flush") as store:
@@ -390,7 +390,7 @@ async def test_a_journal_line_that_is_json_but_no_message_is_kept(
     async with open_store(tmp_path, durability="flush") as store:
         with pytest.raises(CorruptSessionError):
             await store.load_session("s")
-        with caplog.at_level(logging.WARNING, logger="sessionactors._files"):
+        with caplog.at_level(logging.WARNING, logger="sessionactors.storage.files.session"):
             await store.save_runtime_session(Session(id="s", messages=_messages(1)))
     assert journal.with_name(journal.name + KEPT_SUFFIX).read_bytes() == damaged
     assert any(journal.name in record.getMessage() for record in caplog.records)

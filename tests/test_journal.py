@@ -12,7 +12,7 @@ import trio
 
 import sessionactors
 from sessionactors import Message, Session, open_store
-from sessionactors._files import SessionFiles, encode_head, encode_messages, read_snapshot_at
+from sessionactors.storage.files import SessionFiles, encode_head, encode_messages, read_snapshot_at
 
 
 def _message(number: int, size: int = 100) -> Message:

@@ -18,7 +18,7 @@ from shared_children import run_shared_children
 import sessionactors
 from sessionactors import Message, Session
 from sessionactors._errors import UnsupportedFormatError
-from sessionactors._postgres import SCHEMA_VERSION, PostgresBackend
+from sessionactors.storage.postgres import SCHEMA_VERSION, PostgresBackend
 
 SID = "shared"
 RENAMES = 40  # what shared_child.py's "ui" role does

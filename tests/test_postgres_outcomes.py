@@ -27,7 +27,9 @@ import trio
 from pg_cluster import Cluster, find_bindir, private_cluster
 
 import sessionactors
-import sessionactors._postgres
+import sessionactors.storage.postgres
+import sessionactors.storage.postgres.backend
+import sessionactors.storage.postgres.session
 import sessionactors.storage.protocol
 from sessionactors import Message, Session
 
@@ -125,8 +127,7 @@ class CommitProxy:
             await trio.aclose_forcefully(client)
 
     async def _upstream(self, pair: _Pair) -> None:
-        # (getattr: this test also runs against the code before the fix, to see it fail)
-        name = getattr(sessionactors._postgres, "LOOKUP_APPLICATION_NAME", "-").encode()
+        name = sessionactors.storage.postgres.backend.LOOKUP_APPLICATION_NAME.encode()
         async for chunk in pair.client:
             if not pair.started and b"application_name" in chunk:
                 pair.started = True
@@ -406,8 +407,10 @@ async def test_an_error_after_a_statement_was_sent_rolls_the_transaction_back(
     """
     url = cluster.url(cluster.new_schema())
     original = await save_five_messages(url)
-    monkeypatch.setattr(sessionactors._postgres, "_check_columns", lambda session: None)
-    backend = sessionactors._postgres.PostgresBackend(url, fsync=True, max_connections=1)
+    monkeypatch.setattr(
+        sessionactors.storage.postgres.session, "check_columns", lambda session: None
+    )
+    backend = sessionactors.storage.postgres.PostgresBackend(url, fsync=True, max_connections=1)
     await trio.to_thread.run_sync(backend.open)
     try:
         failed, rolled_back = await trio.to_thread.run_sync(write_and_go_on, backend.session("s"))
@@ -421,7 +424,7 @@ async def test_an_error_after_a_statement_was_sent_rolls_the_transaction_back(
 
 
 def write_and_go_on(
-    storage: sessionactors._postgres.PostgresSession,
+    storage: sessionactors.storage.postgres.PostgresSession,
 ) -> tuple[Exception | None, sessionactors.storage.protocol.SegmentRolledBack | None]:
     """What the batch code does: a write's error fails its call only, the batch goes on.
 
@@ -464,7 +467,7 @@ async def test_when_retries_run_out_callers_get_the_public_error(
 ) -> None:
     """The server stops for good: callers get psycopg's error, never the private wrapper."""
     # Each try waits 0.5 s for a connection, not 10: the error comes in seconds.
-    monkeypatch.setattr(sessionactors._postgres, "CONNECTION_WAIT", 0.5, raising=False)
+    monkeypatch.setattr(sessionactors.storage.postgres.backend, "CONNECTION_WAIT", 0.5)
     url = cluster.url(cluster.new_schema())
     try:
         with trio.fail_after(60):

@@ -34,7 +34,7 @@ def open_backend(
     """
     backend: Backend
     if isinstance(root, str) and root.startswith(_POSTGRES_SCHEMES):
-        from .._postgres import PostgresBackend  # psycopg is an optional extra
+        from .postgres import PostgresBackend  # psycopg is an optional extra
 
         postgres = PostgresBackend(root, fsync=fsync, max_connections=max_connections)
         backend = postgres
@@ -42,7 +42,7 @@ def open_backend(
     if isinstance(root, str) and root.startswith(MEMORY_SCHEME):
         backend = MemoryBackend(root)
         return backend, root
-    from .._files import FileBackend  # imports this package's protocol
+    from .files import FileBackend  # imports this package's protocol
 
     path = Path(root)
     return FileBackend(path, fsync), path

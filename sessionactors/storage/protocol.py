@@ -2,10 +2,10 @@
 
 A backend has two levels. :class:`Backend` is the store's: it opens and
 closes, hands each actor the storage of its session, and lists summaries.
-:class:`SessionStorage` is the actor's: every method of its batch code
-(``_Segment`` and ``run_batch`` in ``_actor.py``) goes through it, inside one
-:meth:`SessionStorage.lock` hold. ``SessionFiles`` satisfies it as it is; the
-PostgreSQL backend (``_postgres.py``) implements it over one transaction.
+:class:`SessionStorage` is the actor's: it executes the planner's steps
+(``_plan.py``, carried by ``_batch.py``) inside one :meth:`SessionStorage.lock`
+hold: files (``storage/files/``), one PostgreSQL transaction
+(``storage/postgres/``), or this process's memory (``storage/memory.py``).
 """
 
 from __future__ import annotations

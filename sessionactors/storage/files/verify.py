@@ -1,0 +1,142 @@
+"""The checks of ``sessionactors verify``: what can be wrong in a store, and the safe repairs.
+
+Each check is a small function of one session directory that yields the
+problems it finds; :data:`CHECKS` lists them, so a new file of a session (a
+journal beside the snapshot, say) gets its own check beside the others.
+Decoding goes through the file backend's own decoders, never a second reader.
+
+Each problem has a severity: *damage* (a file the library cannot read, or
+values it would not write) or a *leftover* of an interrupted write, which
+readers ignore and the session's next write clears anyway. Only leftovers
+are repaired, each safe while the session's lock is held: cutting a torn
+last line off a token-usage log or uncounted bytes off a journal, removing
+a temporary snapshot file or a journal no snapshot names, and making absent
+an older snapshot slot a failed or killed rewrite left empty or torn beside
+a whole newer one. Nothing here deletes or rewrites a session, nor a damaged
+file the store kept aside, and no repair changes what a reader of the
+session gets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .checks import run_checks
+from .durable import cut_torn_tail, fsync_dir
+from .layout import SLOT_FILES
+from .problems import Problem, Repair, SessionDir, SessionReport
+from .session import SessionFiles
+from .slots import read_snapshot_at
+
+__all__ = ["session_names", "verify_session"]
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def session_names(root: Path) -> list[str]:
+    """The names of the store's directories (symlinks and plain files are not sessions)."""
+    names = [entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)]
+    names.sort()
+    return names
+
+
+# --- the repairs ----------------------------------------------------------------------
+
+
+def _truncate_torn_tail(problem: Problem) -> None:
+    fd = os.open(problem.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:
+        cut_torn_tail(fd, os.fstat(fd).st_size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _truncate_uncounted(problem: Problem) -> None:
+    snapshot = read_snapshot_at(str(problem.path.parent), problem.path.parent.name)
+    assert snapshot is not None  # under the lock, as when the problem was found
+    fd = os.open(problem.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.ftruncate(fd, snapshot.journal_size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_file(problem: Problem) -> None:
+    try:
+        os.unlink(problem.path)
+    except FileNotFoundError:
+        return
+    fsync_dir(problem.path.parent)
+
+
+def _clear_older_slot(problem: Problem) -> None:
+    """Make an older slot left empty or torn absent (the checks, under the lock,
+    found the newer slot whole and the session reading whole).
+
+    The second slot is cut to nothing, which reads as absent (as the library
+    makes it beside a first snapshot); the first is removed, since an empty
+    first slot reads as torn. Either way the next save makes it whole again:
+    a missing slot is made under a temporary name and renamed into place.
+    """
+    if problem.path.name == SLOT_FILES[1]:
+        fd = os.open(problem.path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        try:
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    else:
+        _remove_file(problem)
+
+
+_REPAIRS: dict[Repair, Callable[[Problem], None]] = {
+    Repair.TRUNCATE_TORN_TAIL: _truncate_torn_tail,
+    Repair.TRUNCATE_UNCOUNTED: _truncate_uncounted,
+    Repair.REMOVE_TEMP_FILE: _remove_file,
+    Repair.REMOVE_ORPHAN_JOURNAL: _remove_file,
+    Repair.CLEAR_OLDER_SLOT: _clear_older_slot,
+}
+
+
+# --- one session -------------------------------------------------------------------------
+
+
+def verify_session(root: Path, name: str, *, repair: bool) -> SessionReport:
+    """Check one directory of the store; with ``repair``, make the safe repairs.
+
+    A problem a live writer could cause for an instant (a torn tail, a
+    temporary file, a directory without its snapshot yet) is confirmed while
+    holding the session's lock, and repaired only then, so verify may run
+    beside stores that are writing.
+
+    Raises:
+        OSError: the session's lock could not be taken for a repair.
+    """
+    where = SessionDir(root, name)
+    problems = run_checks(where)
+    if not any(problem.transient for problem in problems):
+        return SessionReport(problems, [])
+    repaired: list[Problem] = []
+    files = SessionFiles(root, name, fsync=True)
+    try:
+        with files.lock(create=False) as present:
+            if not present:
+                return SessionReport([], [])  # deleted meanwhile
+            problems = run_checks(where)
+            if repair:
+                for problem in problems:
+                    if problem.repair is not None:
+                        _REPAIRS[problem.repair](problem)
+                        repaired.append(problem)
+                if repaired:
+                    problems = run_checks(where)
+    except OSError:
+        if repair:
+            raise
+        return SessionReport(problems, [])  # no right to lock: report what was seen
+    return SessionReport(problems, repaired)

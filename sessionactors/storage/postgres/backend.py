@@ -1,0 +1,125 @@
+"""The backend of a ``postgresql://`` root: the pool, its connections, the listing."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+import trio
+from psycopg_pool import ConnectionPool
+
+from ..._errors import CorruptSessionError
+from ..._model import SessionSummary
+from .retry import ATTEMPTS, backoff
+from .rows import LIST_SUMMARIES, decode_summaries
+from .schema import migrate
+from .session import PostgresSession
+
+__all__ = ["CONNECTION_WAIT", "LOOKUP_APPLICATION_NAME", "PostgresBackend"]
+
+#: The lookup's own connection is named so (unless the URL names its connections).
+LOOKUP_APPLICATION_NAME = "sessionactors-lookup"
+_LOOKUP_CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
+#: How long a batch waits for one of the pool's connections (when all are in
+#: use, or lost and being replaced) before that try fails with PoolTimeout.
+CONNECTION_WAIT = 10.0  # seconds
+
+
+class PostgresBackend:
+    """Sessions in a PostgreSQL database; a store's backend for a ``postgresql://`` root."""
+
+    def __init__(self, url: str, *, fsync: bool, max_connections: int) -> None:
+        self.url = url
+        self.fsync = fsync
+        self.max_connections = max_connections
+        self.display_url = _without_password(url)
+        self._pool: ConnectionPool | None = None
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL backend is not open")
+        return self._pool
+
+    async def aopen(self, limiter: trio.CapacityLimiter) -> None:
+        await trio.to_thread.run_sync(self.open, limiter=limiter)
+
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(self.close)
+
+    def open(self) -> None:
+        """Connect and create or migrate the schema (blocks)."""
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if "application_name" not in psycopg.conninfo.conninfo_to_dict(self.url):
+            kwargs["application_name"] = "sessionactors"
+        pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self.max_connections,
+            kwargs=kwargs,
+            configure=self._configure,
+            timeout=CONNECTION_WAIT,
+            open=False,
+            name="sessionactors",
+        )
+        pool.open(wait=True, timeout=30.0)
+        try:
+            with pool.connection() as conn:
+                migrate(conn)
+        except BaseException:
+            pool.close()
+            raise
+        self._pool = pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        # READ COMMITTED whatever the database's or role's default: the lock
+        # statement and the lookup must read what committed while they waited.
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        # durability: "fsync" waits for the WAL flush, "flush" does not.
+        setting = "on" if self.fsync else "off"
+        conn.execute(f"SET synchronous_commit = {setting}")
+        conn.commit()
+
+    def session(self, session_id: str) -> PostgresSession:
+        return PostgresSession(self, session_id)
+
+    def lookup_connection(self) -> psycopg.Connection[Any]:
+        """A new connection outside the pool (whose connections may all be lost), for lookups."""
+        given = psycopg.conninfo.conninfo_to_dict(self.url)
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if "application_name" not in given:
+            kwargs["application_name"] = LOOKUP_APPLICATION_NAME
+        if "connect_timeout" not in given:
+            kwargs["connect_timeout"] = _LOOKUP_CONNECT_TIMEOUT
+        conn = psycopg.connect(self.url, **kwargs)
+        # Under REPEATABLE READ the lookup's snapshot would predate its wait
+        # for the lock, and a commit made meanwhile would look absent.
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        return conn
+
+    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+        for attempt in range(ATTEMPTS):
+            try:
+                with self.pool.connection() as conn:
+                    rows = conn.execute(LIST_SUMMARIES).fetchall()
+                break
+            except psycopg.OperationalError:
+                if attempt + 1 == ATTEMPTS:
+                    raise
+                backoff(attempt)
+        return decode_summaries(rows)
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
