@@ -31,7 +31,8 @@ from psycopg_pool import ConnectionPool
 
 from sessionactors import Message, Session, open_store
 from sessionactors._merge import Authoritative, merge_authoritative
-from sessionactors._model import check_session, converter, encode_record
+from sessionactors._model import converter
+from sessionactors._values import check_session, encode_record
 
 THREADS = 32
 

@@ -28,7 +28,7 @@ import outcome
 from ._errors import SessionNotFoundError
 from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
 from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save, Saved
-from ._model import KnownTranscript, Message, Session, check_messages, converter, edit_mark, utc_now
+from ._model import KnownTranscript, Message, Session, converter, edit_mark, utc_now
 from ._steps import (
     AppendUsage,
     DeleteSession,
@@ -43,6 +43,7 @@ from ._steps import (
     WriteMetadata,
     WriteSnapshot,
 )
+from ._values import check_messages
 
 __all__ = ["Plan", "SegmentPlan", "TranscriptMemory"]
 

@@ -19,11 +19,12 @@ from ._errors import StoreClosedError
 from ._ids import validate_session_id
 from ._merge import check_pinned, clean_title
 from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save
-from ._model import Session, SessionSummary, copy_for_save, encode_record
+from ._model import Session, SessionSummary
 from ._options import Durability, StoreOptions, default_threads
 from ._runner import BatchRunner
 from ._stats import Counters, StoreStatistics
 from ._util import NoPublicConstructor
+from ._values import copy_for_save, encode_record
 from .storage import Backend, open_backend, waits_on_network
 
 __all__ = [

@@ -26,7 +26,7 @@ from sessionactors._messages import (
     Save,
     Saved,
 )
-from sessionactors._model import KnownTranscript, Message, Session, copy_for_save
+from sessionactors._model import KnownTranscript, Message, Session
 from sessionactors._plan import SegmentPlan, TranscriptMemory
 from sessionactors._steps import (
     AppendUsage,
@@ -42,6 +42,7 @@ from sessionactors._steps import (
     WriteMetadata,
     WriteSnapshot,
 )
+from sessionactors._values import copy_for_save
 
 V1: Version = ("journal", 1)
 V2: Version = ("journal", 2)

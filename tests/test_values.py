@@ -31,14 +31,8 @@ from conftest import Gate
 import sessionactors._plan
 import sessionactors._runner
 from sessionactors import Message, Session, SessionStore
-from sessionactors._model import (
-    check_datetime,
-    check_json,
-    converter,
-    copy_for_save,
-    encode_record,
-    json_copy,
-)
+from sessionactors._model import check_datetime, converter
+from sessionactors._values import check_json, copy_for_save, encode_record, json_copy
 
 NEW_YORK = ZoneInfo("America/New_York")
 

@@ -24,8 +24,9 @@ import trio
 
 from .._errors import CorruptSessionError, LockBusy
 from .._merge import Authoritative
-from .._model import Session, SessionSummary, converter, decode_record, structure_session
+from .._model import Session, SessionSummary, converter, structure_session
 from .._steps import Head, Stored, Version
+from .._values import decode_record
 from .protocol import IoCounts
 
 __all__ = ["SCHEME", "MemoryBackend", "MemorySession", "MemorySpace"]

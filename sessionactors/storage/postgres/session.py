@@ -18,8 +18,9 @@ import attrs
 import orjson
 
 from ..._merge import Authoritative
-from ..._model import Session, decode_record, encode_message
+from ..._model import Session, encode_message
 from ..._steps import Head, Stored, Version
+from ..._values import decode_record
 from ..protocol import IoCounts
 from .rows import (
     DELETE_MESSAGES,
