@@ -27,6 +27,7 @@ import pytest
 import trio
 import trio.testing
 from conftest import Gate
+from support import session_files
 
 import sessionactors._plan
 import sessionactors._runner
@@ -77,18 +78,6 @@ def smuggle(instance: object, name: str, value: object) -> None:
     object.__setattr__(instance, name, value)
 
 
-def directory_bytes(disk: Path | None, session_id: str) -> dict[str, bytes] | None:
-    """Every file of the session's directory and its bytes; None without one (or on PostgreSQL)."""
-    if disk is None or not (disk / session_id).is_dir():
-        return None
-    directory = disk / session_id
-    return {
-        str(path.relative_to(directory)): path.read_bytes()
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
-
-
 async def saved_session(store: SessionStore, session_id: str = "s") -> Session:
     session = Session(
         id=session_id,
@@ -110,13 +99,13 @@ async def assert_refused(
 ) -> None:
     """``call`` raises ``error`` and leaves the session exactly as it was."""
     before = await store.load_session(session_id)
-    files = directory_bytes(disk, session_id)
+    files = session_files(disk, session_id)
     usage = await store.read_token_usage(session_id)
     with pytest.raises(error):
         await call()
     assert await store.load_session(session_id) == before
     assert await store.read_token_usage(session_id) == usage
-    assert directory_bytes(disk, session_id) == files
+    assert session_files(disk, session_id) == files
 
 
 # --- item 9: datetimes ------------------------------------------------------------------

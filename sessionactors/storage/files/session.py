@@ -30,14 +30,10 @@ logger = logging.getLogger(__name__)
 
 @attrs.define
 class SessionFiles(SessionDirectory):
-    """The files of one session. Used by that session's actor only.
+    """The files of one session, used by that session's actor only: the planner's steps.
 
-    Methods marked *locked* must be called while :meth:`lock` is held: the
-    lock serializes this session's file work across processes. Every file is
-    reached through the directory's descriptor, never through a link, and
-    every operation checks that the directory's snapshot records this
-    session's id (on a case-insensitive filesystem ``<root>/a`` may be
-    session ``"A"``'s directory).
+    What holds for every method (the lock, the descriptor, the owner check)
+    is :class:`SessionDirectory`'s.
     """
 
     # -- reads (no lock needed: the snapshot is replaced atomically and the
