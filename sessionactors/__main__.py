@@ -1,10 +1,10 @@
-"""``python -m sessionactors`` and the ``sessionactors`` script: see ``_cli``."""
+"""``python -m sessionactors`` and the ``sessionactors`` script: see ``cli``."""
 
 from __future__ import annotations
 
 import sys
 
-from ._cli import main
+from .cli import main
 
 __all__ = ["main"]
 

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from sessionactors import Message, Session, open_store
-from sessionactors._cli import _Progress
+from sessionactors.cli.verify import Progress
 from sessionactors.storage.files import Snapshot, encode_head, read_snapshot_at
 
 LONG_TITLE = "A very long title " * 6
@@ -437,7 +437,7 @@ def test_progress_bar_only_on_a_terminal() -> None:
             return True
 
     terminal = Terminal()
-    progress = _Progress(300, terminal, minimum=100)
+    progress = Progress(300, terminal, minimum=100)
     progress.update(300)
     progress.clear()
     drawn = terminal.getvalue()
@@ -445,7 +445,7 @@ def test_progress_bar_only_on_a_terminal() -> None:
     assert all(len(part) <= 80 for part in drawn.split("\r"))
 
     for stream, total in ((io.StringIO(), 300), (Terminal(), 5)):
-        quiet = _Progress(total, stream, minimum=100)
+        quiet = Progress(total, stream, minimum=100)
         quiet.update(total)
         quiet.clear()
         assert stream.getvalue() == ""

@@ -22,7 +22,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from support import session_files
+from support import EVERY_BAD_ID, EVERY_BAD_RECORD, deep, session_files
 
 import sessionactors
 import sessionactors._batch
@@ -497,23 +497,6 @@ async def test_corrupt_token_usage_line_is_reported_with_the_log_path(tmp_path: 
 
 # --- bad input ------------------------------------------------------------------------
 
-BAD_IDS = [
-    "",
-    ".",
-    "..",
-    "a/b",
-    "/",
-    "../escape",
-    "a\\b",
-    "a\x00b",
-    "line\nbreak",
-    "tab\there",
-    "\x1b[31m",
-    "del\x7f",
-    "c1\x85",
-    "x" * 201,
-]
-
 ID_CALLS: dict[str, Callable[[SessionStore, Any], Awaitable[Any]]] = {
     "save_runtime_session": lambda store, sid: store.save_runtime_session(Session(id=sid)),
     "checkpoint_runtime_session": lambda store, sid: store.checkpoint_runtime_session(
@@ -535,7 +518,7 @@ async def test_invalid_session_ids_are_refused_by_every_method(tmp_path: Path, m
         await store.save_runtime_session(Session(id="existing"))
         (tmp_path / "x").mkdir()  # "../x"-style ids must not reach it
         before = tree(tmp_path)
-        for bad in BAD_IDS:
+        for bad in EVERY_BAD_ID:
             with pytest.raises(InvalidSessionIdError) as raised:
                 await ID_CALLS[method](store, bad)
             assert isinstance(raised.value, ValueError)
@@ -563,61 +546,18 @@ async def test_session_ids_that_are_not_str_are_refused(tmp_path: Path, method: 
         assert tree(tmp_path) == before
 
 
-def deep(levels: int) -> Any:
-    value: Any = 0
-    for _ in range(levels):
-        value = [value]
-    return value
-
-
-BAD_RECORDS: list[Any] = [
-    # str that is not one JSON object
-    "",
-    "   ",
-    "[]",
-    "[1]",
-    "1",
-    "null",
-    "true",
-    '"s"',
-    "not json",
-    '{"a":1}{"b":2}',
-    '{"a":1}\n{"b":2}\n',
-    '{"a": NaN}',
-    '{"a": Infinity}',
-    "{'a': 1}",
-    '{"a":1',
-    # mappings holding what JSON cannot hold
-    {"a": {1}},
-    {"a": b"x"},
-    {"a": (1, 2)},
-    {"a": object()},
-    {1: "a"},
-    {"a": float("nan")},
-    {"a": float("inf")},
-    {"a": 2**64},
-    {"a": datetime.now(timezone.utc)},
-    {"a": deep(300)},
-    # neither a str nor a mapping
-    5,
-    None,
-    ["a"],
-    {"a"},
-]
-
-
 async def test_bad_token_usage_records_are_refused_and_nothing_is_written(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "s" / "token-usage.jsonl"
     async with sessionactors.open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="s"))
-        for bad in BAD_RECORDS:
+        for bad in EVERY_BAD_RECORD:
             with pytest.raises(ValueError):
                 await store.append_token_usage_record("s", bad)
             assert not log.exists(), f"{bad!r} created the log"
         await store.append_token_usage_record("s", {"first": True})
-        for bad in BAD_RECORDS:
+        for bad in EVERY_BAD_RECORD:
             with pytest.raises(ValueError):
                 await store.append_token_usage_record("s", bad)
             with pytest.raises(ValueError):  # bad input is refused before the session is looked up

@@ -19,13 +19,13 @@ import pytest
 import trio
 import trio.testing
 from conftest import Gate, StoreFactory
+from support import msg
 
 import sessionactors
 import sessionactors._batch
 import sessionactors._runner
 from sessionactors import (
     ActorCrashedError,
-    Message,
     Session,
     SessionStore,
     SessionStoreError,
@@ -42,10 +42,6 @@ async def guarded_nursery() -> AsyncIterator[trio.Nursery]:
     with trio.fail_after(HANG_GUARD):
         async with trio.open_nursery() as nursery:
             yield nursery
-
-
-def msg(message_id: str, content: Any = None) -> Message:
-    return Message(id=message_id, role="user", content=content)
 
 
 def ids(session: Session | None) -> list[str]:

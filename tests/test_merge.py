@@ -6,6 +6,7 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import EMPTY_TITLES
 
 from sessionactors._merge import (
     Authoritative,
@@ -107,7 +108,7 @@ def test_retitle_to_the_same_title_after_stripping_changes_nothing() -> None:
     assert retitle(group("same", 1, False, 1), "same") is None
 
 
-@pytest.mark.parametrize("title", ["", " ", "\t\n", "\u3000"])
+@pytest.mark.parametrize("title", EMPTY_TITLES)
 def test_retitle_refuses_an_empty_title(title: str) -> None:
     with pytest.raises(ValueError):
         retitle(group("old"), title)

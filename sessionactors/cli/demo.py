@@ -1,16 +1,17 @@
-"""The demo: a runtime, a UI and a usage logger writing one store at once."""
+"""``sessionactors demo``: a runtime, a UI and a usage logger writing one store at once."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 
 import trio
 
-from ._model import Message, Session
-from ._store import SessionStore, open_store
+from .. import Message, Session, SessionStore, open_store
+from .common import EXIT_OK
 
-__all__ = ["run_demo"]
+__all__ = ["run", "run_demo"]
 
 STEPS = 40  # runtime steps per session, two messages and one save each
 RENAMES = 5  # UI renames per session, then one pin
@@ -73,3 +74,9 @@ async def run_demo(root: str | os.PathLike[str], *, sessions: int = 3) -> None:
             f"appends,\n{stats.journal_rewrites} journal rewrites; "
             f"{stats.appends_requested} usage records: {stats.append_batches} log writes"
         )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo against ``args.root`` (created if missing)."""
+    trio.run(run_demo, args.root)
+    return EXIT_OK

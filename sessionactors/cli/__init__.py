@@ -1,0 +1,21 @@
+"""The command line: list, show, usage, verify and demo, over a store's directory.
+
+Every command reads the store through the library (``open_store`` and its
+methods; ``verify`` through the file backend's own decoders), never through a
+second reader of the files. Exit status: 0 done, 1 problems found (a corrupt
+file, a damaged log, an OS error), 2 a usage error (bad arguments, a missing
+root, an unknown or invalid session id). Expected conditions print one line
+on stderr, never a traceback. A command over every session (``list``,
+``usage``, ``verify``) never lets one damaged or unreadable session hide the
+others: it names each one it skips on stderr, with the reason, shows the
+rest, and exits 1.
+
+``parser`` builds the arguments and runs a command; ``common`` holds what
+the commands share (exit statuses, warnings, opening a store); ``text``
+fits text to a terminal; each command is a module of its own (``listing``,
+``show``, ``usage`` with ``usage_records``, ``verify``, ``demo``).
+"""
+
+from .parser import build_parser, main
+
+__all__ = ["build_parser", "main"]
