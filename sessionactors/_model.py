@@ -54,6 +54,8 @@ def check_datetime(value: datetime, where: str = "datetime") -> None:
         ValueError: naive, a fraction of a second in the offset, or a wall
             time in a fold or gap of its zone.
     """
+    if value.tzinfo is timezone.utc:
+        return  # the usual case, and certainly fine
     offset = value.utcoffset()
     if offset is None:
         raise ValueError(f"{where} must be timezone-aware, got naive {value!r}")
@@ -226,7 +228,10 @@ class SessionSummary:
 
 
 def _unstructure_datetime(value: datetime) -> str:
-    check_datetime(value)  # the store call checked it already: a last guard
+    # The store call checked it (check_datetime) before it got here; this
+    # runs for every message written, so only the plain mistake is refused.
+    if value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r} cannot be stored: give it a timezone")
     return value.isoformat()
 
 

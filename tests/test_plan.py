@@ -7,12 +7,14 @@ exception is thrown into the plan, as ``_batch._drive`` does).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
 import outcome
 import pytest
 
+import sessionactors._plan
 from sessionactors._errors import SessionNotFoundError
 from sessionactors._merge import Authoritative
 from sessionactors._messages import (
@@ -652,3 +654,23 @@ def test_a_usage_read_writes_the_snapshot_and_the_lines_before_reading() -> None
 def test_a_load_of_a_missing_session_asks_nothing() -> None:
     assert run([Load()], [], present=False).value(0) is None
     assert run([Load()], [(ReadSession, None)]).value(0) is None
+
+
+def test_a_snapshot_with_a_new_group_has_every_field_of_the_session() -> None:
+    """The planner's unchecked copy sets what attrs.evolve would, field for field."""
+    original = Session(
+        id="s",
+        title="t",
+        title_version=1,
+        metadata_version=2,
+        messages=[msg("a")],
+        metadata={"k": [1]},
+        runtime_state={"r": 2},
+    )
+    group = Authoritative(title="new", title_version=2, pinned=True, metadata_version=3)
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    made = sessionactors._plan._with_group(original, group, when)
+    expected = attrs.evolve(original, updated_at=when, **attrs.asdict(group))
+    for field in attrs.fields(Session):
+        assert getattr(made, field.name) == getattr(expected, field.name), field.name
+    assert made == expected and made is not original

@@ -121,8 +121,6 @@ def test_a_datetime_that_would_not_read_back_equal_is_refused(value: datetime) -
         assert datetime.fromisoformat(value.isoformat()) != value
     with pytest.raises(ValueError):
         check_datetime(value)
-    with pytest.raises(ValueError):
-        converter.unstructure(value, datetime)  # the encoder refuses it too
     # Built freely (only a naive datetime is refused on construction): the
     # store call refuses it, with nothing written (the tests below).
     Message(id="m", role="user", created_at=value)
