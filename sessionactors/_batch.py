@@ -14,7 +14,7 @@ import outcome
 
 from ._errors import LockBusy
 from ._messages import Delete, Op, Save
-from ._plan import Plan, SegmentPlan, TranscriptMemory
+from ._plan import Plan, SegmentPlan
 from ._steps import (
     AppendUsage,
     DeleteSession,
@@ -26,6 +26,7 @@ from ._steps import (
     WriteMetadata,
     WriteSnapshot,
 )
+from ._transcript import TranscriptMemory
 from .storage.protocol import IoCounts, SegmentRolledBack, SessionStorage
 
 __all__ = ["BatchTarget", "run_batch"]

@@ -6,8 +6,6 @@ What a store call accepts is checked in ``_values.py``.
 from __future__ import annotations
 
 import itertools
-import operator
-from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,7 +16,6 @@ from cattrs.preconf.orjson import make_converter
 from ._errors import CorruptSessionError
 
 __all__ = [
-    "KnownTranscript",
     "Message",
     "Session",
     "SessionSummary",
@@ -142,54 +139,6 @@ class Message:
     created_at: datetime | None = attrs.field(default=None, validator=_opt_datetime)
     extra: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
     _stamp: int = attrs.field(init=False, eq=False, repr=False, factory=lambda: next(_stamps))
-
-
-_stamp_of = operator.attrgetter("_stamp")
-
-
-@attrs.define
-class KnownTranscript:
-    """A transcript as a backend last wrote or read it, to spot an unchanged prefix.
-
-    ``version`` names that transcript on storage (the file backend: its
-    journal, counted size and message count); a backend trusts what it knows
-    only while storage still shows that version. ``messages`` holds the very
-    Message objects, so none can be replaced by another at the same address;
-    every stamp below ``mark`` means none had a field assigned since.
-    """
-
-    version: tuple[Any, ...]
-    messages: list[Message]
-    mark: int
-
-    def prefix(self, messages: Sequence[Message]) -> int:
-        """The known transcript's length if ``messages`` starts with it, else 0.
-
-        It starts with it when no known message had a field assigned since
-        and ``messages`` begins with those very objects or with equal ones
-        (another caller's copy). Identical objects compare in C without
-        calling ``__eq__``, so the common case costs a pointer comparison a
-        message.
-        """
-        count = len(self.messages)
-        if len(messages) < count:
-            return 0
-        if edited_since(self.mark) and max(map(_stamp_of, self.messages), default=0) > self.mark:
-            return 0
-        if messages[:count] != self.messages:
-            return 0
-        return count
-
-    def persisted(self, incoming: Sequence[Message]) -> list[Message] | None:
-        """For a checkpoint: ``incoming``'s own objects for the known transcript.
-
-        None when ``incoming`` does not start with it; the backend then reads
-        the persisted transcript. Either way no caller gets another's objects.
-        """
-        count = len(self.messages)
-        if self.prefix(incoming) != count:
-            return None
-        return list(incoming[:count])
 
 
 @attrs.define

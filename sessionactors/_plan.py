@@ -22,13 +22,12 @@ from collections.abc import Generator, Sequence
 from datetime import datetime
 from typing import Any
 
-import attrs
 import outcome
 
 from ._errors import SessionNotFoundError
 from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
 from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save, Saved
-from ._model import KnownTranscript, Message, Session, converter, edit_mark, utc_now
+from ._model import Message, Session, converter, edit_mark, utc_now
 from ._steps import (
     AppendUsage,
     DeleteSession,
@@ -43,41 +42,13 @@ from ._steps import (
     WriteMetadata,
     WriteSnapshot,
 )
+from ._transcript import TranscriptMemory
 from ._values import check_messages
 
 __all__ = ["Plan", "SegmentPlan", "TranscriptMemory"]
 
 #: What a planner generator yields, is sent, and returns.
 Plan = Generator[Step, Any, None]
-
-
-@attrs.define
-class TranscriptMemory:
-    """What one actor last wrote or read of its session's transcript (None: nothing trusted).
-
-    It spares checking and re-writing the messages a save shares with it:
-    see :class:`~._model.KnownTranscript`. It is trusted for writing only
-    while the storage shows the same version.
-    """
-
-    known: KnownTranscript | None = None
-
-    def checked_prefix(self, messages: Sequence[Message]) -> int:
-        """How many leading ``messages`` are known unchanged since written (checked then)."""
-        return 0 if self.known is None else self.known.prefix(messages)
-
-    def current(self, version: Version | None) -> KnownTranscript | None:
-        """The known transcript if it is the one persisted at ``version``."""
-        known = self.known
-        if known is None or version is None or known.version != version:
-            return None
-        return known
-
-    def remember(self, version: Version | None, messages: list[Message], mark: int) -> None:
-        self.known = None if version is None else KnownTranscript(version, list(messages), mark)
-
-    def forget(self) -> None:
-        self.known = None
 
 
 _new = object.__new__

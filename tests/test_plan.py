@@ -28,8 +28,8 @@ from sessionactors._messages import (
     Save,
     Saved,
 )
-from sessionactors._model import KnownTranscript, Message, Session
-from sessionactors._plan import SegmentPlan, TranscriptMemory
+from sessionactors._model import Message, Session
+from sessionactors._plan import SegmentPlan
 from sessionactors._steps import (
     AppendUsage,
     DeleteSession,
@@ -44,6 +44,7 @@ from sessionactors._steps import (
     WriteMetadata,
     WriteSnapshot,
 )
+from sessionactors._transcript import KnownTranscript, TranscriptMemory
 from sessionactors._values import copy_for_save
 
 V1: Version = ("journal", 1)
