@@ -21,6 +21,7 @@ __all__ = [
     "SessionSummary",
     "check_datetime",
     "converter",
+    "decode_record",
     "edit_mark",
     "encode_message",
     "structure_session",
@@ -222,3 +223,20 @@ def encode_message(message: Message, *, newline: bool = False) -> bytes:
     return orjson.dumps(
         _unstructure_message(message), option=orjson.OPT_APPEND_NEWLINE if newline else None
     )
+
+
+def decode_record(raw: bytes | str, where: str, line: int | None = None) -> dict[str, Any]:
+    """One stored token-usage record.
+
+    Raises:
+        CorruptSessionError: it is not one JSON object; ``where`` names the
+            file (or table) and ``line`` the line it is on.
+    """
+    at = "a record" if line is None else f"line {line}"
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptSessionError(where, f"{at}: {exc}") from None
+    if not isinstance(record, dict):
+        raise CorruptSessionError(where, f"{at} is not a JSON object")
+    return record

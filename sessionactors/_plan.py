@@ -45,7 +45,7 @@ from ._steps import (
 from ._transcript import TranscriptMemory
 from ._values import check_messages
 
-__all__ = ["Plan", "SegmentPlan", "TranscriptMemory"]
+__all__ = ["Plan", "SegmentPlan"]
 
 #: What a planner generator yields, is sent, and returns.
 Plan = Generator[Step, Any, None]
@@ -293,12 +293,13 @@ class SegmentPlan:
         if self.pending is not None:
             snapshot, self.pending = self.pending, None
             try:
-                if self.pending_edit:
-                    head = yield from self._read_head()
+                head = yield from self._read_head()
+                if self.pending_edit and head is not None and head.version is not None:
                     yield WriteMetadata(snapshot)
-                    version = None if head is None else head.version
-                    self._head = Head(Authoritative.of(snapshot), version)
+                    self._head = Head(Authoritative.of(snapshot), head.version)
                 else:
+                    # A save, or an edit of a transcript that cannot be
+                    # appended to (an older format): written whole.
                     yield from self._write_snapshot(snapshot)
             except Exception as exc:
                 # The appends may have counted on the session this snapshot

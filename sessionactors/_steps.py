@@ -6,12 +6,10 @@ nothing about merging or which messages are new (``_plan.py`` does).
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
-from ._merge import Authoritative
 from ._model import Session
+from .storage.protocol import Head, Stored, Version
 
 __all__ = [
     "AppendUsage",
@@ -27,27 +25,6 @@ __all__ = [
     "WriteMetadata",
     "WriteSnapshot",
 ]
-
-#: Names a persisted transcript on its storage (the file store: its journal,
-#: counted size and message count); equal versions, the same transcript.
-Version = tuple[Any, ...]
-
-
-@attrs.frozen
-class Head:
-    """What a storage holds of a session without its transcript."""
-
-    group: Authoritative
-    #: None: a transcript that cannot be appended to (an older format).
-    version: Version | None
-
-
-@attrs.frozen
-class Stored:
-    """A whole persisted session and the version of its transcript."""
-
-    session: Session
-    version: Version | None
 
 
 class Step:

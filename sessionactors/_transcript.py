@@ -22,10 +22,10 @@ _stamp_of = operator.attrgetter("_stamp")
 
 @attrs.define
 class KnownTranscript:
-    """A transcript as a backend last wrote or read it, to spot an unchanged prefix.
+    """A transcript as this actor last wrote or read it, to spot an unchanged prefix.
 
     ``version`` names that transcript on storage (the file backend: its
-    journal, counted size and message count); a backend trusts what it knows
+    journal, counted size and message count); the planner trusts it
     only while storage still shows that version. ``messages`` holds the very
     Message objects, so none can be replaced by another at the same address;
     every stamp below ``mark`` means none had a field assigned since.
@@ -56,7 +56,7 @@ class KnownTranscript:
     def persisted(self, incoming: Sequence[Message]) -> list[Message] | None:
         """For a checkpoint: ``incoming``'s own objects for the known transcript.
 
-        None when ``incoming`` does not start with it; the backend then reads
+        None when ``incoming`` does not start with it; the planner then reads
         the persisted transcript. Either way no caller gets another's objects.
         """
         count = len(self.messages)
@@ -70,7 +70,7 @@ class TranscriptMemory:
     """What one actor last wrote or read of its session's transcript (None: nothing trusted).
 
     It spares checking and re-writing the messages a save shares with it:
-    see :class:`~._model.KnownTranscript`. It is trusted for writing only
+    see :class:`KnownTranscript`. It is trusted for writing only
     while the storage shows the same version.
     """
 

@@ -14,7 +14,6 @@ from typing import Any
 import attrs
 import orjson
 
-from ._errors import CorruptSessionError
 from ._model import Message, Session, check_datetime
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "check_session",
     "check_version",
     "copy_for_save",
-    "decode_record",
     "encode_record",
     "json_copy",
 ]
@@ -274,7 +272,7 @@ def check_session(session: Session, messages: Sequence[Message], start: int = 0)
 def check_messages(messages: Sequence[Message], start: int = 0) -> None:
     """Check ``messages[start:]`` (see :func:`check_json`).
 
-    A backend writing a whole transcript anew checks it all again (but what
+    The planner, writing a whole transcript anew, checks it all again (but what
     the same batch has just checked): a message known unchanged may still
     have had a nested value changed in place.
 
@@ -292,23 +290,6 @@ def check_messages(messages: Sequence[Message], start: int = 0) -> None:
             check_datetime(message.created_at, f"messages[{index}].created_at")
         check_json(message.content, f"messages[{index}].content")
         check_json(message.extra, f"messages[{index}].extra")
-
-
-def decode_record(raw: bytes | str, where: str, line: int | None = None) -> dict[str, Any]:
-    """One stored token-usage record.
-
-    Raises:
-        CorruptSessionError: it is not one JSON object; ``where`` names the
-            file (or table) and ``line`` the line it is on.
-    """
-    at = "a record" if line is None else f"line {line}"
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise CorruptSessionError(where, f"{at}: {exc}") from None
-    if not isinstance(record, dict):
-        raise CorruptSessionError(where, f"{at} is not a JSON object")
-    return record
 
 
 def _refuse_constant(name: str) -> Any:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 import trio
@@ -314,8 +315,13 @@ async def test_a_ui_edit_upgrades_format_1(tmp_path: Path) -> None:
     async with open_store(tmp_path, durability="flush") as store:
         renamed = await store.set_title("old", "new title")
         assert _snapshot(tmp_path / "old")["format"] == 2
-        assert await store.load_session("old") == renamed
         assert renamed.messages == old.messages
+        # The actor knows the journal the upgrade wrote: the next save appends.
+        grown = attrs.evolve(renamed, messages=[*renamed.messages, _message(2)])
+        await store.save_runtime_session(grown)
+        stats = store.statistics()
+        assert (stats.journal_rewrites, stats.journal_appends) == (1, 1)
+        assert await store.load_session("old") == grown
 
 
 async def test_a_newer_format_is_refused_and_kept(tmp_path: Path) -> None:

@@ -357,3 +357,33 @@ async def test_save_may_replace_and_shrink_the_transcript(store: SessionStore) -
     loaded = await store.load_session("s")
     assert loaded is not None
     assert loaded.messages == []
+
+
+async def test_a_checkpoint_after_another_store_made_the_session_anew_keeps_its_messages(
+    make_store: StoreFactory,
+) -> None:
+    """What one store knows of a transcript never outlives a delete by another."""
+    async with make_store() as one, make_store() as two:
+        first = Session(id="s", messages=[msg("m1"), msg("m2")])
+        await one.checkpoint_runtime_session(first)
+        assert await two.delete_session("s") is True
+        await two.save_runtime_session(Session(id="s", messages=[msg("x")]))
+        first.messages.append(msg("m3"))
+        await one.checkpoint_runtime_session(first)
+        loaded = await two.load_session("s")
+    assert loaded is not None
+    assert [m.id for m in loaded.messages] == ["x", "m1", "m2", "m3"]
+
+
+async def test_a_saved_message_changed_in_place_is_not_written_again(store: SessionStore) -> None:
+    """A message a save has written is a value: a nested change afterwards is not
+    picked up by the next save that appends (and is never stored converted)."""
+    session = Session(id="s", messages=[msg("m1", {"t": 1.5})])
+    await store.save_runtime_session(session)
+    session.messages[0].content["t"] = float("nan")  # in place: not noticed
+    session.messages.append(msg("m2"))
+    await store.save_runtime_session(session)
+    loaded = await store.load_session("s")
+    assert loaded is not None
+    assert loaded.messages[0].content == {"t": 1.5}
+    assert [m.id for m in loaded.messages] == ["m1", "m2"]

@@ -14,6 +14,7 @@ lives as long as the process.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,10 +25,15 @@ import trio
 
 from .._errors import CorruptSessionError, LockBusy
 from .._merge import Authoritative
-from .._model import Session, SessionSummary, converter, structure_session
-from .._steps import Head, Stored, Version
-from .._values import decode_record
-from .protocol import IoCounts
+from .._model import (
+    Session,
+    SessionSummary,
+    converter,
+    decode_record,
+    encode_message,
+    structure_session,
+)
+from .protocol import Head, IoCounts, Stored, Version
 
 __all__ = ["SCHEME", "MemoryBackend", "MemorySession", "MemorySpace"]
 
@@ -36,12 +42,18 @@ SCHEME = "memory://"
 
 @attrs.frozen
 class _Stored:
-    """One session as saved: its encoded JSON and what a listing shows of it."""
+    """One session as saved: its fields and each message as encoded JSON, and its summary.
 
-    data: bytes
+    Messages are kept one encoded line each, as a journal holds them: a save
+    that appends encodes only its new messages, and the ones before are
+    kept as they were written (never re-encoded from objects changed since).
+    """
+
+    head: bytes  # every field but the messages, as JSON
+    messages: tuple[bytes, ...]
     summary: SessionSummary
-    #: Counts the session's writes: what names its transcript (a Version).
-    generation: int
+    #: Names this transcript: unique in the process, never handed out twice.
+    transcript: int
 
     @property
     def group(self) -> Authoritative:
@@ -53,8 +65,20 @@ class _Stored:
             metadata_version=summary.metadata_version,
         )
 
+    @property
+    def version(self) -> Version:
+        return (self.transcript, len(self.messages))
 
-def _store(session: Session, generation: int) -> _Stored:
+    @property
+    def size(self) -> int:
+        return len(self.head) + sum(map(len, self.messages))
+
+
+#: Transcript names: a session deleted and made again never gets an old one.
+_transcripts = itertools.count(1)
+
+
+def _store(session: Session, messages: tuple[bytes, ...], transcript: int) -> _Stored:
     summary = SessionSummary(
         id=session.id,
         title=session.title,
@@ -63,10 +87,11 @@ def _store(session: Session, generation: int) -> _Stored:
         metadata_version=session.metadata_version,
         created_at=session.created_at,
         updated_at=session.updated_at,
-        message_count=len(session.messages),
+        message_count=len(messages),
     )
-    data = orjson.dumps(converter.unstructure(session, Session))
-    return _Stored(data, summary, generation)
+    fields = converter.unstructure(attrs.evolve(session, messages=[]), Session)
+    del fields["messages"]
+    return _Stored(orjson.dumps(fields), messages, summary, transcript)
 
 
 @attrs.define(eq=False)
@@ -182,15 +207,16 @@ class MemorySession:
 
     def read_head(self) -> Head | None:
         stored = self._stored()
-        return None if stored is None else Head(stored.group, (stored.generation,))
+        return None if stored is None else Head(stored.group, stored.version)
 
     def read_session(self) -> Stored | None:
         stored = self._stored()
         if stored is None:
             return None
         where = f"{SCHEME} session {self.session_id!r}"
-        session = structure_session(where, orjson.loads(stored.data))
-        return Stored(session, (stored.generation,))
+        data = orjson.loads(stored.head)
+        data["messages"] = [orjson.loads(line) for line in stored.messages]
+        return Stored(structure_session(where, data), stored.version)
 
     def read_usage(self) -> list[dict[str, Any]]:
         lines = self._space.usage.get(self.session_id, [])
@@ -200,26 +226,27 @@ class MemorySession:
     def write_snapshot(
         self, session: Session, *, append_from: int | None, trusted: bool
     ) -> Version:
-        # Kept whole either way: there is no journal here to append to.
         previous = self._stored()
-        return self._put(session, 1 if previous is None else previous.generation + 1)
+        messages = session.messages
+        if append_from is not None and previous is not None:
+            new = tuple(encode_message(m) for m in messages[append_from:])
+            lines, transcript = previous.messages + new, previous.transcript
+            self.counts.journal_appends += 1 if new else 0
+        else:
+            lines, transcript = tuple(encode_message(m) for m in messages), next(_transcripts)
+            self.counts.journal_rewrites += 1
+        return self._put(_store(session, lines, transcript))
 
     def write_metadata(self, session: Session) -> None:
         found = self._stored()
-        if found is None:
-            self.write_snapshot(session, append_from=None, trusted=False)
-            return
-        persisted = structure_session(self.session_id, orjson.loads(found.data))
-        Authoritative.of(session).assign(persisted)
-        persisted.updated_at = session.updated_at
-        self._put(persisted, found.generation)  # the transcript is the same
+        assert found is not None  # the planner read it under this lock
+        self._put(_store(session, found.messages, found.transcript))
 
-    def _put(self, session: Session, generation: int) -> Version:
-        stored = _store(session, generation)
+    def _put(self, stored: _Stored) -> Version:
         self._space.put(self.session_id, stored)
         self.counts.snapshots_written += 1
-        self.counts.bytes_written += len(stored.data)
-        return (generation,)
+        self.counts.bytes_written += stored.size
+        return stored.version
 
     def append_usage(self, data: bytes) -> None:
         lines = data.splitlines()

@@ -17,10 +17,41 @@ import attrs
 import trio
 
 from .._errors import CorruptSessionError, LockBusy
+from .._merge import Authoritative
 from .._model import Session, SessionSummary
-from .._steps import Head, Stored, Version
 
-__all__ = ["Backend", "IoCounts", "LockBusy", "SegmentRolledBack", "SessionStorage"]
+__all__ = [
+    "Backend",
+    "Head",
+    "IoCounts",
+    "LockBusy",
+    "SegmentRolledBack",
+    "SessionStorage",
+    "Stored",
+    "Version",
+]
+
+
+#: Names a persisted transcript on its storage (the file store: its journal,
+#: counted size and message count); equal versions, the same transcript.
+Version = tuple[Any, ...]
+
+
+@attrs.frozen
+class Head:
+    """What a storage holds of a session without its transcript."""
+
+    group: Authoritative
+    #: None: a transcript that cannot be appended to (an older format).
+    version: Version | None
+
+
+@attrs.frozen
+class Stored:
+    """A whole persisted session and the version of its transcript."""
+
+    session: Session
+    version: Version | None
 
 
 @attrs.define

@@ -17,10 +17,10 @@ import attrs
 
 from ..._errors import CorruptSessionError
 from ..._model import Session, structure_session
-from ..._steps import Head, Stored, Version
+from ..protocol import Head, Stored, Version
 from . import journal, slots, usage
 from .directory import SessionDirectory
-from .layout import FORMAT, SLOT_FILES, new_journal_name
+from .layout import SLOT_FILES, new_journal_name
 from .snapshot import encode_snapshot, format1_session, version
 
 __all__ = ["SessionFiles"]
@@ -167,14 +167,12 @@ class SessionFiles(SessionDirectory):
     def write_metadata(self, session: Session) -> None:
         """Persist new authoritative metadata of ``session``, read just now (locked).
 
-        The journal is left as it is: only the snapshot changes.
+        The journal is left as it is: only the snapshot changes. The planner
+        asks it only of a session with a version (format 2).
         """
         self._sweep()
         snapshot = self.read_snapshot()
-        if snapshot is None or snapshot.format != FORMAT:
-            self.write_snapshot(session, append_from=None, trusted=False)  # format 1: upgrade it
-            return
-        assert snapshot.journal is not None
+        assert snapshot is not None and snapshot.journal is not None
         slot, seq = slots.next_slot(snapshot)
         self._write_slot(
             slot, encode_snapshot(session, snapshot.journal, snapshot.journal_size, seq)

@@ -16,7 +16,7 @@ import orjson
 from ..._errors import CorruptSessionError, UnsupportedFormatError
 from ..._merge import Authoritative
 from ..._model import Session, converter, structure_session
-from ..._steps import Version
+from ..protocol import Version
 from .layout import FORMAT, is_journal
 
 __all__ = [

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..._values import decode_record
+from ..._model import decode_record
 from ..protocol import IoCounts
 from .durable import append_synced, cut_torn_tail, open_at, read_at
 from .layout import LOG_FILE

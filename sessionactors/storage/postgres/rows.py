@@ -16,7 +16,7 @@ import orjson
 from ..._errors import CorruptSessionError
 from ..._merge import Authoritative
 from ..._model import Session, SessionSummary, converter, structure_session
-from ..._steps import Version
+from ..protocol import Version
 from .schema import MESSAGES, SESSIONS, USAGE
 
 __all__ = [

@@ -18,10 +18,8 @@ import attrs
 import orjson
 
 from ..._merge import Authoritative
-from ..._model import Session, encode_message
-from ..._steps import Head, Stored, Version
-from ..._values import decode_record
-from ..protocol import IoCounts
+from ..._model import Session, decode_record, encode_message
+from ..protocol import Head, IoCounts, Stored, Version
 from .rows import (
     DELETE_MESSAGES,
     DELETE_SESSION,
@@ -155,9 +153,7 @@ class PostgresSession:
     def write_metadata(self, session: Session) -> None:
         check_columns(session)
         head = self._head
-        if head is None:
-            self.write_snapshot(session, append_from=None, trusted=False)
-            return
+        assert head is not None  # the planner read the session under this lock
         updated_at = iso(session.updated_at)
         with self._transaction.statements(pipeline=False, write=True) as conn:
             conn.execute(
