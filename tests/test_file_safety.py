@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import nobody
 import pytest
@@ -28,6 +29,24 @@ from sessionactors.storage.files import KEPT_SUFFIX, is_journal, list_summaries
 
 # The package's parent directory: what a child process imports it from.
 PACKAGE_PARENT = str(Path(sessionactors.__file__).resolve().parent.parent)
+
+
+async def run_child(code: str, *args: str) -> Any:
+    """Run ``code`` in a child process and return the JSON it prints.
+
+    A store whose worker thread never ends cannot be closed: in a child, the
+    deadline kills it rather than hang the suite.
+    """
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, "-c", code, *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
 
 
 def _messages(count: int, tag: str = "m") -> list[Message]:
@@ -258,18 +277,7 @@ async def test_a_stray_entry_for_a_session_fails_clearly_and_the_store_closes(
     else:
         (tmp_path / "a-file").write_bytes(b"stray\n")
         entry.symlink_to(tmp_path / "a-file")
-    # In a child process: a store whose worker thread never ends cannot be
-    # closed, so the deadline kills the child rather than hang this test.
-    with trio.fail_after(60):
-        done = await trio.run_process(
-            [sys.executable, "-c", STRAY_CHILD, str(root)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
-        )
-    assert done.returncode == 0, done.stderr.decode()
-    result = json.loads(done.stdout)
+    result = await run_child(STRAY_CHILD, str(root))
     assert result == {call: str(entry) for call in ("save", "load", "append", "delete")} | {
         "closed": True
     }
@@ -426,16 +434,7 @@ async def test_a_fifo_in_place_of_a_file_fails_and_never_hangs(tmp_path: Path, n
     path = tmp_path / "s" / name
     path.unlink(missing_ok=True)
     os.mkfifo(path)
-    with trio.fail_after(60):  # a hang is killed here rather than hang the suite
-        done = await trio.run_process(
-            [sys.executable, "-c", FIFO_CHILD, str(tmp_path), name],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
-        )
-    assert done.returncode == 0, done.stderr.decode()
-    result = json.loads(done.stdout)
+    result = await run_child(FIFO_CHILD, str(tmp_path), name)
     assert result["closed"] is True
     assert "error" in result
 

@@ -69,6 +69,33 @@ def append_synced(fd: int, data: bytes | bytearray, size: int, sync: Callable[[i
         raise
 
 
+def create_whole(
+    dir_fd: int,
+    directory: str,
+    name: str,
+    data: bytes | bytearray,
+    sync: Callable[[int], None],
+    finish: Callable[[], None],
+) -> None:
+    """Create ``name`` holding ``data``, synced, then ``finish()`` (a rename, a directory sync).
+
+    If anything fails before ``finish`` returns, ``name`` is removed: a file
+    made for nothing is never left behind to be taken for a whole one.
+    """
+    fd = open_at(dir_fd, directory, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        try:
+            write_all(fd, data)
+            sync(fd)
+        finally:
+            os.close(fd)
+        finish()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dir_fd)
+        raise
+
+
 def refused(path: str, exc: OSError) -> CorruptSessionError | None:
     """The error for what an ``O_NOFOLLOW`` open inside a session directory met, if refused."""
     if exc.errno == errno.ELOOP:

@@ -9,7 +9,6 @@ name (see :data:`~.layout.KEPT_SUFFIX`), never deleted.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ import orjson
 from ..._errors import CorruptSessionError
 from ..._model import Message, converter, encode_message
 from ..protocol import IoCounts
-from .durable import append_synced, open_at, read_prefix, write_all
+from .durable import append_synced, create_whole, open_at, read_prefix
 from .layout import KEPT_SUFFIX
 from .snapshot import Snapshot
 
@@ -161,18 +160,8 @@ def write_journal(
     sync_directory: Callable[[], None],
 ) -> None:
     """Make the new journal ``name`` holding ``data``, durably, name included (locked)."""
-    fd = open_at(dir_fd, directory, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        try:
-            write_all(fd, data)
-            sync(fd)
-        finally:
-            os.close(fd)
-        sync_directory()  # the new name, before a snapshot uses it
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name, dir_fd=dir_fd)
-        raise
+    # The directory sync makes the new name durable before a snapshot uses it.
+    create_whole(dir_fd, directory, name, data, sync, sync_directory)
     counts.journal_rewrites += 1
     counts.bytes_written += len(data)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from ..._errors import CorruptSessionError, UnsupportedFormatError
-from .durable import CREATE_EMPTY, directory_at, open_at, read_at, write_all
+from .durable import CREATE_EMPTY, create_whole, directory_at, open_at, read_at, write_all
 from .layout import SLOT_FILES, temp_name
 from .snapshot import Snapshot, decode_snapshot, recorded_id
 
@@ -213,19 +213,14 @@ def _create_slot(
     sync_directory: Callable[[], None],
 ) -> None:
     temp = temp_name(name)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    fd = open_at(dir_fd, directory, temp, flags)
-    try:
-        try:
-            write_all(fd, data)
-            sync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp, dir_fd=dir_fd)
-        raise
+    create_whole(
+        dir_fd,
+        directory,
+        temp,
+        data,
+        sync,
+        lambda: os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd),
+    )
     # Make the second slot too, empty (it reads as absent), so the next
     # snapshot rewrites it in place: one directory fsync covers both names.
     with contextlib.suppress(FileExistsError):
