@@ -1,8 +1,14 @@
-"""The benchmark suite of issue 4: sessionactors against the classic design, in one run.
+"""The benchmark suite of issues 4, 13 and 16: sessionactors against its baselines, in one run.
 
 Usage::
 
-    python benchmarks/run.py [--quick] [--out results.json] [--dir DIR]
+    python benchmarks/run.py [--quick] [--only SECTION ...] [--out results.json] [--dir DIR]
+
+``--only`` runs some sections alone (repeat it for several): ``workloads``
+(issue 4's, 1 to 5 below), ``journal`` (6), ``revisions`` (7) or ``asyncio`` (8); the
+others are null in the JSON, whose default name is then
+``benchmarks/results/latest-<sections>.json``, so a partial run does not
+replace the last full one.
 
 Both designs run in the same process, on the same filesystem (a fresh
 directory under ``--dir``, default the system's temporary directory), with
@@ -36,11 +42,22 @@ The workloads (issue 4), each for both designs, one module each in ``bench/``:
 6. saves that cost what changed (``benchmarks/journal.py``, issue 5): a save
    adding one message to sessions of 10, 1,000 and 10,000 messages, and the
    whole life of a 2,000-step session against full rewrites.
+7. revisions, history and forks (issue 13, format 3; ``bench/revisions.py``),
+   each against a baseline measured in the same run: a save adding one
+   message to a 200-message session against its floor (one append of the
+   same bytes, fdatasync and a thread hop), and on stores opened with
+   ``history=100`` and ``history=1``; the life of a 2,000-step session
+   against durable full rewrites, in turns; a fork of a 10,000-message
+   session (bytes written, and time against a one-message save of it).
+8. asyncio (issue 16, ``bench/asyncio_embedding.py``): a one-message save
+   through ``sessionactors.aio`` (thread and guest mode) against the same
+   save from trio, and ``AgentsSession`` against the OpenAI Agents SDK's
+   ``SQLiteSession``.
 
 Counters from ``statistics()`` (and the classic port's own) show how many
 snapshot writes, journal writes, log writes and fsyncs each design made.
-The targets are one table in ``bench/targets.py``; the printed tables come
-from ``bench/report.py``.
+The targets are tables in ``bench/targets.py`` (issue 4's, issue 13's); the
+printed tables come from ``bench/report.py``.
 
 ``--quick`` runs a tiny version of every workload in a few seconds; the smoke
 test uses it so this code cannot rot. Its figures mean nothing.
@@ -56,8 +73,10 @@ import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
+from bench.asyncio_embedding import print_asyncio_table, run_asyncio_benchmarks
 from bench.config import FULL, QUICK, Config
 from bench.contended import measure_contended
 from bench.designs import DESIGNS
@@ -67,13 +86,19 @@ from bench.latency import LATENCY_VARIANTS, measure_latency
 from bench.many_sessions import measure_many_sessions
 from bench.memory import measure_memory
 from bench.memory_child import run_worker
-from bench.report import report
-from bench.results import LatencyResult, Workloads
+from bench.report import report, revisions_report
+from bench.results import LatencyResult, Revisions, Workloads
+from bench.revisions import measure_revisions
 from bench.targets import check_targets
 from bench.token_usage import measure_token_usage
 from journal import print_journal_table, run_journal_benchmarks
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
+WORKLOADS = "workloads"
+JOURNAL = "journal"
+REVISIONS = "revisions"
+ASYNCIO = "asyncio"
+SECTIONS = (WORKLOADS, JOURNAL, REVISIONS, ASYNCIO)
 
 
 async def timed_workloads(config: Config, base: Path, progress: Progress) -> partial[Workloads]:
@@ -106,7 +131,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; the hidden flags are the memory child's (``bench/memory.py``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="tiny workloads (smoke test)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON file to write")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable); default: all of them",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the JSON file to write (default: benchmarks/results/latest.json, "
+        "or latest-<sections>.json with --only)",
+    )
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to make the scratch directory"
     )
@@ -127,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     config = QUICK if args.quick else FULL
+    sections = tuple(name for name in SECTIONS if not args.only or name in args.only)
+    out = args.out
+    if out is None:
+        partial_name = f"latest-{'-'.join(sections)}.json"
+        out = DEFAULT_OUT if sections == SECTIONS else DEFAULT_OUT.with_name(partial_name)
     started = time.time()
     clock = time.perf_counter()
 
@@ -136,22 +178,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="sessionactors-bench-", dir=args.dir))
+    workloads: Workloads | None = None
+    journal: dict[str, Any] | None = None
+    revisions: Revisions | None = None
+    asyncio_figures: dict[str, Any] | None = None
     try:
-        timed = trio.run(timed_workloads, config, base, progress)
-        progress("5/5 memory (child processes)")
-        memory_live, memory_churn = measure_memory(config, base)
-        workloads = timed(memory_live=memory_live, memory_churn=memory_churn)
-        progress("journal: saves that cost what changed")
-        journal_dir = base / "journal"
-        journal_dir.mkdir()
-        journal = trio.run(partial(run_journal_benchmarks, journal_dir, quick=args.quick))
+        if WORKLOADS in sections:
+            timed = trio.run(timed_workloads, config, base, progress)
+            progress("5/5 memory (child processes)")
+            memory_live, memory_churn = measure_memory(config, base)
+            workloads = timed(memory_live=memory_live, memory_churn=memory_churn)
+        if JOURNAL in sections:
+            progress("journal: saves that cost what changed")
+            journal_dir = base / "journal"
+            journal_dir.mkdir()
+            journal = trio.run(partial(run_journal_benchmarks, journal_dir, quick=args.quick))
+        if REVISIONS in sections:
+            revisions_dir = base / "revisions"
+            revisions_dir.mkdir()
+            revisions = trio.run(measure_revisions, config, revisions_dir, progress)
+        if ASYNCIO in sections:
+            progress("asyncio: the aio store and AgentsSession (issue 16)")
+            asyncio_dir = base / "asyncio"
+            asyncio_dir.mkdir()
+            asyncio_figures = run_asyncio_benchmarks(asyncio_dir, quick=args.quick)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    checks = check_targets(workloads)
+    checks = check_targets(workloads, revisions)
     progress("done")
     document = Document(
         meta=meta(
             quick=args.quick,
+            sections=sections,
             started=started,
             duration_s=time.perf_counter() - clock,
             directory=base,
@@ -159,12 +217,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         workloads=workloads,
         journal=journal,
+        revisions=revisions,
+        asyncio=asyncio_figures,
         targets=checks,
     )
-    write_document(document, args.out)
-    print(report(workloads, checks))
-    print_journal_table(journal)
-    print(f"\nfigures written to {args.out}")
+    write_document(document, out)
+    if workloads is not None:
+        print(report(workloads, checks))
+    if journal is not None:
+        print_journal_table(journal)
+    if revisions is not None:
+        print()
+        print(revisions_report(revisions, checks))
+    if asyncio_figures is not None:
+        print_asyncio_table(asyncio_figures)
+    print(f"\nfigures written to {out}")
     return 0
 
 

@@ -13,16 +13,20 @@ import attrs
 import outcome
 
 from ._errors import LockBusy
-from ._messages import Delete, Op, Save
+from ._messages import Delete, Fork, Op, Save
 from ._plan import Plan, SegmentPlan
 from ._steps import (
     AppendUsage,
     DeleteSession,
     ReadHead,
+    ReadHistory,
+    ReadRevision,
     ReadSession,
+    ReadSource,
     ReadUsageLog,
     SessionExists,
     Step,
+    WriteFork,
     WriteMetadata,
     WriteSnapshot,
 )
@@ -34,9 +38,13 @@ __all__ = ["BatchTarget", "run_batch"]
 
 @attrs.define(eq=False)
 class BatchTarget:
-    """A session's storage and what its actor remembers of it, across batches."""
+    """A session's storage and what its actor remembers of it, across batches.
+
+    ``history``: how many revisions the session keeps loadable.
+    """
 
     storage: SessionStorage
+    history: int = 100
     memory: TranscriptMemory = attrs.Factory(TranscriptMemory)
 
     @property
@@ -72,7 +80,7 @@ def _run_segment(
     target: BatchTarget, ops: list[Op], start: int, end: int, *, wait: bool
 ) -> dict[int, outcome.Outcome[Any]]:
     storage, memory = target.storage, target.memory
-    creates = any(isinstance(op, Save) for op in ops[start : end + 1])
+    creates = any(isinstance(op, (Save, Fork)) for op in ops[start : end + 1])
     indexed = [(index, ops[index]) for index in range(start, end + 1)]
     while True:
         plan: SegmentPlan | None = None
@@ -80,7 +88,9 @@ def _run_segment(
         error: Exception
         try:
             with storage.lock(create=creates, wait=wait) as present:
-                plan = SegmentPlan(storage.session_id, memory, present=present)
+                plan = SegmentPlan(
+                    storage.session_id, memory, present=present, history=target.history
+                )
                 _drive(plan.run(indexed), storage)
             return plan.outcomes
         except LockBusy:
@@ -126,10 +136,22 @@ def _execute(storage: SessionStorage, step: Step) -> Any:
         return storage.read_session()
     if isinstance(step, WriteSnapshot):
         return storage.write_snapshot(
-            step.session, append_from=step.append_from, trusted=step.trusted
+            step.session,
+            step.commit,
+            append_from=step.append_from,
+            trusted=step.trusted,
+            transcript_of=step.transcript_of,
         )
     if isinstance(step, WriteMetadata):
-        return storage.write_metadata(step.session)
+        return storage.write_metadata(step.session, step.commit)
+    if isinstance(step, ReadRevision):
+        return storage.read_revision(step.revision)
+    if isinstance(step, ReadHistory):
+        return storage.read_history(step.oldest)
+    if isinstance(step, ReadSource):
+        return storage.read_source(step.source_id, step.revision)
+    if isinstance(step, WriteFork):
+        return storage.write_fork(step.session, step.source_id, step.transcript_of)
     if isinstance(step, AppendUsage):
         return storage.append_usage(step.data)
     if isinstance(step, ReadUsageLog):

@@ -45,6 +45,38 @@ class UnsupportedFormatError(CorruptSessionError):
     """
 
 
+class SessionExistsError(SessionStoreError, FileExistsError):
+    """A session with this id exists already (a fork's or an import's new id); nothing was made."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} exists already")
+        self.session_id = session_id
+
+
+class RevisionNotFoundError(SessionStoreError, LookupError):
+    """The session has no such revision kept: never written, or dropped from its history."""
+
+    def __init__(self, session_id: str, revision: int, reason: str) -> None:
+        super().__init__(f"session {session_id!r} has no revision {revision}: {reason}")
+        self.session_id = session_id
+        self.revision = revision
+
+
+class VersionConflictError(SessionStoreError):
+    """An edit's ``if_metadata_version`` is not the persisted ``metadata_version``; nothing written.
+
+    Attributes:
+        expected: the version the caller named.
+        current: the version persisted now.
+    """
+
+    def __init__(self, session_id: str, *, expected: int, current: int) -> None:
+        super().__init__(f"session {session_id!r} is at metadata_version {current}, not {expected}")
+        self.session_id = session_id
+        self.expected = expected
+        self.current = current
+
+
 class StoreClosedError(SessionStoreError):
     """The store's ``async with`` block has been left; it accepts no more calls."""
 

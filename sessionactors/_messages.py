@@ -15,12 +15,15 @@ from ._model import Message, Session
 __all__ = [
     "Append",
     "Delete",
+    "Fork",
+    "History",
     "Load",
     "Op",
     "Pin",
     "ReadUsage",
     "Reply",
     "Retitle",
+    "Rewind",
     "Save",
     "Saved",
 ]
@@ -71,11 +74,22 @@ class Op:
         self.reply.set(result)
 
 
-@attrs.frozen
+@attrs.define
 class Saved:
+    """What a save's caller is told: the merged group, and what the write made."""
+
     group: Authoritative
     updated_at: datetime
     messages: list[Message] | None  # the merged transcript of a checkpoint
+    # Set once the write is done (saves folded into one write share them).
+    revision: int = 0
+    forked_from: str | None = None
+    forked_from_revision: int | None = None
+
+    def written_as(self, snapshot: Session) -> None:
+        self.revision = snapshot.revision
+        self.forked_from = snapshot.forked_from
+        self.forked_from_revision = snapshot.forked_from_revision
 
 
 @attrs.define(eq=False)
@@ -96,10 +110,14 @@ class Save(Op):
         # worker thread: the caller's other tasks may be looking at it.
         if isinstance(result, outcome.Value):
             saved: Saved = result.value
-            saved.group.assign(self.session)
-            self.session.updated_at = saved.updated_at
+            session = self.session
+            saved.group.assign(session)
+            session.updated_at = saved.updated_at
+            session.revision = saved.revision
+            session.forked_from = saved.forked_from
+            session.forked_from_revision = saved.forked_from_revision
             if saved.messages is not None:
-                self.session.messages[:] = saved.messages
+                session.messages[:] = saved.messages
             result = outcome.Value(None)
         self.reply.set(result)
 
@@ -121,7 +139,26 @@ class Pin(Op):
 
 @attrs.define(eq=False)
 class Load(Op):
-    pass
+    revision: int | None = None
+
+
+@attrs.define(eq=False)
+class History(Op):
+    limit: int | None
+
+
+@attrs.define(eq=False)
+class Rewind(Op):
+    revision: int
+
+
+@attrs.define(eq=False)
+class Fork(Op):
+    """Sent to the new session's actor: it makes that session from the source."""
+
+    source_id: str
+    revision: int | None
+    title: str | None
 
 
 @attrs.define(eq=False)

@@ -16,7 +16,9 @@ from cattrs.preconf.orjson import make_converter
 from ._errors import CorruptSessionError
 
 __all__ = [
+    "REVISION_KINDS",
     "Message",
+    "Revision",
     "Session",
     "SessionSummary",
     "check_datetime",
@@ -88,6 +90,8 @@ _dict = attrs.validators.instance_of(dict)
 _list = attrs.validators.instance_of(list)
 _datetime = attrs.validators.and_(attrs.validators.instance_of(datetime), _aware)
 _opt_datetime = attrs.validators.optional(_datetime)
+_opt_str = attrs.validators.optional(_str)
+_opt_int = attrs.validators.optional(_int)
 
 
 # Every Message carries a stamp from this counter, renewed whenever one of its
@@ -148,7 +152,10 @@ class Session:
 
     ``title``, ``title_version``, ``pinned`` and ``metadata_version`` are the
     authoritative metadata, owned by the UI; a runtime save keeps what is on
-    disk unless its own ``metadata_version`` is newer.
+    disk unless its own ``metadata_version`` is newer. ``revision``,
+    ``forked_from`` and ``forked_from_revision`` are the store's: every write
+    sets ``revision`` (0: never written), ``fork_session`` sets the lineage,
+    and a save never changes them (the caller's object is corrected in place).
     """
 
     id: str = attrs.field(validator=_str)
@@ -161,6 +168,9 @@ class Session:
     messages: list[Message] = attrs.field(factory=list, validator=_list)
     metadata: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
     runtime_state: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+    revision: int = attrs.field(default=0, validator=_int)
+    forked_from: str | None = attrs.field(default=None, validator=_opt_str)
+    forked_from_revision: int | None = attrs.field(default=None, validator=_opt_int)
 
 
 @attrs.frozen
@@ -175,6 +185,26 @@ class SessionSummary:
     created_at: datetime
     updated_at: datetime
     message_count: int
+    revision: int
+    forked_from: str | None
+
+
+#: What a write did, as :class:`Revision` names it.
+REVISION_KINDS = ("save", "checkpoint", "title", "pinned", "update", "rewind", "fork", "import")
+
+
+@attrs.frozen
+class Revision:
+    """One entry of ``session_history``: what one write left, without the transcript."""
+
+    revision: int
+    kind: str
+    updated_at: datetime
+    message_count: int
+    title: str
+    pinned: bool
+    title_version: int
+    metadata_version: int
 
 
 def _unstructure_datetime(value: datetime) -> str:

@@ -56,6 +56,7 @@ class StoreOptions:
     mailbox_size: int = attrs.field(default=256, validator=_positive_int)
     max_threads: int = attrs.field(validator=_positive_int)
     drain_timeout: float | None = attrs.field(default=None, validator=_optional_timeout)
+    history: int = attrs.field(default=100, validator=_positive_int)
 
     @property
     def fsync(self) -> bool:

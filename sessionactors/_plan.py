@@ -12,33 +12,54 @@ for every storage, and is tested with plain values. It decides:
   them all, from what this actor last wrote or read (:class:`TranscriptMemory`)
   and the version the storage shows now;
 - which callers wait on which step: an op's outcome is given once what it
-  depends on is written, and a failed write fails exactly those.
+  depends on is written, and a failed write fails exactly those;
+- the revision each write makes (one more than the storage's latest; saves
+  folded together make one, an edit or a rewind always one of its own) and
+  which revisions the storage keeps (the newest ``history``): a revision
+  outside them is not found, before the storage is asked.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Generator, Sequence
-from datetime import datetime
 from typing import Any
 
 import outcome
 
-from ._errors import SessionNotFoundError
+from ._errors import RevisionNotFoundError, SessionExistsError, SessionNotFoundError
 from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
-from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save, Saved
-from ._model import Message, Session, converter, edit_mark, utc_now
+from ._messages import (
+    Append,
+    Delete,
+    Fork,
+    History,
+    Load,
+    Op,
+    Pin,
+    ReadUsage,
+    Retitle,
+    Rewind,
+    Save,
+    Saved,
+)
+from ._model import Message, Session, edit_mark, utc_now
+from ._planned import group_of, own_messages, with_group
 from ._steps import (
     AppendUsage,
+    Commit,
     DeleteSession,
     Head,
     ReadHead,
+    ReadHistory,
+    ReadRevision,
     ReadSession,
+    ReadSource,
     ReadUsageLog,
     SessionExists,
     Step,
     Stored,
     Version,
+    WriteFork,
     WriteMetadata,
     WriteSnapshot,
 )
@@ -51,42 +72,10 @@ __all__ = ["Plan", "SegmentPlan"]
 Plan = Generator[Step, Any, None]
 
 
-_new = object.__new__
-_set = object.__setattr__
-
-
-def _with_group(session: Session, group: Authoritative, updated_at: datetime) -> Session:
-    """A new Session: ``session`` with ``group`` and ``updated_at``, its validators not run.
-
-    Every value is checked already (the save's copy when it was called, a
-    session as read, a group from the merge rule or an edit's checks), and
-    this runs for every save: ``attrs.evolve`` would check them all again at
-    five times the cost. Every field is set here (``test_plan`` checks it
-    against ``attrs.evolve``).
-    """
-    made: Session = _new(Session)
-    _set(made, "id", session.id)
-    _set(made, "title", group.title)
-    _set(made, "title_version", group.title_version)
-    _set(made, "pinned", group.pinned)
-    _set(made, "metadata_version", group.metadata_version)
-    _set(made, "created_at", session.created_at)
-    _set(made, "updated_at", updated_at)
-    _set(made, "messages", session.messages)
-    _set(made, "metadata", session.metadata)
-    _set(made, "runtime_state", session.runtime_state)
-    return made
-
-
-def _own_messages(prior: list[Message], incoming: list[Message]) -> list[Message]:
-    """``prior`` if ``incoming`` starts with its very objects, else copies of it.
-
-    Two callers never share a Message object: a checkpoint following another
-    caller's save in one batch gets the persisted messages as new objects.
-    """
-    if len(incoming) >= len(prior) and all(map(operator.is_, incoming, prior)):
-        return prior
-    return converter.structure(converter.unstructure(prior, list[Message]), list[Message])
+#: The kinds of write that change the authoritative group only.
+_EDITS = ("title", "pinned")
+#: The kinds of write a later save may fold into itself (one revision for all).
+_SAVES = ("save", "checkpoint")
 
 
 class _Unread:
@@ -100,20 +89,25 @@ class SegmentPlan:
     """Ops applied in order under one hold of the lock, ending at a delete.
 
     ``pending`` is the snapshot the ops so far have produced and not yet
-    written (None: storage is current). Lines to append wait in ``lines``.
-    ``outcomes`` holds each op's result, given once what it depends on is
-    written.
+    written (None: storage is current), a revision of kind ``pending_kind``.
+    Lines to append wait in ``lines``. ``outcomes`` holds each op's result,
+    given once what it depends on is written. ``history``: how many
+    revisions the session keeps loadable.
     """
 
-    def __init__(self, session_id: str, memory: TranscriptMemory, *, present: bool) -> None:
+    def __init__(
+        self, session_id: str, memory: TranscriptMemory, *, present: bool, history: int
+    ) -> None:
         self.session_id = session_id
         self.memory = memory
+        self.history = history
         # False: the lock says there is certainly no session (until this plan writes one).
         self.present = present
         self.outcomes: dict[int, outcome.Outcome[Any]] = {}
         self.pending: Session | None = None
-        self.pending_edit = False  # pending changes the metadata only
+        self.pending_kind = "save"
         self.pending_checked = 0  # how many leading messages of pending are checked
+        self.pending_transcript: Version | None = None  # pending's transcript is this one's
         self.waiting_snapshot: list[tuple[int, Any]] = []
         self.lines: list[bytes] = []
         self.waiting_lines: list[int] = []
@@ -133,12 +127,6 @@ class SegmentPlan:
         if isinstance(head, _Unread):
             head = self._head = yield ReadHead()  # once per hold of the lock
         return head
-
-    def _group(self) -> Generator[Step, Any, Authoritative | None]:
-        if self.pending is not None:
-            return Authoritative.of(self.pending)
-        head = yield from self._read_head()
-        return None if head is None else head.group
 
     def _exists(self) -> Generator[Step, Any, bool]:
         if self.pending is not None:
@@ -166,10 +154,32 @@ class SegmentPlan:
             self._head = None
             return None
         session = stored.session
-        self._head = Head(Authoritative.of(session), stored.version)
+        self._head = Head.of(session, stored.version)
         if fresh or self.memory.current(stored.version) is None:
             self.memory.remember(stored.version, session.messages, edit_mark())
         return session
+
+    def _kept(self, session_id: str, head: Head, revision: int) -> None:
+        """Refuse a revision outside the kept window of a session at ``head``."""
+        if not 1 <= revision <= head.revision:
+            raise RevisionNotFoundError(
+                session_id, revision, f"never written (the latest is {head.revision})"
+            )
+        if revision <= head.revision - self.history:
+            raise RevisionNotFoundError(
+                session_id,
+                revision,
+                f"no longer kept (the latest is {head.revision}; the store keeps"
+                f" {self.history} revisions)",
+            )
+
+    def _settled_head(self) -> Generator[Step, Any, Head]:
+        """The head once what is pending is written; no session is SessionNotFoundError."""
+        yield from self.flush()
+        head = yield from self._read_head()
+        if head is None:
+            raise SessionNotFoundError(self.session_id)
+        return head
 
     # The operations.
 
@@ -185,7 +195,16 @@ class SegmentPlan:
             elif isinstance(op, (Retitle, Pin)):
                 yield from self._edit(index, op)
             elif isinstance(op, Load):
-                self.outcomes[index] = outcome.Value((yield from self._read_session()))
+                self.outcomes[index] = outcome.Value((yield from self._load(op.revision)))
+            elif isinstance(op, History):
+                head = yield from self._settled_head()
+                oldest = max(1, head.revision - self.history + 1)
+                revisions = yield ReadHistory(oldest)
+                self.outcomes[index] = outcome.Value(revisions[: op.limit])
+            elif isinstance(op, Rewind):
+                yield from self._rewind(index, op.revision)
+            elif isinstance(op, Fork):
+                yield from self._fork(index, op)
             elif isinstance(op, ReadUsage):
                 yield from self.flush()
                 self.outcomes[index] = outcome.Value((yield ReadUsageLog()))
@@ -197,24 +216,32 @@ class SegmentPlan:
             self.outcomes[index] = outcome.Error(exc)
 
     def _save(self, index: int, op: Save) -> Plan:
+        if self.pending is not None and self.pending_kind not in _SAVES:
+            # An edit or a rewind is a revision of its own, which its caller
+            # is given: a save is never folded into it.
+            yield from self.flush()
         start = self.memory.checked_prefix(op.messages)
         check_messages(op.messages, start=start)  # the rest was checked at the call
-        persisted = yield from self._group()
+        current: Session | Head | None = self.pending
+        if current is None:
+            current = yield from self._read_head()
+        persisted = group_of(current)
         group = merge_authoritative(persisted, Authoritative.of(op.snapshot))
         merged: list[Message] | None = None
         if op.checkpoint:
             if self.pending is not None:
-                prior = _own_messages(self.pending.messages, op.messages)
-            elif persisted is not None:
+                prior = own_messages(self.pending.messages, op.messages)
+            elif current is not None:
                 prior = yield from self._persisted_messages(op.messages)
             else:
                 prior = []
             merged = merge_transcript(prior, op.messages)
         updated_at = utc_now()
-        snapshot = _with_group(op.snapshot, group, updated_at)
+        snapshot = with_group(op.snapshot, group, updated_at, current)
         snapshot.messages = op.messages if merged is None else merged
         self.pending = snapshot
-        self.pending_edit = False
+        self.pending_kind = "checkpoint" if op.checkpoint else "save"
+        self.pending_transcript = None
         self.pending_checked = len(op.messages) if start == 0 and merged is None else 0
         self.waiting_snapshot.append((index, Saved(group, updated_at, merged)))
 
@@ -244,9 +271,79 @@ class SegmentPlan:
         if changed is None:
             self.outcomes[index] = outcome.Value(session)
             return
-        self.pending = _with_group(session, changed, utc_now())
-        self.pending_edit = True
+        kind = "title" if isinstance(op, Retitle) else "pinned"
+        self._pend(with_group(session, changed, utc_now(), session), kind)
         self.waiting_snapshot.append((index, self.pending))
+
+    def _pend(self, session: Session, kind: str, transcript: Version | None = None) -> None:
+        """``session`` is to be written as a revision of ``kind``; its messages are checked."""
+        self.pending = session
+        self.pending_kind = kind
+        self.pending_transcript = transcript
+        self.pending_checked = len(session.messages)
+
+    def _load(self, revision: int | None) -> Generator[Step, Any, Session | None]:
+        if revision is None:
+            return (yield from self._read_session())
+        yield from self.flush()
+        head = yield from self._read_head()
+        if head is None:
+            return None
+        self._kept(self.session_id, head, revision)
+        if revision == head.revision:
+            return (yield from self._read_session())
+        stored: Stored | None = yield ReadRevision(revision)
+        if stored is None:
+            raise RevisionNotFoundError(self.session_id, revision, "no longer kept")
+        return stored.session
+
+    def _rewind(self, index: int, revision: int) -> Plan:
+        """A new revision with ``revision``'s transcript, metadata and runtime state."""
+        head = yield from self._settled_head()
+        self._kept(self.session_id, head, revision)
+        stored: Stored | None = yield ReadRevision(revision)
+        if stored is None:
+            raise RevisionNotFoundError(self.session_id, revision, "no longer kept")
+        target = stored.session
+        rewound = with_group(target, head.group, utc_now(), head)
+        rewound.created_at = head.created_at
+        self._pend(rewound, "rewind", stored.version)
+        self.waiting_snapshot.append((index, rewound))
+        yield from self.flush()
+
+    def _fork(self, index: int, op: Fork) -> Plan:
+        """Make this session from ``op.source_id`` at ``op.revision``: revision 1, a fork."""
+        yield from self.flush()
+        if (yield from self._exists()):
+            raise SessionExistsError(self.session_id)
+        found: tuple[Head, Stored | None] | None = yield ReadSource(op.source_id, op.revision)
+        if found is None:
+            raise SessionNotFoundError(op.source_id)
+        source_head, stored = found
+        revision = source_head.revision if op.revision is None else op.revision
+        self._kept(op.source_id, source_head, revision)
+        if stored is None:
+            raise RevisionNotFoundError(op.source_id, revision, "no longer kept")
+        source = stored.session
+        now = utc_now()
+        made = Session(
+            id=self.session_id,
+            title=source.title if op.title is None else op.title,
+            created_at=now,
+            updated_at=now,
+            messages=source.messages,
+            metadata=source.metadata,
+            runtime_state=source.runtime_state,
+            revision=1,
+            forked_from=op.source_id,
+            forked_from_revision=revision,
+        )
+        mark = edit_mark()
+        version: Version | None = yield WriteFork(made, op.source_id, stored.version)
+        self.memory.remember(version, made.messages, mark)
+        self._head = Head.of(made, version)
+        self.present = True
+        self.outcomes[index] = outcome.Value(made)
 
     def _delete(self, index: int) -> Plan:
         existed = yield from self._exists()
@@ -289,23 +386,28 @@ class SegmentPlan:
         self._exists_now = None
 
     def flush(self) -> Plan:
-        """Write the pending snapshot, then the pending lines."""
+        """Write the pending snapshot as one revision, then the pending lines."""
         if self.pending is not None:
             snapshot, self.pending = self.pending, None
             try:
                 head = yield from self._read_head()
-                if self.pending_edit and head is not None and head.version is not None:
-                    yield WriteMetadata(snapshot)
-                    self._head = Head(Authoritative.of(snapshot), head.version)
+                snapshot.revision = 1 if head is None else head.revision + 1
+                commit = Commit(self.pending_kind, max(1, snapshot.revision - self.history + 1))
+                if self.pending_kind in _EDITS and head is not None and head.version is not None:
+                    yield WriteMetadata(snapshot, commit)
+                    self._head = Head.of(snapshot, head.version)
                 else:
                     # A save, or an edit of a transcript that cannot be
                     # appended to (an older format): written whole.
-                    yield from self._write_snapshot(snapshot)
+                    yield from self._write_snapshot(snapshot, commit)
             except Exception as exc:
                 # The appends may have counted on the session this snapshot
                 # would have created: they fail with it.
                 self._abandon(exc)
                 return
+            for _, waiting in self.waiting_snapshot:
+                if isinstance(waiting, Saved):
+                    waiting.written_as(snapshot)
             self._succeed(self.waiting_snapshot)
         if self.lines:
             try:
@@ -317,13 +419,15 @@ class SegmentPlan:
             self.lines.clear()
             self.waiting_lines.clear()
 
-    def _write_snapshot(self, snapshot: Session) -> Plan:
+    def _write_snapshot(self, snapshot: Session, commit: Commit) -> Plan:
         """Append the new messages when the persisted transcript is a known prefix, else all."""
         head = yield from self._read_head()
         messages = snapshot.messages
         known = None if head is None else self.memory.current(head.version)
         append_from = None
-        if known is not None and known.prefix(messages) == len(known.messages):
+        if self.pending_transcript is not None:
+            pass  # the storage has these messages already, at that version
+        elif known is not None and known.prefix(messages) == len(known.messages):
             append_from = len(known.messages)
         else:
             # All of it is written: all of it is checked (but what this batch
@@ -333,8 +437,12 @@ class SegmentPlan:
         mark = edit_mark()  # an edit from now on is not in what is written
         self.memory.forget()  # until the write is in place
         version: Version | None = yield WriteSnapshot(
-            snapshot, append_from=append_from, trusted=known is not None
+            snapshot,
+            commit,
+            append_from=append_from,
+            trusted=known is not None,
+            transcript_of=self.pending_transcript,
         )
         self.memory.remember(version, messages, mark)
-        self._head = Head(Authoritative.of(snapshot), version)
+        self._head = Head.of(snapshot, version)
         self.present = True  # whatever the lock saw: the session is there now

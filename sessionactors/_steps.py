@@ -9,19 +9,24 @@ from __future__ import annotations
 import attrs
 
 from ._model import Session
-from .storage.protocol import Head, Stored, Version
+from .storage.protocol import Commit, Head, Stored, Version
 
 __all__ = [
     "AppendUsage",
+    "Commit",
     "DeleteSession",
     "Head",
     "ReadHead",
+    "ReadHistory",
+    "ReadRevision",
     "ReadSession",
+    "ReadSource",
     "ReadUsageLog",
     "SessionExists",
     "Step",
     "Stored",
     "Version",
+    "WriteFork",
     "WriteMetadata",
     "WriteSnapshot",
 ]
@@ -47,31 +52,74 @@ class ReadSession(Step):
 
 
 @attrs.frozen
+class ReadRevision(Step):
+    """Answer: the session as ``revision`` left it (:class:`Stored`), or None when not kept."""
+
+    revision: int
+
+
+@attrs.frozen
+class ReadHistory(Step):
+    """Answer: the kept revisions from ``oldest`` on, newest first."""
+
+    oldest: int
+
+
+@attrs.frozen
+class ReadSource(Step):
+    """Answer: another session's :class:`Head` and its ``revision`` (None: latest), or None.
+
+    The fork's source: the Stored is None when that revision is not kept.
+    """
+
+    source_id: str
+    revision: int | None
+
+
+@attrs.frozen
 class ReadUsageLog(Step):
     """Answer: every complete token-usage record, in order."""
 
 
 @attrs.frozen
 class WriteSnapshot(Step):
-    """Write ``session`` whole, durably. Answer: the :class:`Version` now persisted.
+    """Write ``session`` whole, durably, as a new revision. Answer: the :class:`Version` persisted.
 
     ``append_from``: the persisted transcript is ``session.messages[:append_from]``
     unchanged, so only the messages after it are new (None: write them all).
     ``trusted``: the persisted transcript is the one this actor last wrote or
     read; otherwise the storage looks at what it replaces (it may be damage
-    to keep, or another process's leftovers).
+    to keep, or another process's leftovers). ``transcript_of``: the
+    messages are the transcript persisted at that version (a rewind's
+    target), which the storage may reference rather than write again.
     """
 
     session: Session
+    commit: Commit
     append_from: int | None
     trusted: bool
+    transcript_of: Version | None = None
 
 
 @attrs.frozen
 class WriteMetadata(Step):
-    """Write ``session``'s authoritative group and ``updated_at``; the transcript stays."""
+    """Write ``session``'s group and ``updated_at`` as a new revision; the transcript stays."""
 
     session: Session
+    commit: Commit
+
+
+@attrs.frozen
+class WriteFork(Step):
+    """Make this session, revision 1 of a fork. Answer: the :class:`Version` persisted.
+
+    Its messages are ``source_id``'s transcript at ``transcript_of``, which the
+    storage references or copies where it lies.
+    """
+
+    session: Session
+    source_id: str
+    transcript_of: Version | None
 
 
 @attrs.frozen

@@ -18,8 +18,20 @@ from ._batch import BatchTarget
 from ._errors import StoreClosedError
 from ._ids import validate_session_id
 from ._merge import check_pinned, clean_title
-from ._messages import Append, Delete, Load, Op, Pin, ReadUsage, Retitle, Save
-from ._model import Session, SessionSummary
+from ._messages import (
+    Append,
+    Delete,
+    Fork,
+    History,
+    Load,
+    Op,
+    Pin,
+    ReadUsage,
+    Retitle,
+    Rewind,
+    Save,
+)
+from ._model import Revision, Session, SessionSummary
 from ._options import Durability, StoreOptions, default_threads
 from ._runner import BatchRunner
 from ._stats import Counters, StoreStatistics
@@ -94,7 +106,7 @@ class SessionStore(metaclass=NoPublicConstructor):
     def _spawn(self, session_id: str) -> _Route:
         send, receive = trio.open_memory_channel[Op](self._options.mailbox_size)
         actor = Actor(
-            BatchTarget(self._backend.session(session_id)),
+            BatchTarget(self._backend.session(session_id), history=self._options.history),
             receive,
             idle_timeout=float(self._options.idle_timeout),
             runner=self._runner,
@@ -225,14 +237,87 @@ class SessionStore(metaclass=NoPublicConstructor):
         result: list[dict[str, Any]] = await self._call(session_id, ReadUsage())
         return result
 
-    async def load_session(self, session_id: str) -> Session | None:
+    async def load_session(self, session_id: str, *, revision: int | None = None) -> Session | None:
         """The persisted session, or None if there is none.
 
+        Args:
+            revision: load the session exactly as that write left it (its
+                ``revision`` included) rather than the latest.
+
         Raises:
+            RevisionNotFoundError: ``revision`` was never written, or is no
+                longer kept (see ``open_store(history=...)``).
             CorruptSessionError: the session file cannot be decoded.
         """
         validate_session_id(session_id)
-        result: Session | None = await self._call(session_id, Load())
+        if revision is not None:
+            _check_revision(revision)
+        result: Session | None = await self._call(session_id, Load(revision=revision))
+        return result
+
+    async def session_history(self, session_id: str, *, limit: int | None = None) -> list[Revision]:
+        """Every revision of the session still kept, newest first (at most ``limit``).
+
+        Raises:
+            SessionNotFoundError: no such session.
+            ValueError: ``limit`` is not None or a positive int.
+        """
+        validate_session_id(session_id)
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(f"limit must be None or a positive int, got {limit!r}")
+        result: list[Revision] = await self._call(session_id, History(limit))
+        return result
+
+    async def rewind_session(self, session_id: str, revision: int) -> Session:
+        """Write a new revision (kind ``"rewind"``) with ``revision``'s transcript and state.
+
+        ``messages``, ``metadata`` and ``runtime_state`` become those of
+        ``revision``; the authoritative group stays as it is now, so a rewind
+        never undoes a UI edit. History is kept: a rewind can be undone by
+        another.
+
+        Returns:
+            The session as written.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            RevisionNotFoundError: ``revision`` was never written or is no longer kept.
+        """
+        validate_session_id(session_id)
+        _check_revision(revision)
+        result: Session = await self._call(session_id, Rewind(revision))
+        return result
+
+    async def fork_session(
+        self,
+        source_id: str,
+        new_id: str,
+        *,
+        revision: int | None = None,
+        title: str | None = None,
+    ) -> Session:
+        """Make ``new_id`` from ``source_id`` at ``revision`` (default: its latest).
+
+        The fork is revision 1 (kind ``"fork"``), created now, titled ``title``
+        (stripped) or as the source, unpinned, with versions 0 and
+        ``forked_from``/``forked_from_revision`` naming the source. The two
+        sessions are independent afterwards; the token-usage log is not copied.
+
+        Returns:
+            The new session as written.
+
+        Raises:
+            SessionExistsError: ``new_id`` is taken; nothing is made.
+            SessionNotFoundError: no session ``source_id``; nothing is made.
+            RevisionNotFoundError: ``revision`` was never written or is no longer kept.
+            ValueError: ``title`` is empty once stripped.
+        """
+        validate_session_id(source_id)
+        validate_session_id(new_id)
+        if revision is not None:
+            _check_revision(revision)
+        cleaned = None if title is None else clean_title(title)
+        result: Session = await self._call(new_id, Fork(source_id, revision, cleaned))
         return result
 
     async def list_sessions(self) -> list[SessionSummary]:
@@ -293,6 +378,11 @@ class SessionStore(metaclass=NoPublicConstructor):
         return self._stats.report(live_actors=len(self._routes))
 
 
+def _check_revision(revision: object) -> None:
+    if type(revision) is not int:
+        raise TypeError(f"revision must be an int, got {type(revision).__name__}")
+
+
 @asynccontextmanager
 async def open_store(
     root: str | os.PathLike[str],
@@ -302,6 +392,7 @@ async def open_store(
     mailbox_size: int = 256,
     max_threads: int | None = None,
     drain_timeout: float | None = None,
+    history: int = 100,
 ) -> AsyncIterator[SessionStore]:
     """Open a session store on ``root``, a directory created if missing.
 
@@ -333,6 +424,9 @@ async def open_store(
             to finish the calls they accepted before they are cancelled (and
             those calls fail with StoreClosedError); None, the default, waits
             for all of them.
+        history: how many revisions of each session stay loadable (at least
+            1): the newest ``history`` can always be loaded, forked from and
+            rewound to; older ones may be dropped.
     """
     options = StoreOptions(
         durability=durability,
@@ -344,6 +438,7 @@ async def open_store(
             else max_threads
         ),
         drain_timeout=drain_timeout,
+        history=history,
     )
     backend, where = open_backend(root, fsync=options.fsync, max_connections=options.max_threads)
     limiter = trio.CapacityLimiter(options.max_threads)

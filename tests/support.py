@@ -10,10 +10,12 @@ plain values, ``EVERY_BAD_ID`` / ``EVERY_BAD_RECORD``.
 from __future__ import annotations
 
 import math
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from sessionactors import Message, Session
@@ -53,6 +55,134 @@ def files_under(path: Path | None) -> list[str]:
 
 def log_path(root: Path, session_id: str) -> Path:
     return root / session_id / "token-usage.jsonl"
+
+
+# --- a session's log (format 3), read and written by hand -----------------------------------
+
+
+def generations(directory: Path) -> list[Path]:
+    """The session's own log generations (``log.<seq>.<gen>.jsonl``), oldest ``seq`` first."""
+    found = [
+        path
+        for path in directory.glob("log.*.jsonl")
+        if path.name.count(".") == 3 and path.name.split(".")[1].isdigit()
+    ]
+    return sorted(found, key=lambda path: int(path.name.split(".")[1]))
+
+
+def current_generation(directory: Path) -> Path:
+    """The generation with the highest ``seq``: the one a save appends to."""
+    found = generations(directory)
+    assert found, f"no log generation in {directory}"
+    return found[-1]
+
+
+def links(directory: Path) -> list[Path]:
+    """The generations of other sessions a fork hard-linked (``link.<gen>.jsonl``)."""
+    return sorted(directory.glob("link.*.jsonl"))
+
+
+def log_record(kind: bytes, body: Any) -> bytes:
+    """One whole record of a log, made by hand: ``<kind><crc32> <json>\\n``."""
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return kind + b"%08x " % zlib.crc32(data) + data + b"\n"
+
+
+def log_records(path: Path) -> list[tuple[bytes, Any, int, int]]:
+    """Every line of a generation: its kind, its JSON, where it starts and ends.
+
+    Checked by hand (checksum, newline): a test reading a log it did not
+    damage sees whole records only.
+    """
+    data = path.read_bytes()
+    records = []
+    start = 0
+    for line in data.split(b"\n")[:-1]:
+        kind, crc, body = line[:1], line[1:9], line[10:]
+        assert line[9:10] == b" " and crc == b"%08x" % zlib.crc32(body), (path, start, line)
+        records.append((kind, orjson.loads(body), start, start + len(line) + 1))
+        start += len(line) + 1
+    assert start == len(data), f"{path}: bytes after the last newline"
+    return records
+
+
+# --- formats 1 and 2, as older versions wrote them ------------------------------------------
+
+_GROUP = ("title", "title_version", "pinned", "metadata_version")
+
+
+def _fields(session: Session) -> dict[str, Any]:
+    """What formats 1 and 2 stored of a session: no revision, no lineage."""
+    return {
+        "id": session.id,
+        **{key: getattr(session, key) for key in _GROUP},
+        "created_at": session.created_at.isoformat(),
+        "updated_at": session.updated_at.isoformat(),
+    }
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "created_at": None if message.created_at is None else message.created_at.isoformat(),
+        "extra": message.extra,
+    }
+
+
+def write_format_1(directory: Path, session: Session) -> Path:
+    """``session.json`` of format 1: a head line, then a body line holding the messages."""
+    head = {**_fields(session), "format": 1, "message_count": len(session.messages)}
+    body = {
+        "messages": [_message_json(message) for message in session.messages],
+        "metadata": session.metadata,
+        "runtime_state": session.runtime_state,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "session.json"
+    path.write_bytes(orjson.dumps(head) + b"\n" + orjson.dumps(body) + b"\n")
+    return path
+
+
+FORMAT_2_JOURNAL = "messages.0123456789abcdef.jsonl"
+
+
+def format_2_slot(head: dict[str, Any]) -> bytes:
+    """A format-2 snapshot slot: the head as one JSON line, then its CRC-32 line."""
+    line = orjson.dumps(head)
+    return line + b"\n" + b"%08x\n" % zlib.crc32(line)
+
+
+def format_2_head(
+    session: Session, *, seq: int = 1, journal: str = FORMAT_2_JOURNAL
+) -> dict[str, Any]:
+    lines = b"".join(orjson.dumps(_message_json(m)) + b"\n" for m in session.messages)
+    return {
+        **_fields(session),
+        "format": 2,
+        "seq": seq,
+        "message_count": len(session.messages),
+        "journal": journal,
+        "journal_size": len(lines),
+        "metadata": session.metadata,
+        "runtime_state": session.runtime_state,
+    }
+
+
+def write_format_2(directory: Path, session: Session) -> dict[str, Path]:
+    """A session of format 2: its snapshot in slot 0, the second slot empty, its journal.
+
+    Returns the paths: ``"slot"``, ``"other slot"`` and ``"journal"``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    journal = directory / FORMAT_2_JOURNAL
+    journal.write_bytes(b"".join(orjson.dumps(_message_json(m)) + b"\n" for m in session.messages))
+    slot = directory / "session.json"
+    slot.write_bytes(format_2_slot(format_2_head(session)))
+    other = directory / "session.1.json"
+    other.write_bytes(b"")
+    return {"slot": slot, "other slot": other, "journal": journal}
 
 
 # --- sessions holding every kind of value ---------------------------------------------------

@@ -21,21 +21,55 @@ WORKLOADS = (
     "memory_churn",
 )
 DESIGNS = ("sessionactors", "classic")
+# Issue 13's workloads: each store (or side) that is timed, under its JSON key.
+REVISIONS = {
+    "one_message_save": ("sessionactors", "history_1", "floor"),
+    "session_life": ("sessionactors", "rewrites"),
+    "fork": ("fork", "save"),
+}
 
 
-def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None:
+def run_quick(tmp_path: Path, *flags: str) -> tuple[str, dict[str, Any]]:
+    """``run.py --quick`` with ``flags``; its stdout and its JSON document."""
     out = tmp_path / "r.json"
+    command = [sys.executable, str(BENCHMARK), "--quick", "--out", str(out), "--dir", str(tmp_path)]
     done = subprocess.run(
-        [sys.executable, str(BENCHMARK), "--quick", "--out", str(out), "--dir", str(tmp_path)],
+        [*command, *flags],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "Targets" in done.stdout
-
     document: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    # Only its own scratch directory was used, and it is gone.
+    assert not list(tmp_path.glob("sessionactors-bench-*"))
+    return done.stdout, document
+
+
+def check_revisions(document: dict[str, Any]) -> None:
+    """Issue 13's figures are there, positive, and its targets were checked."""
+    revisions = document["revisions"]
+    for name, sides in REVISIONS.items():
+        for side in sides:
+            assert revisions[name][side]["value"] > 0, (name, side)
+    save = revisions["one_message_save"]
+    assert save["ratio_vs_floor"] > 0 and save["history_ratio"] > 0
+    # Each timed save was one append and one fsync (format 3).
+    counters = save["sessionactors"]["counters"]
+    assert counters["journal_appends"] == counters["saves_requested"] == counters["fsyncs"]
+    assert revisions["session_life"]["speedup"] > 0
+    fork = revisions["fork"]
+    assert 0 < fork["bytes_written"] < fork["session_bytes"]
+    assert fork["ratio_vs_save"] > 0
+    issue_13 = [target for target in document["targets"] if target["issue"] == 13]
+    assert len(issue_13) == 5
+
+
+def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None:
+    stdout, document = run_quick(tmp_path)
+    assert "Targets (issue 4)" in stdout and "Targets (issue 13)" in stdout
+
     workloads = document["workloads"]
     for name in WORKLOADS:
         for design in DESIGNS:
@@ -56,11 +90,19 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
             assert workloads[name][design]["counters"][field] > 0, (name, design)
     assert workloads["memory_churn"]["sessionactors"]["live_actors_at_end"] == 0
     assert {target["name"] for target in document["targets"]}
-    # Only its own scratch directory was used, and it is gone.
-    assert not list(tmp_path.glob("sessionactors-bench-*"))
     journal = document["journal"]
     assert all(row["median_ms"] > 0 for row in journal["save_latency"].values())
     assert journal["session_life"]["journal_s"] > 0 and journal["session_life"]["rewrite_s"] > 0
+    check_revisions(document)
+
+
+def test_quick_benchmark_runs_one_section_alone(tmp_path: Path) -> None:
+    """``--only revisions``: issue 13's workloads alone, the other sections null."""
+    stdout, document = run_quick(tmp_path, "--only", "revisions")
+    assert "Targets (issue 13)" in stdout and "Targets (issue 4)" not in stdout
+    assert document["workloads"] is None and document["journal"] is None
+    assert document["meta"]["sections"] == ["revisions"]
+    check_revisions(document)
 
 
 def test_quick_postgres_benchmark_runs(postgres_url: str) -> None:

@@ -6,18 +6,23 @@ import csv
 import io
 import json
 import shutil
-import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from cli_support import load, record_start, run
+from support import (
+    FORMAT_2_JOURNAL,
+    current_generation,
+    format_2_head,
+    format_2_slot,
+    write_format_2,
+)
 
 from sessionactors import Message, Session, open_store
 from sessionactors.cli.verify import Progress
-from sessionactors.storage.files import Snapshot, encode_head, read_snapshot_at
 
 LONG_TITLE = "A very long title " * 6
 LONG_TEXT = "lorem ipsum dolor sit amet " * 200 + "THE-END"
@@ -118,18 +123,6 @@ def store(built: Path, tmp_path: Path) -> Path:
     return root
 
 
-def run(*args: object) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "sessionactors", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=60,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
 def assert_fits(text: str) -> None:
     for line in text.splitlines():
         assert len(line) <= 80, line
@@ -142,12 +135,23 @@ def test_list_table(built: Path) -> None:
     result = run("list", built)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["ID", "TITLE", "PINNED"]
+    assert lines[0].split() == [
+        "ID",
+        "TITLE",
+        "PINNED",
+        "MSGS",
+        "REV",
+        "UPDATED",
+        "(UTC)",
+        "FORK",
+        "OF",
+    ]
     assert [line.split()[0] for line in lines[1:]] == ["new", "mid", "old"]
     mid = lines[2]
     assert "…" in mid and LONG_TITLE not in mid  # shortened to fit
-    assert " yes " in mid and mid.split()[-3] == "2"
-    assert "Old one" in lines[3] and " no " in lines[3]
+    # Messages, then the revision (a save, a rename, a pin), then when; no fork.
+    assert " yes " in mid and mid.split()[-4:-2] == ["2", "3"]
+    assert "Old one" in lines[3] and " no " in lines[3] and lines[3].split()[-4:-2] == ["1", "2"]
     assert_fits(result.stdout)
 
 
@@ -160,6 +164,7 @@ def test_list_json_and_limit(built: Path) -> None:
     assert sessions[1]["pinned"] is True
     assert sessions[1]["message_count"] == 2
     assert sessions[1]["metadata_version"] == 2
+    assert (sessions[1]["revision"], sessions[1]["forked_from"]) == (3, None)
     assert json.loads(run("list", built, "--json", "--limit", "2").stdout) == sessions[:2]
     limited = run("list", built, "--limit", "1").stdout.splitlines()
     assert [line.split()[0] for line in limited] == ["ID", "new", "(1"]
@@ -181,6 +186,7 @@ def test_show_text_shortened_and_full(built: Path) -> None:
     out = result.stdout
     assert "pinned        yes" in out
     assert "versions      title 1, metadata 2" in out
+    assert "revision      3" in out and "forked from" not in out
     assert 'metadata      {"agent":"planner"}' in out
     assert "#1 user  q  2025-03-01 12:30:00" in out
     assert "#2 assistant  a" in out
@@ -293,23 +299,18 @@ def test_usage_of_a_session_without_records(built: Path) -> None:
 # --- verify ---------------------------------------------------------------------------
 
 
-def newest(directory: Path) -> Snapshot:
-    """The session's newest snapshot slot."""
-    snapshot = read_snapshot_at(str(directory), directory.name)
-    assert snapshot is not None
-    return snapshot
-
-
 def damage(root: Path) -> dict[str, Path]:
-    """A corrupt session file, a torn tail and a stray temporary file."""
-    corrupt = root / "old" / "session.json"
-    for slot in (root / "old").glob("session*.json"):  # both slots: nothing to fall back to
-        slot.write_bytes(b"{not json\n")
+    """A changed letter in a message of a log, a torn tail and a stray temporary file."""
+    corrupt = current_generation(root / "old")
+    data = corrupt.read_bytes()
+    at = data.index(b'"hello"')
+    corrupt.write_bytes(data[:at] + b'"jello"' + data[at + 7 :])  # one letter: still JSON
     log = root / "new" / "token-usage.jsonl"
     with open(log, "ab") as file:
         file.write(b'{"model": "m1", "input_tok')
-    temp = root / "mid" / ".session.json.0123456789abcdef0123456789abcdef.tmp"
-    temp.write_bytes(b"half a snapshot")
+    generation = current_generation(root / "mid").name
+    temp = root / "mid" / f".{generation}.0123456789abcdef0123456789abcdef.tmp"
+    temp.write_bytes(b"half a generation")
     return {"corrupt": corrupt, "log": log, "temp": temp}
 
 
@@ -327,12 +328,13 @@ def test_verify_finds_each_problem(store: Path) -> None:
     result = run("verify", store)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert any(line.startswith(f"{paths['corrupt']}: corrupt:") for line in lines)
+    at = record_start(paths["corrupt"], b'"jello"')
+    assert f"{paths['corrupt']}: corrupt: damaged record at byte {at} (checksum)" in lines
     torn = f"{paths['log']}: torn tail: 26 bytes after the last complete line (repairable)"
     assert torn in lines
     assert f"{paths['temp']}: stray temporary file (a crashed save) (repairable)" in lines
     assert f"{store / 'mid' / 'token-usage.jsonl'}: line 2: not a JSON object" in result.stdout
-    assert f"{store / 'stray-dir'}: no session.json" in result.stdout
+    assert f"{store / 'stray-dir'}: no log and no session.json: not a session" in result.stdout
     assert lines[-1] == (
         f"checked 4 sessions in {store}: 5 problems: 3 damage, "
         "2 leftovers of interrupted writes (2 repairable with --repair)"
@@ -360,7 +362,8 @@ def test_verify_repair_keeps_the_corrupt_session(store: Path) -> None:
     assert again.returncode == 1
     lines = again.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"{paths['corrupt']}: corrupt: unreadable")
+    at = record_start(paths["corrupt"], b'"jello"')
+    assert lines[0] == f"{paths['corrupt']}: corrupt: damaged record at byte {at} (checksum)"
     assert lines[1] == f"checked 3 sessions in {store}: 1 problem"
 
     async def records() -> list[dict[str, Any]]:
@@ -380,16 +383,38 @@ def test_verify_repair_of_repairable_problems_only(store: Path) -> None:
     assert run("verify", store).returncode == 0
 
 
-def test_verify_journal_leftovers(store: Path) -> None:
+def format_2_store(tmp_path: Path) -> tuple[Path, Session]:
+    """A store holding one session of format 2, as an older version left it (not yet moved
+    into a log: that happens on its next write, which these tests never make)."""
+    root = tmp_path / "legacy-store"
+    session = Session(
+        id="legacy",
+        messages=[
+            Message(id="q", role="user", content="question"),
+            Message(id="a", role="assistant", content={"text": "answer"}),
+        ],
+    )
+    write_format_2(root / "legacy", session)
+    return root, session
+
+
+def test_verify_a_clean_session_of_format_2(tmp_path: Path) -> None:
+    root, _ = format_2_store(tmp_path)
+    result = run("verify", root)
+    assert result.stdout == f"checked 1 session in {root}: no problems\n"
+    assert result.returncode == 0
+
+
+def test_verify_journal_leftovers_of_format_2(tmp_path: Path) -> None:
     """Bytes a crashed save left beyond the counted journal, and a crashed rewrite's journal."""
-    snapshot = newest(store / "mid").head
-    journal = store / "mid" / snapshot["journal"]
+    root, session = format_2_store(tmp_path)
+    journal = root / "legacy" / FORMAT_2_JOURNAL
     counted = journal.read_bytes()
     with open(journal, "ab") as file:
         file.write(b'{"id": "uncounted", "role": "user", "content": 1}\n{"id": "to')
-    orphan = store / "mid" / "messages.00000000deadbeef.jsonl"
+    orphan = root / "legacy" / "messages.00000000deadbeef.jsonl"
     orphan.write_bytes(b'{"id": "orphan", "role": "user", "content": 1}\n')
-    result = run("verify", store)
+    result = run("verify", root)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     extra = len(journal.read_bytes()) - len(counted)
@@ -399,34 +424,43 @@ def test_verify_journal_leftovers(store: Path) -> None:
     )
     assert f"{orphan}: journal no snapshot names (a crashed rewrite) (repairable)" in lines
 
-    result = run("verify", store, "--repair")
+    result = run("verify", root, "--repair")
     assert result.returncode == 0, result.stdout
     assert journal.read_bytes() == counted
     assert not orphan.exists()
-    assert run("verify", store).returncode == 0
+    assert run("verify", root).returncode == 0
+    # Repairs write no session: it is still in format 2, and reads as it did.
+    assert sorted(path.name for path in (root / "legacy").iterdir() if path.name != ".lock") == [
+        FORMAT_2_JOURNAL,
+        "session.1.json",
+        "session.json",
+    ]
+    loaded = load(root, "legacy")
+    assert (loaded.messages, loaded.revision) == (session.messages, 1)
 
 
-def test_verify_insane_versions(store: Path) -> None:
-    path = Path(newest(store / "mid").path)
-    head = newest(store / "mid").head
+def test_verify_insane_versions_of_format_2(tmp_path: Path) -> None:
+    root, session = format_2_store(tmp_path)
+    path = root / "legacy" / "session.json"
+    head = format_2_head(session)
     head.update(title_version=5, metadata_version=3, message_count=7)
-    path.write_bytes(encode_head(head))
-    result = run("verify", store)
+    path.write_bytes(format_2_slot(head))
+    result = run("verify", root)
     assert result.returncode == 1
     assert f"{path}: versions disagree: title_version 5 > metadata_version 3" in result.stdout
     journal = path.parent / head["journal"]
     assert f"{journal}: corrupt: 2 messages where 7 are counted" in result.stdout
 
     head.update(title_version=-1, metadata_version=-2, message_count=2)
-    path.write_bytes(encode_head(head))
-    result = run("verify", store)
+    path.write_bytes(format_2_slot(head))
+    result = run("verify", root)
     assert result.returncode == 1
     assert "title_version is -1, not a non-negative integer" in result.stdout
     assert "metadata_version is -2, not a non-negative integer" in result.stdout
 
     head.update(metadata_version="3")  # of the wrong type: the slot does not decode
-    path.write_bytes(encode_head(head))
-    result = run("verify", store)
+    path.write_bytes(format_2_slot(head))
+    result = run("verify", root)
     assert result.returncode == 1
     assert f"{path}: corrupt: 'metadata_version' is missing or of the wrong type" in result.stdout
 
@@ -487,8 +521,11 @@ def test_a_corrupt_session_is_reported_not_fatal(store: Path) -> None:
     paths = damage(store)
     shown = run("show", store, "old")
     assert shown.returncode == 1
-    assert f"error: {paths['corrupt']}" in shown.stderr
+    assert f"error: {paths['corrupt']}: damaged record at byte" in shown.stderr
 
+    # A list reads each log's header and last commit only: damage it there.
+    data = paths["corrupt"].read_bytes()
+    paths["corrupt"].write_bytes(data.replace(b'"first":1', b'"first":2', 1))
     listed = run("list", store)
     assert listed.returncode == 1  # the others are listed, the corrupt one warned about
     assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["new", "mid"]

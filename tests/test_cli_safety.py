@@ -1,10 +1,14 @@
 """The command line under real faults: a full disk, a killed writer, EACCES, extreme dates.
 
 Issue #11, items 7, 12 and 13, with real means: a small tmpfs filled until a
-snapshot slot's rewrite fails with ENOSPC, a writer process SIGKILLed between
-a slot's rewrite and the cut after it, and the commands run as ``nobody`` on a
-store where one session is ``chmod 000`` (a real EACCES, which root never
-gets). Every command runs as a user runs it: ``python -m sessionactors``.
+save fails with ENOSPC, a writer process SIGKILLed in the middle of its
+append or of a fork, and the commands run as ``nobody`` on a store where one
+session is ``chmod 000`` (a real EACCES, which root never gets). Every command
+runs as a user runs it: ``python -m sessionactors``.
+
+The library writes logs (format 3) only; what an older version's interrupted
+slot rewrite left of a session of format 2 (still read, until its next write
+moves it into a log) is made by hand, byte for byte as that rewrite left it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,24 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import nobody
 import pytest
 import trio
+from support import (
+    FORMAT_2_JOURNAL,
+    current_generation,
+    format_2_head,
+    format_2_slot,
+    generations,
+    links,
+    log_record,
+    log_records,
+    write_format_2,
+)
 
 from sessionactors import Message, Session, open_store
-from sessionactors.storage.files import SLOT_FILES, decode_snapshot, encode_head, read_snapshot_at
+from sessionactors.storage.files import SLOT_FILES
 
 SLOT_0 = "session.json"
 SLOT_1 = "session.1.json"
@@ -62,10 +78,11 @@ def run(
     return result
 
 
-def newer_slot(directory: Path) -> Any:
-    snapshot = read_snapshot_at(str(directory), directory.name)
-    assert snapshot is not None
-    return snapshot
+def rewrite_last_commit(path: Path, change: Any) -> None:
+    """Give the last record of a generation (its last commit) ``change(json)``, whole."""
+    kind, body, start, _ = log_records(path)[-1]
+    assert kind == b"c"
+    path.write_bytes(path.read_bytes()[:start] + log_record(kind, change(body)))
 
 
 def load(root: Path, session_id: str) -> Session:
@@ -117,21 +134,25 @@ def test_show_prints_dates_outside_utc_in_their_own_offset(tmp_path: Path) -> No
 
 
 def test_list_prints_an_updated_at_outside_utc_in_its_own_offset(tmp_path: Path) -> None:
-    """The library sets ``updated_at`` itself; a snapshot written by hand may hold any."""
+    """The library sets ``updated_at`` itself; a commit written by hand may hold any."""
     root = tmp_path / "store"
     save(root, Session(id="edge"), Session(id="plain"))
-    snapshot = newer_slot(root / "edge")
-    Path(snapshot.path).write_bytes(
-        encode_head({**snapshot.head, "updated_at": LOWEST.isoformat()})
+    rewrite_last_commit(
+        current_generation(root / "edge"),
+        lambda commit: {
+            **commit,
+            "session": {**commit["session"], "updated_at": LOWEST.isoformat()},
+        },
     )
     result = run("list", root)
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()[1:]
     assert rows[0].split()[0] == "plain"
-    assert rows[1].split() == ["edge", "no", "0", "0001-01-01", "+05:00"]
+    assert rows[1].split() == ["edge", "no", "0", "1", "0001-01-01", "+05:00"]
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
 
 
-# --- item 12: verify tells an interrupted slot rewrite from damage, and repairs it ----------
+# --- item 12: verify tells what an interrupted write left from damage, and repairs it -------
 
 
 @pytest.fixture
@@ -169,33 +190,65 @@ def fill(directory: Path) -> Path:
     return path
 
 
-async def save_until_the_disk_is_full(root: Path, disk: Path) -> None:
-    """Two saves, then a third whose slot rewrite fails with ENOSPC (raised to the caller)."""
+async def saves_on_a_full_disk(root: Path, disk: Path) -> Session:
+    """A save, then an append and a new generation that both fail with ENOSPC.
+
+    Returns the session as its one confirmed save left it.
+    """
     async with open_store(root) as store:
-        session = Session(id="s", metadata={"pad": "a" * PAD})
-        await store.save_runtime_session(session)  # slot 0, seq 1
-        session.metadata = {"pad": "b" * PAD}
-        await store.save_runtime_session(session)  # slot 1, seq 2: the newer
+        session = Session(id="s", messages=[Message(id="m1", role="user", content="one")])
+        await store.save_runtime_session(session)
+        confirmed = await store.load_session("s")
+        assert confirmed is not None
         await trio.to_thread.run_sync(fill, disk)
-        # Slot 0's rewrite needs a second page the disk does not have.
-        session.metadata = {"pad": "c" * (2 * PAD)}
+        # More than the slack of the generation's last page: the write is cut
+        # short by the full disk, then fails.
+        session.messages.append(Message(id="m2", role="user", content="x" * (3 * PAD)))
         with pytest.raises(OSError) as failed:
-            await store.save_runtime_session(session)
+            await store.save_runtime_session(session)  # an append
         assert failed.value.errno == errno.ENOSPC
+        session.messages[0] = Message(id="m1", role="user", content="edited " * PAD)
+        with pytest.raises(OSError) as failed:
+            await store.save_runtime_session(session)  # a new generation
+        assert failed.value.errno == errno.ENOSPC
+        return confirmed
 
 
-def test_verify_repairs_a_slot_emptied_by_a_real_enospc(small_disk: Path) -> None:
+def test_a_real_enospc_leaves_nothing_for_verify(small_disk: Path) -> None:
+    """A failed append is cut back where it began; a failed generation is removed."""
     root = small_disk / "store"
+    confirmed = trio.run(saves_on_a_full_disk, root, small_disk)
+    before = {path.name: path.read_bytes() for path in generations(root / "s")}
+    assert len(before) == 1
+    found = run("verify", root)  # on the disk still full
+    assert found.stdout == f"checked 1 session in {root}: no problems\n"
+    assert found.returncode == 0
+    assert load(root, "s") == confirmed
+    assert {path.name: path.read_bytes() for path in generations(root / "s")} == before
+
+
+def two_slots_of_format_2(directory: Path, *, metadata: dict[str, Any]) -> Session:
+    """Session ``s`` of format 2 saved twice: both slots whole, slot 1 the newer (seq 2)."""
+    session = Session(id="s", messages=[Message(id="m1", role="user", content="one")])
+    write_format_2(directory, session)
+    session.metadata = metadata
+    (directory / SLOT_1).write_bytes(format_2_slot(format_2_head(session, seq=2)))
+    return session
+
+
+def test_verify_repairs_a_slot_of_format_2_a_full_disk_emptied(tmp_path: Path) -> None:
+    """What an older version's slot rewrite that failed with ENOSPC left: slot 0 cut to nothing."""
+    root = tmp_path / "store"
     session_path = root / "s"
-    trio.run(save_until_the_disk_is_full, root, small_disk)
-    assert (session_path / SLOT_0).stat().st_size == 0  # the library cut it to nothing
+    newer = two_slots_of_format_2(session_path, metadata={"pad": "b" * PAD})
+    (session_path / SLOT_0).write_bytes(b"")
     newer_bytes = (session_path / SLOT_1).read_bytes()
-    assert load(root, "s").metadata == {"pad": "b" * PAD}  # readers use slot 1
+    assert load(root, "s").metadata == newer.metadata  # readers use slot 1
 
     slot_line = (
         f"{session_path / SLOT_0}: older snapshot slot left empty by a rewrite that failed "
         "(a full disk, say); readers use the newer slot (seq 2), which is whole, and the "
-        "next save rewrites this one"
+        "next write moves the session into a log, without this one"
     )
     found = run("verify", root)
     assert found.stdout.splitlines() == [
@@ -205,7 +258,7 @@ def test_verify_repairs_a_slot_emptied_by_a_real_enospc(small_disk: Path) -> Non
     ]
     assert found.returncode == 1
 
-    repaired = run("verify", root, "--repair")  # on the disk still full
+    repaired = run("verify", root, "--repair")
     assert repaired.stdout.splitlines() == [
         f"{slot_line}: repaired (made absent; the newer slot is kept)",
         f"checked 1 session in {root}: repaired 1, no problems left",
@@ -213,82 +266,47 @@ def test_verify_repairs_a_slot_emptied_by_a_real_enospc(small_disk: Path) -> Non
     assert repaired.returncode == 0
     assert not (session_path / SLOT_0).exists()
     assert (session_path / SLOT_1).read_bytes() == newer_bytes
-    assert load(root, "s").metadata == {"pad": "b" * PAD}
+    assert load(root, "s") == attrs.evolve(newer, revision=1)
 
-    (small_disk / "filler").unlink()
-    save(root, Session(id="s", metadata={"pad": "d"}))  # makes the missing slot whole
+    save(root, Session(id="s", metadata={"pad": "d"}))  # moves it into a log
     assert load(root, "s").metadata == {"pad": "d"}
+    assert not (session_path / SLOT_1).exists() and generations(session_path)
     assert run("verify", root).stdout == f"checked 1 session in {root}: no problems\n"
 
 
-#: Confirms ``argv[2]`` saves (each with about a page of metadata), then dies by
-#: SIGKILL inside the next one, at the instant between the rewrite of the older
-#: slot (shorter than the bytes it replaces) and the cut of those old bytes' tail:
-#: that os.ftruncate of a slot kills the process instead.
-KILLED_WRITER = """
-import os, signal, sys
-import trio
-from sessionactors import Message, Session, open_store
-
-SLOTS = ("/session.json", "/session.1.json")
-cut = os.ftruncate
-armed = False
-
-def ftruncate(fd, length):
-    if armed and os.readlink(f"/proc/self/fd/{fd}").endswith(SLOTS):
-        os.kill(os.getpid(), signal.SIGKILL)
-    cut(fd, length)
-
-os.ftruncate = ftruncate
-
-async def main():
-    global armed
-    async with open_store(sys.argv[1]) as store:
-        session = Session(id="s", messages=[Message(id="m1", role="user", content="one")])
-        for letter in "abc"[: int(sys.argv[2])]:
-            session.metadata = {"pad": letter * PAD}
-            await store.save_runtime_session(session)
-        armed = True
-        session.metadata = {"pad": "z"}
-        session.messages[0].content = "edited"  # a new journal too
-        await store.save_runtime_session(session)  # killed
-    print("not killed")
-
-trio.run(main)
-""".replace("PAD", str(PAD))
-
-
 @pytest.mark.parametrize("confirmed", [2, 3])
-def test_verify_repairs_a_slot_torn_by_a_real_kill(tmp_path: Path, confirmed: int) -> None:
+def test_verify_repairs_a_slot_of_format_2_a_kill_tore(tmp_path: Path, confirmed: int) -> None:
+    """What an older version's writer SIGKILLed between a slot's rewrite and the cut after
+    it left: the older slot holds a whole snapshot one seq above the newer, then the tail
+    of the longer bytes it was written over; the journal that snapshot names is an orphan."""
     root = tmp_path / "store"
     session_path = root / "s"
     torn_slot, newer_slot_name = SLOT_FILES[confirmed % 2], SLOT_FILES[(confirmed + 1) % 2]
-    last_metadata = {"pad": "abc"[confirmed - 1] * PAD}
-    writer = subprocess.run(
-        [sys.executable, "-c", KILLED_WRITER, str(root), str(confirmed)],
-        capture_output=True,
-        timeout=60,
+    session = Session(id="s", messages=[Message(id="m1", role="user", content="one")])
+    write_format_2(session_path, session)
+    before = attrs.evolve(session, metadata={"pad": "a" * PAD})
+    last = attrs.evolve(session, metadata={"pad": "b" * PAD})
+    newer_bytes = format_2_slot(format_2_head(last, seq=confirmed))
+    (session_path / newer_slot_name).write_bytes(newer_bytes)
+    orphan = session_path / "messages.00000000deadbeef.jsonl"
+    orphan.write_bytes(b'{"id":"m1","role":"user","content":"edited","created_at":null}\n')
+    overwritten = format_2_slot(format_2_head(before, seq=confirmed - 1))
+    unconfirmed = format_2_slot(
+        format_2_head(
+            attrs.evolve(session, metadata={"pad": "z"}), seq=confirmed + 1, journal=orphan.name
+        )
     )
-    assert writer.returncode == -signal.SIGKILL, writer.stderr.decode(errors="replace")
-    # The byte state the kill left: the older slot holds a whole snapshot one seq
-    # above the newer, then the tail of the bytes it was written over.
-    torn = (session_path / torn_slot).read_bytes()
-    line, _, rest = torn.partition(b"\n")
-    checksum, _, stale = rest.partition(b"\n")
-    unconfirmed = decode_snapshot(torn_slot, line + b"\n" + checksum + b"\n", "s", 0)
-    assert unconfirmed.seq == confirmed + 1 and stale
-    newer_bytes = (session_path / newer_slot_name).read_bytes()
-    assert decode_snapshot(newer_slot_name, newer_bytes, "s", 0).seq == confirmed
-    orphan = session_path / unconfirmed.head["journal"]
-    assert orphan.exists()
+    stale = overwritten[len(unconfirmed) :]
+    (session_path / torn_slot).write_bytes(unconfirmed + stale)
     loaded = load(root, "s")  # readers use the newer slot: the last confirmed save
-    assert (loaded.metadata, loaded.messages[0].content) == (last_metadata, "one")
+    assert (loaded.metadata, loaded.messages[0].content) == (last.metadata, "one")
 
     slot_line = (
         f"{session_path / torn_slot}: older snapshot slot torn by a crash between its "
         f"rewrite and the cut after it: a snapshot no save confirmed (seq {confirmed + 1}), "
         f"then {len(stale)} bytes of the one before; readers use the newer slot "
-        f"(seq {confirmed}), which is whole, and the next save rewrites this one"
+        f"(seq {confirmed}), which is whole, and the next write moves the session into a "
+        "log, without this one"
     )
     orphan_line = f"{orphan}: journal no snapshot names (a crashed rewrite)"
     found = run("verify", root)
@@ -314,44 +332,198 @@ def test_verify_repairs_a_slot_torn_by_a_real_kill(tmp_path: Path, confirmed: in
         assert (session_path / SLOT_1).read_bytes() == b""  # an empty second slot is absent
     assert (session_path / newer_slot_name).read_bytes() == newer_bytes
     loaded = load(root, "s")
-    assert (loaded.metadata, loaded.messages[0].content) == (last_metadata, "one")
+    assert (loaded.metadata, loaded.messages[0].content) == (last.metadata, "one")
 
     loaded.metadata = {"pad": "d"}
-    save(root, loaded)  # makes the cleared slot whole again
+    save(root, loaded)  # moves it into a log
     assert load(root, "s").metadata == {"pad": "d"}
     assert run("verify", root).stdout == f"checked 1 session in {root}: no problems\n"
 
 
-def flipped(head: dict[str, Any]) -> bytes:
-    """A whole slot with one byte changed: its checksum no longer matches."""
-    whole = encode_head({**head, "seq": head["seq"] + 1})
-    return whole.replace(b'"title":"', b'"title":"X', 1)
+#: Confirms two saves (the second an append), then dies by SIGKILL inside the
+#: third, an append of one message: the ``write`` of its records puts the first
+#: ``argv[2]`` bytes of them (negative: all but that many) in the generation, then
+#: the process is killed, before the rest and before the fdatasync.
+KILLED_APPENDER = """
+import os, signal, sys
+import trio
+from sessionactors import Message, Session, open_store
+
+write = os.write
+armed = False
+
+def tearing_write(fd, data):
+    if armed and "/log." in os.readlink(f"/proc/self/fd/{fd}"):
+        data = bytes(data)
+        write(fd, data[: int(sys.argv[2])])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(fd, data)
+
+os.write = tearing_write
+
+async def main():
+    global armed
+    async with open_store(sys.argv[1]) as store:
+        session = Session(id="s", messages=[Message(id="m1", role="user", content="one")])
+        await store.save_runtime_session(session)
+        session.messages.append(Message(id="m2", role="assistant", content="two"))
+        await store.save_runtime_session(session)
+        armed = True
+        session.messages.append(Message(id="m3", role="user", content="three " * 50))
+        await store.save_runtime_session(session)  # killed
+    print("not killed")
+
+trio.run(main)
+"""
 
 
-def skipped_seq(head: dict[str, Any]) -> bytes:
-    """A whole slot and a tail, but not the next ``seq``: no rewrite left this."""
-    return encode_head({**head, "seq": head["seq"] + 5}) + b"0123abcd\n"
-
-
-def unterminated(head: dict[str, Any]) -> bytes:
-    """The next ``seq``, whole, then a tail the old slot cannot have ended with."""
-    return encode_head({**head, "seq": head["seq"] + 1}) + b"0123abcd"
-
-
-def save_twice(root: Path) -> None:
-    """Session ``s`` saved twice: both slots whole, slot 1 the newer."""
-    session = Session(id="s", messages=[Message(id="m1", role="user", content="one")])
-    save(root, session)
-    session.metadata = {"k": 1}
-    save(root, session)
-
-
-@pytest.mark.parametrize("damaged", [flipped, skipped_seq, unterminated])
-def test_verify_calls_other_undecodable_slots_damage(tmp_path: Path, damaged: Any) -> None:
+@pytest.mark.parametrize("written", [100, -1], ids=["in-a-message", "all-but-the-newline"])
+def test_verify_repairs_the_tail_a_real_kill_left_in_an_append(
+    tmp_path: Path, written: int
+) -> None:
     root = tmp_path / "store"
-    save_twice(root)
+    writer = subprocess.run(
+        [sys.executable, "-c", KILLED_APPENDER, str(root), str(written)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert writer.returncode == -signal.SIGKILL, writer.stderr.decode(errors="replace")
+    generation = current_generation(root / "s")
+    data = generation.read_bytes()
+    whole = data.split(b"\n")[:-1]  # the last piece has no newline: cut short
+    ends = [len(b"\n".join(whole[: number + 1])) + 1 for number in range(len(whole))]
+    counted = max(end for end, line in zip(ends, whole, strict=True) if line[:1] == b"c")
+    torn = len(data) - counted
+    assert torn > 0 and not data.endswith(b"\n")
+    confirmed = load(root, "s")  # the torn write is ignored: the second save stands
+    assert (confirmed.revision, [m.id for m in confirmed.messages]) == (2, ["m1", "m2"])
+
+    line = (
+        f"{generation}: {torn} bytes after the last whole commit (revision 2): what a "
+        "crash left of a write; readers ignore them and the next write cuts them off"
+    )
+    found = run("verify", root)
+    assert found.stdout.splitlines() == [
+        f"{line} (repairable)",
+        f"checked 1 session in {root}: 1 problem: no damage, 1 leftover of an interrupted "
+        "write (1 repairable with --repair)",
+    ]
+    assert found.returncode == 1
+
+    repaired = run("verify", root, "--repair")
+    assert repaired.stdout.splitlines() == [
+        f"{line}: repaired (cut back to the last whole commit)",
+        f"checked 1 session in {root}: repaired 1, no problems left",
+    ]
+    assert repaired.returncode == 0
+    assert generation.read_bytes() == data[:counted]
+    assert load(root, "s") == confirmed
+    assert run("verify", root).stdout == f"checked 1 session in {root}: no problems\n"
+
+
+#: Forks ``s`` into ``f`` and dies by SIGKILL when the fork's generation, made
+#: whole under a temporary name, is about to be renamed into place: the links
+#: to ``s``'s generations are made, the fork is not.
+KILLED_FORK = """
+import os, signal, sys
+import trio
+from sessionactors import Message, Session, open_store
+
+rename = os.rename
+
+def dying_rename(src, dst, *args, **kwargs):
+    if str(dst).startswith("log.") and os.getenv("ARMED"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return rename(src, dst, *args, **kwargs)
+
+os.rename = dying_rename
+
+async def main():
+    async with open_store(sys.argv[1]) as store:
+        if not os.getenv("ARMED"):
+            session = Session(id="s", messages=[Message(id="m1", role="user", content="one")])
+            await store.save_runtime_session(session)
+        else:
+            await store.fork_session("s", "f")  # killed
+    print("done")
+
+trio.run(main)
+"""
+
+
+def test_verify_repairs_what_a_fork_killed_halfway_left(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    made = subprocess.run(
+        [sys.executable, "-c", KILLED_FORK, str(root)], capture_output=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr.decode(errors="replace")
+    source = {path: path.read_bytes() for path in generations(root / "s")}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_FORK, str(root)],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "ARMED": "1"},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode(errors="replace")
+    (link,) = links(root / "f")
+    (temp,) = (root / "f").glob(".log.*.tmp")
+    assert link.stat().st_nlink == 2  # the source's generation, under a second name
+
+    fork_lines = [
+        f"{root / 'f'}: no log and no session.json: not a session (an abandoned or foreign "
+        "directory)",
+        f"{link}: a link no generation of this session needs (a fork, or a write, that "
+        "crashed before removing it): readers ignore it; removing it leaves the other "
+        "session's file as it is",
+        f"{temp}: stray temporary file (a crashed save)",
+    ]
+    found = run("verify", root)
+    assert found.stdout.splitlines() == [
+        fork_lines[0],
+        f"{fork_lines[1]} (repairable)",
+        f"{fork_lines[2]} (repairable)",
+        f"checked 2 sessions in {root}: 3 problems: 1 damage, 2 leftovers of interrupted "
+        "writes (2 repairable with --repair)",
+    ]
+    assert found.returncode == 1
+
+    repaired = run("verify", root, "--repair")
+    assert repaired.stdout.splitlines() == [
+        f"{fork_lines[1]}: repaired (link removed; the other session's file is as it was)",
+        f"{fork_lines[2]}: repaired (removed)",
+        fork_lines[0],
+        f"checked 2 sessions in {root}: repaired 2, 1 problem left",
+    ]
+    assert not link.exists() and not temp.exists()
+    assert {path: path.read_bytes() for path in generations(root / "s")} == source
+    assert all(path.stat().st_nlink == 1 for path in source)
+
+    async def fork_again() -> Session:
+        async with open_store(root) as store:
+            return await store.fork_session("s", "f")
+
+    fork = trio.run(fork_again)  # the directory is used again
+    assert load(root, "f") == fork
+    assert run("verify", root).stdout == f"checked 2 sessions in {root}: no problems\n"
+
+
+@pytest.mark.parametrize("damaged", ["flipped", "skipped_seq", "unterminated"])
+def test_verify_calls_other_undecodable_slots_damage(tmp_path: Path, damaged: str) -> None:
+    """Of format 2: an older slot undecodable in any way no interrupted rewrite leaves."""
+    root = tmp_path / "store"
+    newer = format_2_head(two_slots_of_format_2(root / "s", metadata={"k": 1}), seq=2)
+    whole = format_2_slot({**newer, "seq": newer["seq"] + 1})
     older = root / "s" / SLOT_0
-    older.write_bytes(damaged(newer_slot(root / "s").head))
+    older.write_bytes(
+        {
+            # One byte changed: the checksum no longer matches.
+            "flipped": whole.replace(b'"title":"', b'"title":"X', 1),
+            # A whole slot and a tail, but not the next seq: no rewrite left this.
+            "skipped_seq": format_2_slot({**newer, "seq": newer["seq"] + 5}) + b"0123abcd\n",
+            # The next seq, whole, then a tail the old slot cannot have ended with.
+            "unterminated": whole + b"0123abcd",
+        }[damaged]
+    )
     kept = older.read_bytes()
     found = run("verify", root, "--repair")
     assert found.stdout.startswith(f"{older}: corrupt:"), found.stdout
@@ -363,13 +535,12 @@ def test_verify_calls_other_undecodable_slots_damage(tmp_path: Path, damaged: An
 def test_verify_calls_an_empty_slot_damage_when_the_session_does_not_read(
     tmp_path: Path,
 ) -> None:
-    """An empty older slot beside a newer one whose journal is gone is not repaired away."""
+    """Of format 2: an empty older slot beside a newer one whose journal is gone stays."""
     root = tmp_path / "store"
-    save_twice(root)
+    two_slots_of_format_2(root / "s", metadata={"k": 1})
     older = root / "s" / SLOT_0
     older.write_bytes(b"")
-    newer = newer_slot(root / "s")
-    (root / "s" / newer.head["journal"]).unlink()
+    (root / "s" / FORMAT_2_JOURNAL).unlink()
     found = run("verify", root, "--repair")
     assert found.returncode == 1
     assert f"{older}: corrupt:" in found.stdout
@@ -410,14 +581,12 @@ def build_three(root: Path) -> None:
     trio.run(build)
 
 
-@pytest.mark.parametrize("unreadable", ["directory", "snapshot"])
+@pytest.mark.parametrize("unreadable", ["directory", "log"])
 def test_a_session_nobody_may_read_hides_no_other(shared_dir: Path, unreadable: str) -> None:
     root = shared_dir / "store"
     build_three(root)
-    target = root / "b" if unreadable == "directory" else root / "b" / SLOT_0
+    target = root / "b" if unreadable == "directory" else current_generation(root / "b")
     target.chmod(0)
-    if unreadable == "snapshot":
-        (root / "b" / SLOT_1).unlink()  # the empty second slot: no other to fall back to
 
     skipped = "sessionactors: warning: skipped session 'b': Permission denied"
     listed = run("list", root, as_nobody=shared_dir / "py", cwd=shared_dir)
@@ -438,14 +607,31 @@ def test_a_session_nobody_may_read_hides_no_other(shared_dir: Path, unreadable: 
     assert stat.S_IMODE(target.stat().st_mode) == 0  # nothing was touched
 
 
-def test_a_session_whose_slot_is_a_directory_hides_no_other(tmp_path: Path) -> None:
+def as_format_2(directory: Path) -> None:
+    """The session in ``directory`` as an older version wrote it (its usage log kept)."""
+    session = load(directory.parent, directory.name)
+    for generation in generations(directory):
+        generation.unlink()
+    write_format_2(directory, session)
+
+
+@pytest.mark.parametrize("form", ["slot of format 2", "generation"])
+def test_a_session_whose_file_is_no_file_hides_no_other(tmp_path: Path, form: str) -> None:
+    """A slot that is a directory (format 2), or a generation that is a symbolic link."""
     root = tmp_path / "store"
     build_three(root)
-    slot = root / "b" / SLOT_0
-    slot.unlink()
-    slot.mkdir()  # and slot 1 is the empty one a first save leaves: no whole slot
+    if form == "generation":
+        bad = current_generation(root / "b")
+        elsewhere = tmp_path / "elsewhere.jsonl"
+        bad.rename(elsewhere)
+        bad.symlink_to(elsewhere)  # the same bytes, through a link: refused
+    else:
+        as_format_2(root / "b")
+        bad = root / "b" / SLOT_0
+        bad.unlink()
+        bad.mkdir()  # and slot 1 is the empty one a first save leaves: no whole slot
 
-    skipped = f"sessionactors: warning: skipped session 'b': {slot}: "
+    skipped = f"sessionactors: warning: skipped session 'b': {bad}: "
     listed = run("list", root)
     assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["c", "a"]
     assert listed.stderr.startswith(skipped), listed.stderr
@@ -458,20 +644,22 @@ def test_a_session_whose_slot_is_a_directory_hides_no_other(tmp_path: Path) -> N
 
     verified = run("verify", root)
     assert verified.stdout.splitlines()[-1] == f"checked 3 sessions in {root}: 1 problem"
-    assert str(root / "b") in verified.stdout
+    assert verified.stdout.startswith(f"{bad}: "), verified.stdout
     assert verified.returncode == 1
 
 
-# --- item 4 (verify's side): a damaged journal the store kept is reported, never removed ----
+# --- item 4 (verify's side): a damaged generation the store kept is reported, never removed --
 
 
-def test_verify_reports_a_kept_damaged_journal_and_never_removes_it(tmp_path: Path) -> None:
+def test_verify_reports_a_kept_damaged_generation_and_never_removes_it(tmp_path: Path) -> None:
     root = tmp_path / "store"
     session = Session(id="s", messages=[Message(id="m1", role="user", content="one")])
     save(root, session)
-    journal = root / "s" / newer_slot(root / "s").head["journal"]
-    damaged = b"x" * (len(journal.read_bytes()) - 1) + b"\n"  # counted size and lines kept
-    journal.write_bytes(damaged)
+    generation = current_generation(root / "s")
+    data = generation.read_bytes()
+    damaged = data.replace(b'"one"', b'"ONE"')  # one message, its checksum wrong
+    generation.write_bytes(damaged)
+    # A store that never read it saves a whole transcript: a new generation.
     save(root, Session(id="s", messages=[Message(id="m1", role="user", content="anew")]))
     kept = [path for path in (root / "s").iterdir() if path.name.endswith(".corrupt")]
     assert [path.read_bytes() for path in kept] == [damaged]  # the store kept it aside
@@ -482,7 +670,8 @@ def test_verify_reports_a_kept_damaged_journal_and_never_removes_it(tmp_path: Pa
     )
     for args in (("verify", root), ("verify", root, "--repair")):
         found = run(*args)
-        assert found.stdout.splitlines() == [line, f"checked 1 session in {root}: 1 problem"]
+        assert line in found.stdout.splitlines()
+        assert "repaired" not in found.stdout
         assert found.returncode == 1
     assert kept[0].read_bytes() == damaged
     assert load(root, "s").messages[0].content == "anew"

@@ -22,7 +22,14 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from support import EVERY_BAD_ID, EVERY_BAD_RECORD, deep, session_files
+from support import (
+    EVERY_BAD_ID,
+    EVERY_BAD_RECORD,
+    deep,
+    log_record,
+    session_files,
+    write_format_2,
+)
 
 import sessionactors
 import sessionactors._batch
@@ -37,9 +44,13 @@ from sessionactors import (
     SessionStore,
     SessionStoreError,
 )
+from sessionactors.storage.files import KEPT_SUFFIX
 
-SLOT = re.compile(r"/session(\.1)?\.json$")
-TEMP = re.compile(r"/\.session(\.1)?\.json\.[0-9a-f]+\.tmp$")
+#: A generation of a session's log, and the temporary name it is made under.
+GENERATION = re.compile(r"/log\.[0-9]+\.[0-9a-f]{32}\.jsonl$")
+#: Any file of a session's log: its own generations, and generations it links.
+LOG_FILE = re.compile(r"/(log\.[0-9]+|link)\.[0-9a-f]{32}\.jsonl$")
+TEMP = re.compile(r"/\.log\.[0-9]+\.[0-9a-f]{32}\.jsonl\.[0-9a-f]+\.tmp$")
 
 
 def fd_path(fd: int) -> str:
@@ -62,6 +73,7 @@ class Fault:
     target: Callable[[str], bool]
     times: int = 1
     partial: bool = False
+    skip: int = 0  # matching calls let through before the first fault
     injected: int = 0
     _half_written: bool = False
 
@@ -69,12 +81,16 @@ class Fault:
         real = getattr(os, self.function)
 
         def fake(*args: Any, **kwargs: Any) -> Any:
-            by_fd = self.function in ("write", "pwrite", "fsync", "ftruncate")
+            by_fd = self.function in ("write", "pwrite", "fsync", "fdatasync", "ftruncate")
             path = fd_path(args[0]) if by_fd else os.fspath(args[0])
-            if kwargs.get("dir_fd") is not None:  # a name relative to a directory's descriptor
-                path = os.path.join(fd_path(kwargs["dir_fd"]), path)
+            for key in ("dir_fd", "src_dir_fd"):  # a name relative to a directory's descriptor
+                if kwargs.get(key) is not None:
+                    path = os.path.join(fd_path(kwargs[key]), path)
             reading = self.function == "open" and not args[1] & (os.O_WRONLY | os.O_RDWR)
             if self.injected < self.times and self.target(path) and not reading:
+                if self.skip:
+                    self.skip -= 1
+                    return real(*args, **kwargs)
                 if self.partial and not self._half_written:
                     self._half_written = True
                     data = args[1]
@@ -88,13 +104,13 @@ class Fault:
 
 
 def is_temp_of(sid: str) -> Callable[[str], bool]:
-    """The temporary file a session's first snapshot is made in, then renamed."""
+    """The temporary file a new generation of a session is made in, then renamed."""
     return lambda path: bool(TEMP.search(path)) and f"/{sid}/" in path
 
 
-def is_slot_of(sid: str) -> Callable[[str], bool]:
-    """A snapshot slot of session ``sid`` (rewritten in place by every snapshot write)."""
-    return lambda path: bool(SLOT.search(path)) and f"/{sid}/" in path
+def is_generation_of(sid: str) -> Callable[[str], bool]:
+    """A generation of session ``sid``'s log (appended to by a save that adds messages)."""
+    return lambda path: bool(GENERATION.search(path)) and f"/{sid}/" in path
 
 
 def is_log_of(sid: str) -> Callable[[str], bool]:
@@ -102,23 +118,14 @@ def is_log_of(sid: str) -> Callable[[str], bool]:
 
 
 def leftovers(directory: Path) -> list[str]:
-    """Temporary files, and journals no snapshot names, left in a session directory."""
+    """Temporary files left in a session directory, and files of an older format."""
     if not directory.exists():
         return []
-    snapshot = sessionactors.storage.files.read_snapshot_at(str(directory), directory.name)
-    named = snapshot.journal if snapshot is not None else None
     return sorted(
         p.name
         for p in directory.iterdir()
-        if p.name.endswith(".tmp") or (p.name.startswith("messages.") and p.name != named)
+        if p.name.endswith(".tmp") or p.name.startswith(("messages.", "session."))
     )
-
-
-def latest_slot(directory: Path) -> Path:
-    """The snapshot slot holding the session's newest snapshot."""
-    snapshot = sessionactors.storage.files.read_snapshot_at(str(directory), directory.name)
-    assert snapshot is not None
-    return Path(snapshot.path)
 
 
 def read(path: Path) -> bytes | None:
@@ -162,89 +169,91 @@ async def seed(store: SessionStore) -> Session:
 
 # --- OS errors while saving ---------------------------------------------------------
 
-SAVE_FAULTS = {
-    "write ENOSPC": ("pwrite", errno.ENOSPC, False),
-    "write EACCES": ("pwrite", errno.EACCES, False),
-    "write EIO": ("pwrite", errno.EIO, False),
-    "half written, then ENOSPC": ("pwrite", errno.ENOSPC, True),
-    "fsync EIO": ("fsync", errno.EIO, False),
-    "fsync ENOSPC": ("fsync", errno.ENOSPC, False),
+APPEND_TO_LOG_FAULTS = {
+    "write ENOSPC": ("write", errno.ENOSPC, False),
+    "write EACCES": ("write", errno.EACCES, False),
+    "write EIO": ("write", errno.EIO, False),
+    "half written, then ENOSPC": ("write", errno.ENOSPC, True),
+    "fdatasync EIO": ("fdatasync", errno.EIO, False),
+    "fdatasync ENOSPC": ("fdatasync", errno.ENOSPC, False),
     "truncate EIO": ("ftruncate", errno.EIO, False),
     "open EACCES": ("open", errno.EACCES, False),
     "open ENOSPC": ("open", errno.ENOSPC, False),
 }
 
 
-@pytest.mark.parametrize("fault", SAVE_FAULTS.values(), ids=SAVE_FAULTS.keys())
+async def run_beside_s2(
+    store: SessionStore, call: Callable[[], Awaitable[Any]]
+) -> tuple[Any, Session]:
+    """``call``'s outcome, while s2 is saved and appended to at once (which must succeed)."""
+    other = Session(id="s2", metadata={"v": 1})
+    results: dict[str, Any] = {}
+
+    async def run(name: str, each: Callable[[], Awaitable[Any]]) -> None:
+        results[name] = await outcome_of(each())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "s1", call)
+        nursery.start_soon(run, "s2 save", lambda: store.save_runtime_session(other))
+        nursery.start_soon(
+            run, "s2 append", lambda: store.append_token_usage_record("s2", {"ok": 1})
+        )
+    assert results["s2 save"] is None and results["s2 append"] is None
+    return results["s1"], other
+
+
+@pytest.mark.parametrize("fault", APPEND_TO_LOG_FAULTS.values(), ids=APPEND_TO_LOG_FAULTS.keys())
 @pytest.mark.parametrize("operation", ["save", "checkpoint", "set_title", "set_pinned"])
-async def test_os_error_while_writing_a_snapshot_changes_nothing(
+async def test_os_error_while_appending_to_the_log_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: tuple[str, int, bool], operation: str
 ) -> None:
+    """A write that appends to the current generation: cut back to where it began."""
     function, code, partial = fault
-    durability: Literal["fsync", "flush"] = "fsync" if function == "fsync" else "flush"
+    durability: Literal["fsync", "flush"] = "fsync" if function == "fdatasync" else "flush"
     async with sessionactors.open_store(tmp_path, durability=durability) as store:
         before = await seed(store)
-        newest = latest_slot(tmp_path / "s1")
-        snapshot = newest.read_bytes()
-        log = (tmp_path / "s1" / "token-usage.jsonl").read_bytes()
-
-        caller = Session(
-            id="s1",
-            messages=[Message(id="new", role="user", content="hello")],
-            metadata={"model": "changed"},
-        )
+        # The caller's copy: the transcript on disk and one new message (an append).
+        big = Message(id="new", role="user", content="z" * 100_000)  # a half write is real
+        caller = Session(id="s1", messages=[*copy.deepcopy(before.messages), big])
+        caller.metadata = {"model": "changed"}
         untouched = copy.deepcopy(caller)
         if function == "ftruncate":
-            # A slot is cut only when its old bytes are longer than the new
-            # ones: give the older slot a long torn tail, as a crash may leave.
-            older = next(p for p in (tmp_path / "s1").glob("session*.json") if p != newest)
-            older.write_bytes(older.read_bytes() + b"x" * 4096)
+            # The bytes after the last commit are cut before an append: a
+            # crash's tail is there to cut, and the cut fails.
+            [generation] = [p for p in (tmp_path / "s1").iterdir() if GENERATION.search(str(p))]
+            with generation.open("ab") as file:
+                file.write(b"m0000 a crash's tail")
+        files = session_files(tmp_path, "s1")
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "save": lambda: store.save_runtime_session(caller),
             "checkpoint": lambda: store.checkpoint_runtime_session(caller),
             "set_title": lambda: store.set_title("s1", "renamed"),
             "set_pinned": lambda: store.set_pinned("s1", True),
         }
-        injector = Fault(function, code, is_slot_of("s1"), partial=partial)
+        injector = Fault(function, code, is_generation_of("s1"), partial=partial)
         injector.install(monkeypatch)
+        revisions = store.statistics().snapshots_written
 
-        # The other session keeps being served while s1's write fails.
-        other = Session(id="s2", metadata={"v": 1})
-        results: dict[str, Any] = {}
-
-        async def run(name: str, call: Callable[[], Awaitable[Any]]) -> None:
-            results[name] = await outcome_of(call())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run, "s1", calls[operation])
-            nursery.start_soon(run, "s2 save", lambda: store.save_runtime_session(other))
-            nursery.start_soon(
-                run, "s2 append", lambda: store.append_token_usage_record("s2", {"ok": 1})
-            )
-
-        error = results["s1"]
+        error, other = await run_beside_s2(store, calls[operation])
         assert isinstance(error, OSError), error
         assert error.errno == code
         assert injector.injected == 1
-        assert results["s2 save"] is None and results["s2 append"] is None
-        # What was persisted before is intact, byte for byte (the write went to
-        # the other slot, which now reads as torn), and nothing is left behind.
-        assert latest_slot(tmp_path / "s1") == newest
-        assert newest.read_bytes() == snapshot
-        assert (tmp_path / "s1" / "token-usage.jsonl").read_bytes() == log
+        # What was persisted before is intact, byte for byte (an append that
+        # failed is cut back to where it began), and nothing is left behind.
+        assert session_files(tmp_path, "s1") == files
         assert leftovers(tmp_path / "s1") == []
         assert caller == untouched  # a failed call does not half-update the caller's object
         assert await store.load_session("s1") == before
+        assert [e.revision for e in await store.session_history("s1")] == [2, 1]
         assert await store.load_session("s2") == other
+        assert store.statistics().snapshots_written == revisions + 1  # s2's only
 
         # The store keeps serving s1: the same call now succeeds, once.
         await calls[operation]()
         after = await store.load_session("s1")
-        assert after is not None
-        if operation == "save":
+        assert after is not None and after.revision == 3
+        if operation in ("save", "checkpoint"):
             assert after.messages == caller.messages and after.title == "from the ui"
-        elif operation == "checkpoint":
-            assert [m.id for m in after.messages] == [f"m{i}" for i in range(5)] + ["new"]
         elif operation == "set_title":
             assert (after.title, after.title_version) == ("renamed", before.title_version + 1)
         else:
@@ -252,7 +261,122 @@ async def test_os_error_while_writing_a_snapshot_changes_nothing(
         if operation in ("set_title", "set_pinned"):  # versions move by one, not two
             assert after.metadata_version == before.metadata_version + 1
         assert store.statistics().actor_crashes == 0
+        assert store.statistics().journal_rewrites == 2  # s1 and s2 made, no other
     assert leftovers(tmp_path / "s1") == []
+
+
+NEW_GENERATION_FAULTS = {
+    "open EACCES": ("open", errno.EACCES, False),
+    "open ENOSPC": ("open", errno.ENOSPC, False),
+    "write ENOSPC": ("write", errno.ENOSPC, False),
+    "write EIO": ("write", errno.EIO, False),
+    "half written, then ENOSPC": ("write", errno.ENOSPC, True),
+    "fsync EIO": ("fsync", errno.EIO, False),
+    "rename EIO": ("rename", errno.EIO, False),
+    "rename ENOSPC": ("rename", errno.ENOSPC, False),
+}
+#: The writes that make a new generation, and the session they make it in.
+NEW_GENERATION_WRITES = {
+    "edit an old message": "s1",
+    "rewind": "s1",
+    "fork": "s3",
+    "move a format-2 session": "s4",
+}
+
+
+@pytest.mark.parametrize("fault", NEW_GENERATION_FAULTS.values(), ids=NEW_GENERATION_FAULTS.keys())
+@pytest.mark.parametrize("operation", NEW_GENERATION_WRITES)
+async def test_os_error_while_making_a_generation_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: tuple[str, int, bool], operation: str
+) -> None:
+    """A write that starts a generation: its file is removed before it is renamed into place."""
+    function, code, partial = fault
+    durability: Literal["fsync", "flush"] = "fsync" if function == "fsync" else "flush"
+    old = Session(id="s4", messages=[Message(id="o", role="user", content="old")])
+    write_format_2(tmp_path / "s4", old)
+    async with sessionactors.open_store(tmp_path, durability=durability) as store:
+        before = await seed(store)
+        caller = copy.deepcopy(before)
+        caller.messages[1].content = "edited " + "z" * 100_000
+        old_caller = Session(id="s4", messages=[*old.messages, Message(id="n", role="user")])
+        untouched = (copy.deepcopy(caller), copy.deepcopy(old_caller))
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "edit an old message": lambda: store.save_runtime_session(caller),
+            "rewind": lambda: store.rewind_session("s1", 1),
+            "fork": lambda: store.fork_session("s1", "s3"),
+            "move a format-2 session": lambda: store.save_runtime_session(old_caller),
+        }
+        files = {sid: session_files(tmp_path, sid) for sid in ("s1", "s3", "s4")}
+        sid = NEW_GENERATION_WRITES[operation]
+        injector = Fault(function, code, is_temp_of(sid), partial=partial)
+        injector.install(monkeypatch)
+
+        error, _ = await run_beside_s2(store, calls[operation])
+        assert isinstance(error, OSError), error
+        assert error.errno == code
+        assert injector.injected == 1
+        assert {sid: session_files(tmp_path, sid) for sid in ("s1", "s3", "s4")} == files
+        assert files["s3"] is None  # no fork, not even its directory
+        assert (caller, old_caller) == untouched
+        assert await store.load_session("s1") == before
+        assert await store.load_session("s3") is None
+        assert await store.load_session("s4") == attrs.evolve(old, revision=1)
+
+        # The same call now succeeds.
+        result = await calls[operation]()
+        if operation == "edit an old message":
+            assert await store.load_session("s1") == caller
+        elif operation == "rewind":
+            assert result.revision == 3 and result.messages == before.messages
+        elif operation == "fork":
+            assert await store.load_session("s3") == result
+        else:
+            assert await store.load_session("s4") == old_caller
+            assert old_caller.revision == 2
+        assert store.statistics().actor_crashes == 0
+    for sid in ("s1", "s3", "s4") if operation == "move a format-2 session" else ("s1", "s3"):
+        assert leftovers(tmp_path / sid) == []
+
+
+async def test_a_fork_whose_link_fails_makes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with sessionactors.open_store(tmp_path, durability="flush") as store:
+        before = await seed(store)
+        source = session_files(tmp_path, "s1")
+        injector = Fault("link", errno.EMLINK, is_generation_of("s1"))
+        injector.install(monkeypatch)
+        with pytest.raises(OSError) as raised:
+            await store.fork_session("s1", "s3")
+        assert raised.value.errno == errno.EMLINK
+        assert not (tmp_path / "s3").exists()
+        assert session_files(tmp_path, "s1") == source
+        fork = await store.fork_session("s1", "s3")
+        assert fork.messages == before.messages
+        assert await store.load_session("s3") == fork
+
+
+async def test_a_generation_that_cannot_be_removed_after_a_write_fails_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write is done once its revision is in place: a prune that fails after it is no
+    error of the caller's (who would write it again), and a later write prunes."""
+    async with sessionactors.open_store(tmp_path, durability="flush", history=1) as store:
+        before = await seed(store)
+        [first] = [p for p in (tmp_path / "s1").iterdir() if GENERATION.search(str(p))]
+        injector = Fault("unlink", errno.EIO, lambda path: path == str(first))
+        injector.install(monkeypatch)
+        edited = copy.deepcopy(before)
+        edited.messages[0].content = "edited"
+        await store.save_runtime_session(edited)  # a new generation: the old one is not needed
+        assert injector.injected == 1
+        assert edited.revision == 3
+        assert await store.load_session("s1") == edited
+        assert first.exists()
+        edited.messages.append(Message(id="later", role="user"))
+        await store.save_runtime_session(edited)
+        assert not first.exists()
+        assert await store.load_session("s1") == edited
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EIO])
@@ -408,77 +532,142 @@ async def test_failed_dir_fsync_of_a_new_log_leaves_no_record(
 # --- corruption -----------------------------------------------------------------------
 
 
-def corruptions(good: bytes) -> dict[str, bytes]:
-    head = good.rstrip(b"\n")
-    return {
-        "random bytes": bytes(range(256)) * 4,
-        "empty": b"",
-        "not json": b"this is not a session\n",
-        "a json array": b"[1, 2, 3]\n[]\n",
-        "cut in the head": good[: len(head) // 2],
-        "cut in the middle": good[: len(good) // 2],
-        "cut before the last byte": good[:-2],
-        "a second line": good + b"\x00" * len(head),
-        "a value of the wrong type": good.replace(b'"pinned":false', b'"pinned":"no"', 1),
-        "a newer format": good.replace(b'"format":2', b'"format":99', 1),
-        "another session's file": good.replace(b'"id":"b"', b'"id":"z"', 1),
-    }
+def _rewrite_record(good: bytes, index: int, change: Callable[[bytes], bytes]) -> bytes:
+    """``good`` with its record ``index`` changed and given the checksum of its new JSON:
+    whole records that say something else than the store wrote."""
+    lines = good.split(b"\n")
+    kind, body = lines[index][:1], lines[index][10:]
+    lines[index] = log_record(kind, change(body))[:-1]
+    return b"\n".join(lines)
 
 
-CORRUPTION_KINDS = list(corruptions(b'{"format":2,"id":"b"}\n'))
+def _flip(good: bytes, index: int, at: int = 20) -> bytes:
+    """``good`` with one byte of its record ``index`` changed: its checksum no longer holds."""
+    lines = good.split(b"\n")
+    line = bytearray(lines[index])
+    line[at] ^= 0x01
+    lines[index] = bytes(line)
+    return b"\n".join(lines)
 
 
-@pytest.mark.parametrize("kind", CORRUPTION_KINDS)
+#: Damage to a generation of session b (a header, 30 message records, one commit).
+#: None of these leaves a revision to read: every call on b is refused.
+NO_REVISION: dict[str, Callable[[bytes], bytes]] = {
+    "random bytes": lambda good: bytes(range(256)) * 4,
+    "empty": lambda good: b"",
+    "not a log": lambda good: b"this is not a session\n",
+    "a json array": lambda good: b"[1, 2, 3]\n[]\n",
+    "cut in the header": lambda good: good[:40],
+    "cut in the middle": lambda good: good[: len(good) // 2],
+    "cut before the last byte": lambda good: good[:-2],
+    "nothing but zeros": lambda good: b"\x00" * len(good),
+    "a header after the commit": lambda good: good + good.split(b"\n")[0] + b"\n",
+    "a byte of the header": lambda good: _flip(good, 0),
+    "a byte of the commit's checksum": lambda good: _flip(good, 31, at=3),
+    "a value of the wrong type": lambda good: _rewrite_record(
+        good, 31, lambda body: body.replace(b'"pinned":false', b'"pinned":"no"')
+    ),
+    "a time that is no time": lambda good: _rewrite_record(
+        good, 31, lambda body: body.replace(b'"created_at":"', b'"created_at":"X', 1)
+    ),
+    "a newer format": lambda good: _rewrite_record(
+        good, 0, lambda body: body.replace(b'"format":3', b'"format":4')
+    ),
+    "another session's file": lambda good: _rewrite_record(
+        good, 0, lambda body: body.replace(b'"session":"b"', b'"session":"z"')
+    ),
+}
+#: Damage in the transcript alone: the revision's head reads, its messages do not.
+DAMAGED_TRANSCRIPT: dict[str, Callable[[bytes], bytes]] = {
+    "a byte of a message": lambda good: _flip(good, 5),
+    "a message with no role": lambda good: _rewrite_record(
+        good, 5, lambda body: body.replace(b'"role":"user",', b"")
+    ),
+    "a count that does not match": lambda good: _rewrite_record(
+        good, 31, lambda body: body.replace(b'"count":30', b'"count":29')
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", [*NO_REVISION, *DAMAGED_TRANSCRIPT])
 async def test_corrupt_session_file_is_reported_and_kept(tmp_path: Path, kind: str) -> None:
-    path = tmp_path / "b" / "session.json"
     async with sessionactors.open_store(tmp_path, durability="flush") as store:
         for sid in ("a", "b", "c"):
             messages = [Message(id=f"{sid}{i}", role="user", content=i) for i in range(30)]
             await store.save_runtime_session(Session(id=sid, title=sid, messages=messages))
         await store.append_token_usage_record("b", {"n": 1})
-    garbage = corruptions(path.read_bytes())[kind]
+    [path] = [p for p in (tmp_path / "b").iterdir() if GENERATION.search(str(p))]
+    garbage = {**NO_REVISION, **DAMAGED_TRANSCRIPT}[kind](path.read_bytes())
     path.write_bytes(garbage)
+    transcript_only = kind in DAMAGED_TRANSCRIPT
 
-    async with sessionactors.open_store(tmp_path, durability="flush") as store:
+    # history=1: a generation no kept revision needs is removed, but never a damaged one.
+    async with sessionactors.open_store(tmp_path, durability="flush", history=1) as store:
         with pytest.raises(CorruptSessionError) as raised:
             await store.load_session("b")
         assert isinstance(raised.value, SessionStoreError)
         assert raised.value.path == str(path)
         assert str(path) in str(raised.value)
         assert path.read_bytes() == garbage
+        if kind == "a newer format":
+            assert isinstance(raised.value, sessionactors.UnsupportedFormatError)
 
-        # Writes that would replace the file fail the same way and keep it.
+        # Reads, and writes that need what is damaged, fail the same way and keep it.
         attempts: dict[str, Callable[[], Awaitable[Any]]] = {
-            "save_runtime_session": lambda: store.save_runtime_session(
-                Session(id="b", title="over it")
-            ),
+            "load revision 1": lambda: store.load_session("b", revision=1),
+            "fork_session": lambda: store.fork_session("b", "fork"),
+            "rewind_session": lambda: store.rewind_session("b", 1),
             "checkpoint_runtime_session": lambda: store.checkpoint_runtime_session(Session(id="b")),
             "set_title": lambda: store.set_title("b", "renamed"),
             "set_pinned": lambda: store.set_pinned("b", True),
         }
+        if not transcript_only:
+            attempts["session_history"] = lambda: store.session_history("b")
+            attempts["save_runtime_session"] = lambda: store.save_runtime_session(
+                Session(id="b", title="over it")
+            )
         failures = []
         for name, attempt in attempts.items():
             try:
                 await attempt()
             except CorruptSessionError as exc:
-                assert exc.path == str(path)
+                assert exc.path == str(path), name
             else:
                 failures.append(f"{name} succeeded")
             if path.read_bytes() != garbage:
-                failures.append(f"{name} replaced the file")
+                failures.append(f"{name} changed the file")
                 path.write_bytes(garbage)  # to see what the other calls do
         assert not failures, f"over a corrupt file ({kind}): {failures}"
-        with pytest.raises(CorruptSessionError):
-            await store.load_session("b")  # still reported, not "fixed"
+        assert not (tmp_path / "fork").exists()
+        listed = {summary.id for summary in await store.list_sessions()}
+        assert ("b" in listed) == transcript_only  # a summary is its last commit
+
+        if transcript_only:
+            # A save reads no transcript: it starts a new generation, and keeps
+            # the damaged one under a second name before it could be pruned.
+            over = Session(id="b", title="over it", messages=[Message(id="n", role="user")])
+            await store.save_runtime_session(over)
+            assert await store.load_session("b") == over
+            kept = path.with_name(path.name + KEPT_SUFFIX)
+            assert kept.read_bytes() == garbage
+            assert not path.exists()  # pruned: no kept revision needs it
+        else:
+            with pytest.raises(CorruptSessionError):
+                await store.load_session("b")  # still reported, not "fixed"
+            assert path.read_bytes() == garbage
 
         # The sessions beside it are listed and load as ever.
-        listed = {summary.id for summary in await store.list_sessions()}
         assert {"a", "c"} <= listed
         for sid in ("a", "c"):
             loaded = await store.load_session(sid)
             assert loaded is not None and len(loaded.messages) == 30
         assert store.statistics().actor_crashes == 0
-    assert path.read_bytes() == garbage
+        # A delete removes the session, never the damaged bytes.
+        if transcript_only:
+            assert await store.delete_session("b") is True
+            assert [p.read_bytes() for p in (tmp_path / "b").iterdir()] == [garbage]
+    if not transcript_only:
+        assert path.read_bytes() == garbage
 
 
 async def test_corrupt_token_usage_line_is_reported_with_the_log_path(tmp_path: Path) -> None:
@@ -726,7 +915,7 @@ async def test_a_failed_delete_fails_the_save_batched_before_it(
             return original(files, ops, **options)
 
         monkeypatch.setattr(sessionactors._runner, "run_batch", gated)
-        injector = Fault("unlink", errno.EIO, lambda path: path.endswith("/s1/session.json"))
+        injector = Fault("unlink", errno.EIO, is_generation_of("s1"))
         injector.install(monkeypatch)
         changed = Session(id="s1", runtime_state={"step": 99})
         results: dict[str, Any] = {}
@@ -748,3 +937,46 @@ async def test_a_failed_delete_fails_the_save_batched_before_it(
         assert isinstance(results["save"], OSError)
         assert await store.load_session("s1") == before
         assert await store.delete_session("s1") is True
+
+
+@pytest.mark.parametrize("failing", [1, 2, 3, 4])
+@pytest.mark.parametrize("function", ["unlink", "rename"])
+async def test_a_delete_that_fails_half_way_leaves_the_session_whole_or_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, failing: int
+) -> None:
+    """The ``failing``-th removal (or rename) of a generation fails: never an older revision.
+
+    A session of three generations, the newest a rewind based on the first:
+    a delete that raises leaves it exactly as it was (every revision), one
+    that returns leaves it absent; never an older revision in its place,
+    nor a generation whose base is gone.
+    """
+    async with sessionactors.open_store(tmp_path, durability="flush") as store:
+        await seed(store)  # revisions 1 and 2, generation 1
+        edited = await store.load_session("s1")
+        assert edited is not None
+        edited.messages[0].content = "edited"
+        await store.save_runtime_session(edited)  # revision 3, generation 2
+        await store.rewind_session("s1", 2)  # revision 4, generation 3, based on 1
+        revisions = {r: await store.load_session("s1", revision=r) for r in (1, 2, 3, 4)}
+        target = lambda path: bool(LOG_FILE.search(path)) and "/s1/" in path  # noqa: E731
+        injector = Fault(function, errno.EIO, target, skip=failing - 1)
+        injector.install(monkeypatch)
+        outcome = await outcome_of(store.delete_session("s1"))
+        if isinstance(outcome, OSError):
+            assert outcome.errno == errno.EIO
+            for revision, expected in revisions.items():
+                assert await store.load_session("s1", revision=revision) == expected
+            assert [e.revision for e in await store.session_history("s1")] == [4, 3, 2, 1]
+        else:
+            assert outcome is True
+            assert await store.load_session("s1") is None
+        monkeypatch.undo()
+        async with sessionactors.open_store(tmp_path, durability="flush") as other:
+            if isinstance(outcome, OSError):
+                assert await other.load_session("s1") == revisions[4]
+            else:
+                assert await other.load_session("s1") is None
+                assert [s.id for s in await other.list_sessions()] == ["s2"]
+        assert await store.delete_session("s1") is isinstance(outcome, OSError)
+        assert not (tmp_path / "s1").exists()

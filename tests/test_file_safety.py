@@ -22,10 +22,17 @@ from typing import Any
 import nobody
 import pytest
 import trio
+from support import (
+    current_generation,
+    generations,
+    links,
+    log_record,
+    write_format_2,
+)
 
 import sessionactors
 from sessionactors import CorruptSessionError, Message, Session, open_store
-from sessionactors.storage.files import KEPT_SUFFIX, is_journal, list_summaries
+from sessionactors.storage.files import KEPT_SUFFIX, list_summaries
 
 # The package's parent directory: what a child process imports it from.
 PACKAGE_PARENT = str(Path(sessionactors.__file__).resolve().parent.parent)
@@ -53,11 +60,6 @@ def _messages(count: int, tag: str = "m") -> list[Message]:
     return [Message(id=f"{tag}{n}", role="user", content=f"{tag} {n}") for n in range(count)]
 
 
-def _journal(directory: Path) -> Path:
-    [journal] = [path for path in directory.iterdir() if is_journal(path.name)]
-    return journal
-
-
 def _tree(top: Path) -> dict[str, bytes | str]:
     """Every entry under ``top``: a file's bytes, a link's target, or "dir"."""
     found: dict[str, bytes | str] = {}
@@ -73,47 +75,48 @@ def _tree(top: Path) -> dict[str, bytes | str]:
     return found
 
 
-# --- item 4: a damaged journal is kept, never deleted ---------------------------------
+# --- item 4: a damaged generation is kept, never deleted --------------------------------
 
 
-def _damage(journal: Path) -> bytes:
-    """Overwrite the middle line with bytes that are not JSON (same length, same lines)."""
-    lines = journal.read_bytes().split(b"\n")
+def _damage(generation: Path) -> bytes:
+    """Overwrite a message record with bytes of the same length (its checksum fails)."""
+    lines = generation.read_bytes().split(b"\n")
     lines[1] = b"\x00" * len(lines[1])
     damaged = b"\n".join(lines)
-    journal.write_bytes(damaged)
+    generation.write_bytes(damaged)
     return damaged
 
 
-async def _replace_damaged(root: Path, journal: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """From a fresh store: the load names the damaged journal; a save replaces it."""
-    async with open_store(root, durability="flush") as store:
+async def _replace_damaged(root: Path, generation: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """From a fresh store: the load names the damaged generation; a save replaces it."""
+    async with open_store(root, durability="flush", history=1) as store:
         with pytest.raises(CorruptSessionError) as raised:
             await store.load_session("s")
-        assert raised.value.path == str(journal)
+        assert raised.value.path == str(generation)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="sessionactors.storage.files.session"):
-            fresh = Session(id="s", messages=_messages(2, tag=journal.name))
+            fresh = Session(id="s", messages=_messages(2, tag=generation.name))
             await store.save_runtime_session(fresh)
-        assert any(str(journal) in record.getMessage() for record in caplog.records)
+        assert any(str(generation) in record.getMessage() for record in caplog.records)
         assert await store.load_session("s") == fresh
 
 
-async def test_a_damaged_journal_replaced_by_a_save_is_kept(
+async def test_a_damaged_generation_replaced_by_a_save_is_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """history=1: the save's new generation makes the damaged one unneeded, yet it stays."""
     directory = tmp_path / "s"
     async with open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="s", messages=_messages(3)))
-    first = _journal(directory)
+    first = current_generation(directory)
     first_damaged = _damage(first)
     await _replace_damaged(tmp_path, first, caplog)
     first_kept = first.with_name(first.name + KEPT_SUFFIX)
-    assert not first.exists()
+    assert not first.exists()  # its name went with the generation no revision needs
     assert first_kept.read_bytes() == first_damaged
 
-    # A second damaged journal whose kept name is taken: the file there stays.
-    second = _journal(directory)
+    # A second damaged generation whose kept name is taken: the file there stays.
+    second = current_generation(directory)
     second_damaged = _damage(second)
     taken = second.with_name(second.name + KEPT_SUFFIX)
     taken.write_bytes(b"kept earlier\n")
@@ -121,18 +124,25 @@ async def test_a_damaged_journal_replaced_by_a_save_is_kept(
     assert second.with_name(f"{second.name}.1{KEPT_SUFFIX}").read_bytes() == second_damaged
     assert taken.read_bytes() == b"kept earlier\n"
 
-    # More saves (each fresh store sweeps) and a delete leave every kept file as it is.
+    # More writes (each fresh store sweeps and prunes) and a delete leave every kept file.
     kept = {
         path: path.read_bytes() for path in directory.iterdir() if path.name.endswith(KEPT_SUFFIX)
     }
     assert len(kept) == 3
-    for _ in range(2):
-        async with open_store(tmp_path, durability="flush") as store:
-            await store.save_runtime_session(Session(id="s", messages=_messages(1, tag="z")))
+    for n in range(2):
+        async with open_store(tmp_path, durability="flush", history=2) as store:
+            await store.save_runtime_session(Session(id="s", messages=_messages(1, tag=f"z{n}")))
+            await store.rewind_session("s", await _latest(store) - 1)
     async with open_store(tmp_path, durability="flush") as store:
         assert await store.delete_session("s") is True
         assert await store.load_session("s") is None
     assert {path: path.read_bytes() for path in directory.iterdir()} == kept
+
+
+async def _latest(store: sessionactors.SessionStore) -> int:
+    loaded = await store.load_session("s")
+    assert loaded is not None
+    return loaded.revision
 
 
 # --- item 5: no link inside the root is ever followed ---------------------------------
@@ -189,16 +199,27 @@ async def test_a_session_directory_that_is_a_link_is_refused(
         assert loaded is not None and len(loaded.messages) == 3
 
 
-@pytest.mark.parametrize("name", ["token-usage.jsonl", "session.json", "session.1.json", "journal"])
+LINKED_FILES = ["token-usage.jsonl", "the current generation", "a previous generation", "a link"]
+
+
+@pytest.mark.parametrize("name", LINKED_FILES)
 async def test_a_file_of_the_session_that_is_a_link_is_refused(
     tmp_path: Path, elsewhere: Path, name: str
 ) -> None:
     root = tmp_path / "root"
+    directory = root / "s"
     async with open_store(root, durability="flush") as store:
-        await store.save_runtime_session(Session(id="s", messages=_messages(2)))
-        await store.save_runtime_session(Session(id="s", messages=_messages(3)))  # both slots
+        await store.save_runtime_session(Session(id="base", messages=_messages(2)))
+        await store.fork_session("base", "s")  # s: one generation of its own, one linked
+        await store.save_runtime_session(Session(id="s", messages=_messages(3, tag="e")))
         await store.append_token_usage_record("s", {"n": 1})
-    link = _journal(root / "s") if name == "journal" else root / "s" / name
+    assert len(generations(directory)) == 2 and len(links(directory)) == 1
+    link = {
+        "token-usage.jsonl": directory / name,
+        "the current generation": generations(directory)[-1],
+        "a previous generation": generations(directory)[0],
+        "a link": links(directory)[0],
+    }[name]
     target = elsewhere / "outside.txt"
     link.unlink()
     link.symlink_to(target)
@@ -206,17 +227,20 @@ async def test_a_file_of_the_session_that_is_a_link_is_refused(
     # Which calls meet the link (the others need not open it and succeed).
     meets = {
         "token-usage.jsonl": {"append", "read usage"},
-        "session.json": {"load", "save", "append", "read usage", "set_title"},
-        "session.1.json": {"load", "save", "set_title"},
-        "journal": {"load", "save"},
+        "the current generation": {"load", "history", "save", "append", "set_title", "delete"},
+        "a previous generation": {"history", "load revision 1"},
+        "a link": {"load revision 1"},  # the transcript of the fork, revision 1
     }[name]
     async with open_store(root, durability="flush") as store:
         calls = {
             "load": lambda: store.load_session("s"),
+            "history": lambda: store.session_history("s"),
+            "load revision 1": lambda: store.load_session("s", revision=1),
             "save": lambda: store.save_runtime_session(Session(id="s", messages=_messages(4))),
             "append": lambda: store.append_token_usage_record("s", {"n": 2}),
             "read usage": lambda: store.read_token_usage("s"),
             "set_title": lambda: store.set_title("s", "renamed"),
+            "delete": lambda: store.delete_session("s"),
         }
         refused = set()
         for call_name, call in calls.items():
@@ -318,13 +342,13 @@ def open_root() -> Iterator[Path]:
 async def test_an_unreadable_session_is_skipped_and_reported(open_root: Path) -> None:
     root = open_root
     async with open_store(root, durability="flush") as store:
-        for sid in ("fine", "locked-dir", "locked-slot", "slot-is-a-dir"):
+        for sid in ("fine", "locked-dir", "locked-log", "log-is-a-dir"):
             await store.save_runtime_session(Session(id=sid, messages=_messages(2)))
     (root / "locked-dir").chmod(0o000)
-    (root / "locked-slot" / "session.json").chmod(0o000)
-    slot = root / "slot-is-a-dir" / "session.json"
-    slot.unlink()
-    slot.mkdir()
+    current_generation(root / "locked-log").chmod(0o000)
+    generation = current_generation(root / "log-is-a-dir")
+    generation.unlink()
+    generation.mkdir()
     # A process of the user nobody meets a real EACCES (root would read through it).
     argv, env = nobody.command(root.parent / "py", "-c", LIST_CHILD, str(root))
     with trio.fail_after(60):
@@ -334,74 +358,99 @@ async def test_an_unreadable_session_is_skipped_and_reported(open_root: Path) ->
     assert done.returncode == 0, f"the child of the user nobody failed: {done.stderr.decode()}"
     result = json.loads(done.stdout)
     assert result["listed"] == ["fine"]
-    assert result["errors"] == sorted(
-        [str(root / "locked-dir"), str(root / "locked-slot" / "session.json"), str(slot)]
-    )
-    # And in this process (root): the slot that is a directory is reported, not raised.
+    locked = current_generation(root / "locked-log")
+    assert result["errors"] == sorted([str(root / "locked-dir"), str(locked), str(generation)])
+    # And in this process (root): the generation that is a directory is reported, not raised.
     summaries, errors = list_summaries(root)
-    assert [error.path for error in errors] == [str(slot)]
-    assert sorted(summary.id for summary in summaries) == ["fine", "locked-dir", "locked-slot"]
+    assert [error.path for error in errors] == [str(generation)]
+    assert sorted(summary.id for summary in summaries) == ["fine", "locked-dir", "locked-log"]
 
 
 # --- item 10: error types --------------------------------------------------------------
 
 
-async def test_a_journal_replaced_by_a_directory_is_corrupt(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["the current generation", "a previous generation"])
+async def test_a_generation_replaced_by_a_directory_is_corrupt(tmp_path: Path, which: str) -> None:
+    """Refused, never passed over: the session must not read as an older revision, or none."""
     async with open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="s", messages=_messages(2)))
-    journal = _journal(tmp_path / "s")
-    journal.unlink()
-    journal.mkdir()
+        await store.save_runtime_session(Session(id="s", messages=_messages(2, tag="e")))
+    found = generations(tmp_path / "s")
+    generation = found[-1] if which == "the current generation" else found[0]
+    generation.unlink()
+    generation.mkdir()
     async with open_store(tmp_path, durability="flush") as store:
-        for call in (
-            lambda: store.load_session("s"),
-            lambda: store.save_runtime_session(Session(id="s", messages=_messages(3))),
-        ):
+        calls: list[Any] = [
+            lambda: store.session_history("s"),
+            lambda: store.load_session("s", revision=1),
+        ]
+        if which == "the current generation":
+            calls += [
+                lambda: store.load_session("s"),
+                lambda: store.save_runtime_session(Session(id="s", messages=_messages(3))),
+                lambda: store.set_title("s", "renamed"),
+                lambda: store.delete_session("s"),
+            ]
+        for call in calls:
             with pytest.raises(CorruptSessionError) as raised:
                 await call()
-            assert raised.value.path == str(journal)
-    assert journal.is_dir()
+            assert raised.value.path == str(generation)
+            assert "a directory" in raised.value.reason
+        listed = {summary.id for summary in await store.list_sessions()}
+        assert ("s" in listed) is (which == "a previous generation")  # its latest reads
+    assert generation.is_dir()
 
 
 async def test_a_damaged_newer_slot_is_named_not_the_journal_it_replaced(tmp_path: Path) -> None:
-    async with open_store(tmp_path, durability="flush") as store:
-        await store.save_runtime_session(Session(id="s", messages=_messages(2)))
-        # An edit: a new journal, named by the other slot; the first one is removed.
-        await store.save_runtime_session(Session(id="s", messages=_messages(1, tag="e")))
-    newer = tmp_path / "s" / "session.1.json"
-    assert b'"seq":2' in newer.read_bytes()
-    newer.write_bytes(b"\x00" * 40)  # damaged: the older slot names a journal since replaced
+    """A session still in format 2 (written by an older version): its newer slot damaged."""
+    directory = tmp_path / "s"
+    older = Session(id="s", messages=_messages(2))
+    write_format_2(directory, older)  # slot 0 names this journal
+    (directory / "messages.0123456789abcdef.jsonl").unlink()  # replaced by an edit...
+    newest_journal = directory / "messages.fedcba9876543210.jsonl"
+    newest_journal.write_bytes(
+        b'{"id":"e0","role":"user","content":"e","created_at":null,"extra":{}}\n'
+    )
+    newer = directory / "session.1.json"
+    newer.write_bytes(b"\x00" * 40)  # ...whose slot, naming it, is damaged
     async with open_store(tmp_path, durability="flush") as store:
         with pytest.raises(CorruptSessionError) as raised:
             await store.load_session("s")
         assert raised.value.path == str(newer)
         assert "messages." in raised.value.reason  # the journal is in the reason
         # A save cannot go on from there, and must not sweep away the journal
-        # the damaged slot names: it holds the newest transcript.
-        [newest_journal] = [p for p in (tmp_path / "s").iterdir() if is_journal(p.name)]
+        # the damaged slot names: it holds the newest transcript. Nor is the
+        # session moved into a log.
         with pytest.raises(CorruptSessionError):
             await store.save_runtime_session(Session(id="s", messages=_messages(4, tag="n")))
+        with pytest.raises(CorruptSessionError):
+            await store.set_title("s", "renamed")
     assert newest_journal.exists()
+    assert newer.read_bytes() == b"\x00" * 40
+    assert generations(directory) == []
 
 
-async def test_a_journal_line_that_is_json_but_no_message_is_kept(
+async def test_a_message_record_that_is_whole_but_no_message_is_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Damage a load refuses is damage a save keeps, even where each line is still JSON."""
+    """Damage a load refuses is damage a save keeps, even where its checksum holds."""
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
     messages = [Message(id=f"m{n}", role="user", content=n, created_at=when) for n in range(3)]
     async with open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="s", messages=messages))
-    journal = _journal(tmp_path / "s")
-    damaged = journal.read_bytes().replace(b'"2026-01-01T', b'"XXXX-01-01T', 1)
-    journal.write_bytes(damaged)
-    async with open_store(tmp_path, durability="flush") as store:
+    generation = current_generation(tmp_path / "s")
+    lines = generation.read_bytes().split(b"\n")
+    body = lines[2][10:].replace(b'"2026-01-01T', b'"XXXX-01-01T', 1)
+    lines[2] = log_record(b"m", body)[:-1]  # a whole record: its checksum is right
+    damaged = b"\n".join(lines)
+    generation.write_bytes(damaged)
+    async with open_store(tmp_path, durability="flush", history=1) as store:
         with pytest.raises(CorruptSessionError):
             await store.load_session("s")
         with caplog.at_level(logging.WARNING, logger="sessionactors.storage.files.session"):
             await store.save_runtime_session(Session(id="s", messages=_messages(1)))
-    assert journal.with_name(journal.name + KEPT_SUFFIX).read_bytes() == damaged
-    assert any(journal.name in record.getMessage() for record in caplog.records)
+    assert generation.with_name(generation.name + KEPT_SUFFIX).read_bytes() == damaged
+    assert any(generation.name in record.getMessage() for record in caplog.records)
 
 
 # --- FIFOs and directories where the store's files belong ------------------------------
@@ -416,6 +465,8 @@ async def main():
         try:
             if sys.argv[2] == "token-usage.jsonl":
                 await store.append_token_usage_record("s", {"n": 1})
+            elif sys.argv[2] == "load":
+                await store.load_session("s")
             else:
                 await store.save_runtime_session(Session(id="s", title="again"))
         except Exception as exc:
@@ -427,19 +478,33 @@ trio.run(main)
 """
 
 
-@pytest.mark.parametrize("name", ["session.1.json", "token-usage.jsonl"])
-async def test_a_fifo_in_place_of_a_file_fails_and_never_hangs(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("call", ["load", "save"])
+@pytest.mark.parametrize("name", ["the current generation", "token-usage.jsonl"])
+async def test_a_fifo_in_place_of_a_file_fails_and_never_hangs(
+    tmp_path: Path, name: str, call: str
+) -> None:
     async with open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="s"))
-    path = tmp_path / "s" / name
+    if name == "token-usage.jsonl":
+        path = tmp_path / "s" / name
+        call = name
+    else:
+        path = current_generation(tmp_path / "s")
     path.unlink(missing_ok=True)
     os.mkfifo(path)
-    result = await run_child(FIFO_CHILD, str(tmp_path), name)
+    result = await run_child(FIFO_CHILD, str(tmp_path), call)
     assert result["closed"] is True
     assert "error" in result
 
 
-@pytest.mark.parametrize("name", ["messages.0123456789abcdef.jsonl", ".session.json.x.tmp"])
+LEFTOVER_NAMES = [
+    "messages.0123456789abcdef.jsonl",
+    ".session.json.x.tmp",
+    f".log.2.{'0' * 32}.jsonl.x.tmp",
+]
+
+
+@pytest.mark.parametrize("name", LEFTOVER_NAMES)
 async def test_a_directory_named_like_a_leftover_is_left_alone(tmp_path: Path, name: str) -> None:
     async with open_store(tmp_path, durability="flush") as store:
         await store.save_runtime_session(Session(id="s", messages=_messages(2)))

@@ -89,6 +89,8 @@ async def test_list_sessions_newest_first_with_message_count(store: SessionStore
             created_at=loaded.created_at,
             updated_at=loaded.updated_at,
             message_count=len(loaded.messages),
+            revision=loaded.revision,
+            forked_from=loaded.forked_from,
         )
     assert summaries[0].title == "Touched last"
     with pytest.raises(attrs.exceptions.FrozenInstanceError):

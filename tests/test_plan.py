@@ -15,16 +15,24 @@ import outcome
 import pytest
 
 import sessionactors._plan
-from sessionactors._errors import SessionNotFoundError
+import sessionactors._planned
+from sessionactors._errors import (
+    RevisionNotFoundError,
+    SessionExistsError,
+    SessionNotFoundError,
+)
 from sessionactors._merge import Authoritative
 from sessionactors._messages import (
     Append,
     Delete,
+    Fork,
+    History,
     Load,
     Op,
     Pin,
     ReadUsage,
     Retitle,
+    Rewind,
     Save,
     Saved,
 )
@@ -35,12 +43,16 @@ from sessionactors._steps import (
     DeleteSession,
     Head,
     ReadHead,
+    ReadHistory,
+    ReadRevision,
     ReadSession,
+    ReadSource,
     ReadUsageLog,
     SessionExists,
     Step,
     Stored,
     Version,
+    WriteFork,
     WriteMetadata,
     WriteSnapshot,
 )
@@ -91,8 +103,11 @@ def checkpoint(caller: Session) -> Save:
     return Save(caller, True, copy_for_save(caller))
 
 
-def head(version: Version | None = V1, of: Authoritative | None = None) -> Head:
-    return Head(group() if of is None else of, version)
+CREATED = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def head(version: Version | None = V1, of: Authoritative | None = None, revision: int = 1) -> Head:
+    return Head(group() if of is None else of, version, revision, CREATED, None, None)
 
 
 # --- the scripted driver -------------------------------------------------------------
@@ -142,13 +157,19 @@ def run(
     *,
     present: bool = True,
     memory: TranscriptMemory | None = None,
+    history: int = 100,
 ) -> Run:
     """Drive a plan of ``ops``: it must ask exactly the steps of ``script``, in order.
 
     Each script entry is the kind of step expected and the storage's answer
     to send back; an exception instance is thrown into the plan instead.
     """
-    plan = SegmentPlan("s", TranscriptMemory() if memory is None else memory, present=present)
+    plan = SegmentPlan(
+        "s",
+        TranscriptMemory() if memory is None else memory,
+        present=present,
+        history=history,
+    )
     gen = plan.run(list(enumerate(ops)))
     asked: list[Asked] = []
     answer: Any = None
@@ -194,7 +215,7 @@ def test_a_new_session_takes_the_callers_group() -> None:
     result = run([save(caller)], [(ReadHead, None), (WriteSnapshot, V1)])
     mine = group("mine", 2, True, 5)
     assert Authoritative.of(result.only(WriteSnapshot).session) == mine
-    assert result.value(0) == Saved(mine, result.value(0).updated_at, None)
+    assert result.value(0) == Saved(mine, result.value(0).updated_at, None, revision=1)
 
 
 def test_on_a_tie_the_persisted_group_wins() -> None:
@@ -478,7 +499,9 @@ def test_an_append_where_the_lock_saw_no_session_fails_without_any_step() -> Non
 
 
 def stored_session() -> Session:
-    return session(msg("a"), title="old", title_version=1, pinned=False, metadata_version=2)
+    stored = session(msg("a"), title="old", title_version=1, pinned=False, metadata_version=2)
+    stored.revision = 1
+    return stored
 
 
 def test_a_retitle_writes_the_metadata_with_both_versions_bumped() -> None:
@@ -511,17 +534,21 @@ def test_an_edit_of_a_missing_session_fails(edit: Op) -> None:
     assert isinstance(run([edit], [], present=False).error(0), SessionNotFoundError)
 
 
-def test_a_save_after_an_edit_keeps_the_edit_and_writes_one_snapshot() -> None:
+def test_a_save_after_an_edit_keeps_the_edit_and_is_a_revision_of_its_own() -> None:
+    """The edit's caller is given its revision: a save is never folded into it."""
     stale = session(msg("a"), msg("b"), title="runtime", metadata_version=2)
     result = run(
         [Retitle("new"), save(stale)],
-        [(ReadSession, Stored(stored_session(), V1)), (WriteSnapshot, V2)],
+        [(ReadSession, Stored(stored_session(), V1)), (WriteMetadata, None), (WriteSnapshot, V2)],
     )
-    write = result.only(WriteSnapshot)
+    edit, write = result.only(WriteMetadata), result.only(WriteSnapshot)
+    assert (edit.commit.kind, edit.session.revision) == ("title", 2)
+    assert (write.commit.kind, write.session.revision) == ("save", 3)
     assert Authoritative.of(write.session) == group("new", 2, False, 3)
     assert write.session.messages == [msg("a"), msg("b")]
-    assert result.value(0).title == "new"
+    assert result.value(0).title == "new" and result.value(0).revision == 2
     assert result.value(1).group == group("new", 2, False, 3)
+    assert result.value(1).revision == 3
 
 
 # --- failures ------------------------------------------------------------------------
@@ -670,8 +697,150 @@ def test_a_snapshot_with_a_new_group_has_every_field_of_the_session() -> None:
     )
     group = Authoritative(title="new", title_version=2, pinned=True, metadata_version=3)
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    made = sessionactors._plan._with_group(original, group, when)
-    expected = attrs.evolve(original, updated_at=when, **attrs.asdict(group))
+    lineage = Session(id="x", forked_from="src", forked_from_revision=4)
+    made = sessionactors._planned.with_group(original, group, when, lineage)
+    expected = attrs.evolve(
+        original,
+        updated_at=when,
+        revision=0,
+        forked_from="src",
+        forked_from_revision=4,
+        **attrs.asdict(group),
+    )
     for field in attrs.fields(Session):
         assert getattr(made, field.name) == getattr(expected, field.name), field.name
     assert made == expected and made is not original
+
+
+# --- revisions, history, rewind, fork ----------------------------------------------------
+
+
+def test_each_write_is_one_more_than_the_latest_and_keeps_the_newest_history() -> None:
+    caller = session(msg("a"))
+    result = run([save(caller)], [(ReadHead, head(revision=7)), (WriteSnapshot, V2)], history=3)
+    write = result.only(WriteSnapshot)
+    assert write.session.revision == 8
+    assert (write.commit.kind, write.commit.keep_from) == ("save", 6)
+    assert result.value(0).revision == 8
+
+
+def test_the_first_write_is_revision_one_and_keeps_from_one() -> None:
+    result = run([checkpoint(session(msg("a")))], [(ReadHead, None), (WriteSnapshot, V1)])
+    write = result.only(WriteSnapshot)
+    assert (write.session.revision, write.commit.kind, write.commit.keep_from) == (
+        1,
+        "checkpoint",
+        1,
+    )
+
+
+def test_a_history_asks_for_the_kept_window_and_cuts_to_the_limit() -> None:
+    entries = [object(), object(), object()]
+    result = run([History(2)], [(ReadHead, head(revision=9)), (ReadHistory, entries)], history=4)
+    assert result.only(ReadHistory) == ReadHistory(6)
+    assert result.value(0) == entries[:2]
+
+
+def test_a_history_of_no_session_is_not_found() -> None:
+    result = run([History(None)], [], present=False)
+    assert isinstance(result.error(0), SessionNotFoundError)
+
+
+@pytest.mark.parametrize("revision", [0, -3, 10, 5])
+def test_a_revision_outside_the_window_is_refused_without_asking(revision: int) -> None:
+    result = run([Load(revision=revision)], [(ReadHead, head(revision=9))], history=4)
+    assert isinstance(result.error(0), RevisionNotFoundError)
+
+
+def test_a_kept_revision_is_read_and_one_the_storage_lost_is_not_found() -> None:
+    old = stored_session()
+    result = run(
+        [Load(revision=7), Load(revision=8)],
+        [(ReadHead, head(revision=9)), (ReadRevision, Stored(old, V1)), (ReadRevision, None)],
+        history=4,
+    )
+    assert result.value(0) is old
+    assert isinstance(result.error(1), RevisionNotFoundError)
+    assert [step.revision for step in result.steps if isinstance(step, ReadRevision)] == [7, 8]
+
+
+def test_a_rewind_writes_the_targets_transcript_by_reference_under_the_current_group() -> None:
+    target = session(msg("a"))
+    target.metadata, target.runtime_state = {"old": 1}, {"r": 1}
+    now = head(revision=5, of=group("ui", 3, True, 4))
+    result = run(
+        [Rewind(2)],
+        [(ReadHead, now), (ReadRevision, Stored(target, V1)), (WriteSnapshot, V3)],
+    )
+    write = result.only(WriteSnapshot)
+    assert write.transcript_of == V1 and write.append_from is None
+    assert (write.commit.kind, write.session.revision) == ("rewind", 6)
+    assert Authoritative.of(write.session) == group("ui", 3, True, 4)
+    assert write.session.messages == [msg("a")]
+    assert (write.session.metadata, write.session.runtime_state) == ({"old": 1}, {"r": 1})
+    assert write.session.created_at == CREATED
+    assert result.value(0) is write.session
+
+
+def test_a_rewind_after_a_save_in_the_same_batch_writes_both() -> None:
+    result = run(
+        [save(session(msg("a"))), Rewind(1)],
+        [
+            (ReadHead, head(revision=1)),
+            (WriteSnapshot, V2),
+            (ReadRevision, Stored(stored_session(), V1)),
+            (WriteSnapshot, V3),
+        ],
+    )
+    assert result.value(0).revision == 2
+    assert result.value(1).revision == 3
+
+
+def test_a_fork_reads_its_source_and_writes_revision_one_naming_it() -> None:
+    source = stored_session()
+    source.metadata = {"m": 1}
+    result = run(
+        [Fork("src", None, None)],
+        [
+            (SessionExists, False),
+            (ReadSource, (head(revision=4), Stored(source, V2))),
+            (WriteFork, V3),
+        ],
+    )
+    assert result.only(ReadSource) == ReadSource("src", None)
+    write = result.only(WriteFork)
+    made = write.session
+    assert (write.source_id, write.transcript_of) == ("src", V2)
+    assert (made.id, made.revision, made.forked_from, made.forked_from_revision) == (
+        "s",
+        1,
+        "src",
+        4,
+    )
+    assert (made.title, made.title_version, made.pinned, made.metadata_version) == (
+        "old",
+        0,
+        False,
+        0,
+    )
+    assert made.messages == source.messages and made.metadata == {"m": 1}
+    assert result.value(0) is made
+
+
+def test_a_fork_onto_a_taken_id_reads_no_source() -> None:
+    result = run([Fork("src", None, "t")], [(SessionExists, True)])
+    assert isinstance(result.error(0), SessionExistsError)
+
+
+@pytest.mark.parametrize(
+    ("found", "error"),
+    [
+        (None, SessionNotFoundError),
+        ((head(revision=4), None), RevisionNotFoundError),
+    ],
+)
+def test_a_fork_of_no_source_or_no_kept_revision_writes_nothing(
+    found: Any, error: type[Exception]
+) -> None:
+    result = run([Fork("src", 2, None)], [(SessionExists, False), (ReadSource, found)])
+    assert isinstance(result.error(0), error)

@@ -32,6 +32,7 @@ import sessionactors.storage.postgres.backend
 import sessionactors.storage.postgres.session
 import sessionactors.storage.protocol
 from sessionactors import Message, Session
+from sessionactors.storage.protocol import Commit
 
 #: Crash restarts of the restart test; .ci/run keeps the default.
 RESTARTS = int(os.environ.get("SESSIONACTORS_TEST_PG_RESTARTS", "20"))
@@ -401,7 +402,7 @@ async def test_an_error_after_a_statement_was_sent_rolls_the_transaction_back(
     """The guard behind the checks: whatever fails inside the transaction undoes all of it.
 
     With the up-front checks taken away, the bad title fails in psycopg
-    after the DELETE of the message rows was sent; the batch code catches
+    after a token-usage INSERT was sent; the batch code catches
     the error and goes on (failing that call only), as it does. Leaving the
     lock still rolls everything back and says so.
     """
@@ -421,6 +422,7 @@ async def test_an_error_after_a_statement_was_sent_rolls_the_transaction_back(
     assert rolled_back.error is failed and not rolled_back.retry
     async with sessionactors.open_store(url) as store:
         assert await store.load_session("s") == original
+        assert await store.read_token_usage("s") == []
 
 
 def write_and_go_on(
@@ -434,7 +436,10 @@ def write_and_go_on(
     try:
         with storage.lock(create=True):
             try:
-                storage.write_snapshot(refused_edit(), append_from=None, trusted=False)
+                storage.append_usage(b'{"n": 1}\n')  # a statement that writes, sent first
+                storage.write_snapshot(
+                    refused_edit(), Commit("save", keep_from=1), append_from=None, trusted=False
+                )
             except UnicodeEncodeError as exc:
                 failed = exc
     except sessionactors.storage.protocol.SegmentRolledBack as exc:

@@ -1,4 +1,4 @@
-"""The size of every workload: issue 4's (``FULL``) and the tiny ``--quick`` ones."""
+"""The size of every workload: issues 4 and 13's (``FULL``) and the tiny ``--quick`` ones."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ class Config:
     churn_ids: int
     churn_wave: int
     churn_idle_timeout: float
+    # Issue 13 (``bench/revisions.py``). Rounds of the one-message save: a
+    # multiple of 6, so each of the 6 orders of its three runs comes as often.
+    save_rounds: int
+    save_messages: int
+    save_count: int
+    life_rounds: int
+    life_steps: int
+    fork_rounds: int
+    fork_messages: int
+    fork_count: int
 
 
 FULL = Config(
@@ -52,6 +62,14 @@ FULL = Config(
     churn_ids=100_000,
     churn_wave=1000,
     churn_idle_timeout=0.05,
+    save_rounds=12,
+    save_messages=200,
+    save_count=40,
+    life_rounds=3,
+    life_steps=2000,
+    fork_rounds=4,
+    fork_messages=10_000,
+    fork_count=8,
 )
 
 # A few seconds for every workload, so the smoke test keeps this code from
@@ -77,4 +95,12 @@ QUICK = Config(
     churn_ids=1000,
     churn_wave=250,
     churn_idle_timeout=0.05,
+    save_rounds=1,
+    save_messages=20,
+    save_count=3,
+    life_rounds=1,
+    life_steps=30,
+    fork_rounds=1,
+    fork_messages=50,
+    fork_count=2,
 )

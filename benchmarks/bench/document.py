@@ -16,7 +16,7 @@ import trio
 import sessionactors
 
 from .config import Config
-from .results import Workloads, converter
+from .results import Revisions, Workloads, converter
 from .targets import Checked
 
 
@@ -25,6 +25,7 @@ class Meta:
     """The run itself: its size, when and where, and the versions it ran with."""
 
     quick: bool
+    sections: tuple[str, ...]
     started: str
     duration_s: float
     directory: str
@@ -38,20 +39,33 @@ class Meta:
 
 @attrs.frozen(kw_only=True)
 class Document:
-    """Everything one run measured; ``journal`` is ``benchmarks/journal.py``'s own dict."""
+    """Everything one run measured; ``journal`` is ``benchmarks/journal.py``'s own dict.
+
+    A section left out of the run (``run.py --only``) is null.
+    """
 
     meta: Meta
-    workloads: Workloads
-    journal: dict[str, Any]
+    workloads: Workloads | None
+    journal: dict[str, Any] | None
+    revisions: Revisions | None
+    #: ``bench/asyncio_embedding.py``'s own dict (issue 16).
+    asyncio: dict[str, Any] | None
     targets: tuple[Checked, ...]
 
 
 def meta(
-    *, quick: bool, started: float, duration_s: float, directory: Path, config: Config
+    *,
+    quick: bool,
+    sections: tuple[str, ...],
+    started: float,
+    duration_s: float,
+    directory: Path,
+    config: Config,
 ) -> Meta:
     """The run's ``meta``: ``started`` is a POSIX timestamp, written as ISO 8601 UTC."""
     return Meta(
         quick=quick,
+        sections=sections,
         started=datetime.fromtimestamp(started, timezone.utc).isoformat(),
         duration_s=duration_s,
         directory=str(directory),

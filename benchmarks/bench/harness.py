@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import shutil
 import statistics
@@ -24,6 +25,18 @@ def turns(round_index: int, items: Sequence[str]) -> list[str]:
     """The order the designs run in this round: rotated every round."""
     shift = round_index % len(items)
     return [*items[shift:], *items[:shift]]
+
+
+def orders(round_index: int, items: Sequence[str]) -> list[str]:
+    """The order the runs go in this round: every permutation in turn.
+
+    Over ``len(items)!`` rounds each item goes first as often as any other,
+    and each of two items goes before the other as often as after it (which
+    rotating alone does not give for three items or more). For two items it
+    is :func:`turns`.
+    """
+    every = list(itertools.permutations(items))
+    return list(every[round_index % len(every)])
 
 
 def median(values: Sequence[float]) -> float:

@@ -1,4 +1,7 @@
-"""The printed report: medians and ratios, the counters, coalescing, and the targets."""
+"""The printed report: medians and ratios, the counters, coalescing, and the targets.
+
+:func:`report` prints issue 4's workloads; :func:`revisions_report` issue 13's.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Sequence
 
 from .designs import CLASSIC, OURS
 from .harness import KB, MB, median
-from .results import LatencyResult, ThroughputResult, Workloads
+from .results import LatencyResult, Revisions, ThroughputResult, Workloads
 from .targets import Checked
 
 # The statistics() counters the counter table shows, in its column order.
@@ -187,6 +190,68 @@ def report(workloads: Workloads, checks: Sequence[Checked]) -> str:
             "",
             "Targets (issue 4):",
             "",
-            _targets_table(checks),
+            _targets_table([check for check in checks if check.issue == 4]),
+        ]
+    )
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def _revisions_table(r: Revisions) -> str:
+    save, life, fork = r.one_message_save, r.session_life, r.fork
+    per_save = save.sessionactors.counters
+    saves = per_save.get("saves_requested", 0) or 1
+    history = " ".join(f"{ratio:.2f}x" for ratio in save.paired_history_ratios)
+    rows = [
+        ["workload (fsync)", OURS, "baseline", "ratio", "note"],
+        [
+            f"1 save adding one message, {save.messages} messages "
+            f"({save.session_bytes / KB:.0f} KB)",
+            _ms(save.sessionactors.value),
+            f"floor {_ms(save.floor.value)}",
+            f"{save.ratio_vs_floor:.2f}x the floor",
+            f"floor: append {save.appended_bytes:,.0f} B + fdatasync + thread hop; "
+            f"{per_save.get('fsyncs', 0) / saves:.1f} fsyncs, "
+            f"{per_save.get('journal_appends', 0) / saves:.1f} log appends per save",
+        ],
+        [
+            f"2 life of a {life.steps:,}-step session",
+            _s(life.sessionactors.value),
+            f"full rewrites {_s(life.rewrites.value)}",
+            f"{life.speedup:.2f}x faster",
+            f"rewrites wrote {life.rewrite_bytes / MB:,.0f} MB; per round "
+            + " ".join(f"{ratio:.2f}x" for ratio in life.paired_speedups),
+        ],
+        [
+            f"3 fork of a {fork.messages:,}-message session ({fork.session_bytes / MB:.1f} MB)",
+            _ms(fork.fork.value),
+            f"one-message save {_ms(fork.save.value)}",
+            f"{fork.ratio_vs_save:.2f}x the save",
+            f"a fork wrote at most {fork.bytes_written:,} B (a save {fork.bytes_per_save:,.0f} B)",
+        ],
+        [
+            "4 the save of 1, history=100 against history=1",
+            _ms(save.sessionactors.value),
+            f"history=1 {_ms(save.history_1.value)}",
+            f"{save.history_ratio:.2f}x",
+            f"per round {history}",
+        ],
+    ]
+    return _table(rows)
+
+
+def revisions_report(revisions: Revisions, checks: Sequence[Checked]) -> str:
+    """Issue 13's table of medians and ratios, and its targets."""
+    return "\n".join(
+        [
+            "Revisions, history and forks (issue 13): medians, each against its baseline.",
+            "",
+            _revisions_table(revisions),
+            "",
+            "Targets (issue 13):",
+            "",
+            _targets_table([check for check in checks if check.issue == 13]),
         ]
     )

@@ -167,6 +167,86 @@ class Workloads:
     memory_churn: MemoryResult[ChurnMemory]
 
 
+@attrs.frozen(kw_only=True)
+class OneMessageSave:
+    """Issue 13, 1 and 4: a durable save adding one message, against its floor and history=1.
+
+    ``sessionactors`` is the store as opened by default (``history=100``);
+    ``history_1`` the same workload on a store opened with ``history=1``;
+    ``floor`` one append of the bytes such a save appends, ``os.fdatasync``
+    and one ``trio.to_thread.run_sync`` hop. ``paired_history_ratios`` is
+    each round's own ratio of the two stores' medians.
+    """
+
+    description: str
+    unit: str = "s per save"
+    messages: int
+    session_bytes: int
+    appended_bytes: float
+    sessionactors: SaveLatency
+    history_1: SaveLatency
+    floor: FloorLatency
+    ratio_vs_floor: float
+    history_ratio: float
+    paired_history_ratios: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class LifeRuns:
+    """One side of a session's life: the median and each round's seconds."""
+
+    value: float
+    runs_s: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class SessionLife:
+    """Issue 13, 2: a session's whole life, sessionactors against durable full rewrites.
+
+    ``speedup`` is the rewrites' median over sessionactors'; ``paired_speedups``
+    each round's own.
+    """
+
+    description: str
+    unit: str = "s per life"
+    steps: int
+    durability: str
+    sessionactors: LifeRuns
+    rewrites: LifeRuns
+    rewrite_bytes: int
+    speedup: float
+    paired_speedups: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Fork:
+    """Issue 13, 3: forks of a long session against one-message saves of it, in one store.
+
+    ``bytes_per_fork`` is each fork's ``statistics().bytes_written`` delta;
+    ``bytes_written`` their largest.
+    """
+
+    description: str
+    unit: str = "s per call"
+    messages: int
+    session_bytes: int
+    fork: SaveLatency
+    save: SaveLatency
+    bytes_per_fork: tuple[int, ...]
+    bytes_written: int
+    bytes_per_save: float
+    ratio_vs_save: float
+
+
+@attrs.frozen(kw_only=True)
+class Revisions:
+    """Issue 13's workloads (format 3: revisions, history, forks), under their JSON keys."""
+
+    one_message_save: OneMessageSave
+    session_life: SessionLife
+    fork: Fork
+
+
 converter = cattrs.Converter()
 _throughput_fields = make_dict_unstructure_fn(
     ThroughputResult, converter, classic_unlocked=override(rename=CLASSIC_UNLOCKED)

@@ -1,33 +1,42 @@
-"""Issue 4's targets, as one table: which figure of which workload, its limit, PASS or MISS."""
+"""The targets, as tables: which figure of which workload, its limit, PASS or MISS.
+
+``TARGETS`` are issue 4's, on :class:`Workloads`; ``REVISION_TARGETS`` issue
+13's, on :class:`Revisions` (format 3: revisions, history and forks).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import attrs
 
 from .harness import KB, MB
-from .results import Workloads
+from .results import Revisions, Workloads
+
+Figures = TypeVar("Figures", Workloads, Revisions)
 
 THROUGHPUT_RATIO = "throughput ratio"
 LATENCY_RATIO = "latency ratio"
+SPEEDUP = "speedup"
 AT_LEAST = True  # the figure must reach the limit
 AT_MOST = False  # the figure must stay at or under the limit
 
 
 @attrs.frozen
-class Target:
+class Target(Generic[Figures]):
     """A target: a name, what its figure is, its limit, and how the figure is computed."""
 
     name: str
     figure: str
     at_least: bool
     limit: float
-    measure: Callable[[Workloads], float]
+    measure: Callable[[Figures], float]
+    issue: int = 4
 
-    def check(self, workloads: Workloads) -> Checked:
-        """This target's figure in ``workloads``, and whether it met the limit."""
-        value = self.measure(workloads)
+    def check(self, figures: Figures) -> Checked:
+        """This target's figure in ``figures``, and whether it met the limit."""
+        value = self.measure(figures)
         passed = value >= self.limit if self.at_least else value <= self.limit
         return Checked(
             name=self.name,
@@ -36,6 +45,7 @@ class Target:
             limit=self.limit,
             at_least=self.at_least,
             passed=passed,
+            issue=self.issue,
         )
 
 
@@ -49,11 +59,12 @@ class Checked:
     limit: float
     at_least: bool
     passed: bool
+    issue: int
 
 
 # The uncontended and contended targets, for each variant that bears on them.
 # fmt: off
-TARGETS = (
+TARGETS: tuple[Target[Workloads], ...] = (
     Target("contended saves >= 20x classic throughput (shared object)",
            THROUGHPUT_RATIO, AT_LEAST, 20.0, lambda w: w.contended_save.ratio),
     Target("contended saves >= 20x classic throughput (copies)",
@@ -78,6 +89,30 @@ TARGETS = (
 # fmt: on
 
 
-def check_targets(workloads: Workloads) -> tuple[Checked, ...]:
-    """Every target of the table, checked against ``workloads``."""
-    return tuple(target.check(workloads) for target in TARGETS)
+# Issue 13, with durability="fsync": each against a baseline measured in the same run.
+# fmt: off
+REVISION_TARGETS: tuple[Target[Revisions], ...] = (
+    Target("one-message save <= 1.3x its floor (append + fdatasync + thread hop)",
+           LATENCY_RATIO, AT_MOST, 1.3, lambda r: r.one_message_save.ratio_vs_floor, 13),
+    Target("2,000-step session life >= 10x faster than durable full rewrites",
+           SPEEDUP, AT_LEAST, 10.0, lambda r: r.session_life.speedup, 13),
+    Target("fork of a 10,000-message session writes <= 64 KB",
+           "bytes written", AT_MOST, 64 * KB, lambda r: r.fork.bytes_written, 13),
+    Target("fork <= 3x a one-message save of that session",
+           LATENCY_RATIO, AT_MOST, 3.0, lambda r: r.fork.ratio_vs_save, 13),
+    Target("one-message save with history=100 <= 1.1x history=1",
+           LATENCY_RATIO, AT_MOST, 1.1, lambda r: r.one_message_save.history_ratio, 13),
+)
+# fmt: on
+
+
+def check_targets(
+    workloads: Workloads | None, revisions: Revisions | None = None
+) -> tuple[Checked, ...]:
+    """Every target of the tables whose workloads ran, checked against their figures."""
+    checked: list[Checked] = []
+    if workloads is not None:
+        checked += [target.check(workloads) for target in TARGETS]
+    if revisions is not None:
+        checked += [target.check(revisions) for target in REVISION_TARGETS]
+    return tuple(checked)

@@ -14,14 +14,17 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import trio
 
 from .. import (
     CorruptSessionError,
     InvalidSessionIdError,
+    RevisionNotFoundError,
     Session,
+    SessionExistsError,
+    SessionNotFoundError,
     SessionStore,
     SessionSummary,
     open_store,
@@ -29,6 +32,7 @@ from .. import (
 from ..storage.files import session_names
 
 __all__ = [
+    "EVERY_REVISION",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PROBLEMS",
@@ -39,6 +43,7 @@ __all__ = [
     "existing_root",
     "load_existing",
     "sessions_naming_skips",
+    "usage_errors",
     "with_store",
 ]
 
@@ -50,6 +55,12 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 PROG = "sessionactors"
+
+#: The ``history`` of every store the commands open: one that keeps every
+#: revision on disk, so ``history`` and ``show --revision`` see all that is
+#: there, and ``rewind`` and ``fork`` never drop a revision the application's
+#: own ``history`` keeps (its next write drops what that does not).
+EVERY_REVISION = sys.maxsize
 
 
 class UsageError(Exception):
@@ -109,24 +120,52 @@ def existing_root(text: str) -> Path:
     return path
 
 
-def with_store(root: Path, work: Callable[[SessionStore], Awaitable[T]]) -> T:
-    """Run ``work`` in a store opened on ``root`` (which exists already)."""
+def with_store(
+    root: Path, work: Callable[[SessionStore], Awaitable[T]], *, writes: bool = False
+) -> T:
+    """Run ``work`` in a store opened on ``root`` (which exists already).
+
+    ``writes``: ``work`` writes (a rewind, a fork), durably as an
+    application's store does by default; a command that only reads needs
+    no fsync.
+    """
 
     async def run() -> T:
-        async with open_store(root, durability="flush") as store:
-            return await work(store)
+        durability: Literal["fsync", "flush"] = "fsync" if writes else "flush"
+        async with open_store(root, durability=durability, history=EVERY_REVISION) as store:
+            with usage_errors(store):
+                return await work(store)
 
     return trio.run(run)
 
 
-async def load_existing(store: SessionStore, session_id: str) -> Session:
-    """The session ``session_id``; a bad or unknown id is a usage error."""
+@contextlib.contextmanager
+def usage_errors(store: SessionStore) -> Iterator[None]:
+    """A call naming what is not there (or is taken) is a usage error, said plainly.
+
+    An invalid or unknown session id, a revision not kept, a new id taken.
+    """
     try:
-        session = await store.load_session(session_id)
+        yield
     except InvalidSessionIdError as exc:
         raise UsageError(f"invalid session id: {exc}") from None
+    except SessionNotFoundError as exc:
+        raise UsageError(no_session(store, exc.session_id)) from None
+    except (RevisionNotFoundError, SessionExistsError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def no_session(store: SessionStore, session_id: str) -> str:
+    return f"no session {session_id!r} in {os.fspath(store.root)!r}"
+
+
+async def load_existing(
+    store: SessionStore, session_id: str, revision: int | None = None
+) -> Session:
+    """The session ``session_id`` (at ``revision``); a bad or unknown one is a usage error."""
+    session = await store.load_session(session_id, revision=revision)
     if session is None:
-        raise UsageError(f"no session {session_id!r} in {os.fspath(store.root)!r}")
+        raise UsageError(no_session(store, session_id))
     return session
 
 

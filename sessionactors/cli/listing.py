@@ -7,16 +7,18 @@ import argparse
 from .. import SessionSummary
 from .._model import converter
 from .common import EXIT_OK, existing_root, sessions_naming_skips, with_store
-from .text import Column, header, print_json, row, utc
+from .text import Column, header, number, print_json, row, utc
 
 __all__ = ["run"]
 
 _LIST_COLUMNS: tuple[Column, ...] = (
-    ("ID", 18, False),
-    ("TITLE", 25, False),
+    ("ID", 15, False),
+    ("TITLE", 16, False),
     ("PINNED", 6, False),
     ("MSGS", 5, True),
+    ("REV", 4, True),
     ("UPDATED (UTC)", 19, False),
+    ("FORK OF", 8, False),
 )
 
 
@@ -39,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
             summary.id,
             summary.title,
             "yes" if summary.pinned else "no",
-            str(summary.message_count),
+            number(summary.message_count, 5),
+            number(summary.revision, 4),
             utc(summary.updated_at, short=True),
+            summary.forked_from or "",
         )
         print(row(values, _LIST_COLUMNS))
     if len(summaries) < total:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import CorruptSessionError, SessionStoreError
-from . import demo, listing, show, usage, verify
+from . import demo, fork, history, listing, rewind, show, usage, verify
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -37,12 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sessionactors``; each command sets ``handler``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Look into a sessionactors store: its sessions, their token usage, "
-        "and whether anything is damaged.",
+        description="Look into a sessionactors store: its sessions, their revisions, their "
+        "token usage, and whether anything is damaged; rewind a session or fork it.",
         epilog="Exit status: 0 done; 1 problems found (a damaged or unreadable file, an OS "
         "error): list, usage and verify then name each session they skip or find at fault, "
         "with the reason, on stderr (verify on stdout), and still show all the others; "
-        "2 usage error.",
+        "2 usage error (bad arguments, a missing root, an invalid or unknown session id, "
+        "a revision not kept, a new id that is taken).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     root_help = "the store's directory"
@@ -64,7 +65,55 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("id", metavar="ID", help="the session's id")
     command.add_argument("--full", action="store_true", help="do not shorten long contents")
     command.add_argument("--json", action="store_true", help="print the whole session as JSON")
+    command.add_argument(
+        "--revision",
+        type=_positive,
+        metavar="N",
+        help="the session as revision N left it (see history) rather than the latest",
+    )
     command.set_defaults(handler=show.run)
+
+    command = commands.add_parser(
+        "history",
+        help="one session's revisions, newest first",
+        description="One session's revisions still kept, newest first: each write that "
+        "changed it is one (a save, a checkpoint, a title or pin edit, an update, a rewind, "
+        "a fork). Any of them can be shown (show --revision), rewound to or forked from.",
+    )
+    command.add_argument("root", metavar="ROOT", help=root_help)
+    command.add_argument("id", metavar="ID", help="the session's id")
+    command.add_argument("--json", action="store_true", help="print JSON for machines")
+    command.add_argument("--limit", type=_positive, metavar="N", help="show the N newest only")
+    command.set_defaults(handler=history.run)
+
+    command = commands.add_parser(
+        "rewind",
+        help="make a session's transcript and state those of an earlier revision",
+        description="Write a new revision of the session whose messages, metadata and "
+        "runtime state are those of revision N; its title and pin stay as they are. "
+        "History is kept: rewind to the revision before to undo it. Prints the new revision.",
+    )
+    command.add_argument("root", metavar="ROOT", help=root_help)
+    command.add_argument("id", metavar="ID", help="the session's id")
+    command.add_argument("revision", type=_positive, metavar="N", help="the revision to go back to")
+    command.set_defaults(handler=rewind.run)
+
+    command = commands.add_parser(
+        "fork",
+        help="make a new session from a session's revision",
+        description="Make NEW_ID, a new session (revision 1) holding ID as its latest "
+        "revision (or revision N) left it: unpinned, versions 0, titled as the source "
+        "unless --title is given. The two are independent afterwards; the token-usage log "
+        "is not copied. Prints what was made.",
+    )
+    command.add_argument("root", metavar="ROOT", help=root_help)
+    command.add_argument("id", metavar="ID", help="the source session's id")
+    command.add_argument("new_id", metavar="NEW_ID", help="the new session's id (not taken)")
+    command.add_argument(
+        "--revision", type=_positive, metavar="N", help="fork revision N (default: the latest)"
+    )
+    command.add_argument("--title", metavar="T", help="the new session's title")
+    command.set_defaults(handler=fork.run)
 
     command = commands.add_parser(
         "usage",
@@ -89,17 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
         "A problem is damage (a file the library cannot read, or values it would not "
         "write) or a leftover of an interrupted write (a crash, a full disk), which readers "
         "ignore and the session's next write clears. "
-        "--repair only clears leftovers: it cuts torn tails off token-usage logs and "
-        "uncounted bytes off journals, removes stray temporary files and journals no "
-        "snapshot names, and makes absent an older snapshot slot a failed or killed "
-        "rewrite left empty or torn beside a whole newer one, holding each session's lock; "
-        "it never deletes a session and never touches damage, such as a damaged file the "
+        "A session's log is read whole: every record's checksum in each generation's "
+        "counted part, every message and revision, the generations its headers name, and "
+        "its history against its records. "
+        "--repair only clears leftovers: it cuts torn tails off token-usage logs, the "
+        "bytes after a log's last whole commit and uncounted bytes off journals, removes "
+        "stray temporary files, generations and links no kept revision needs, the files of "
+        "an older format beside a log and journals no snapshot names, and makes absent an "
+        "older snapshot slot a failed or killed rewrite left empty or torn beside a whole "
+        "newer one, holding each session's lock; it repairs nothing of a log with damage, "
+        "never deletes a session and never touches damage, such as a damaged file the "
         "store kept aside (a name ending in .corrupt), which stays a problem until removed "
         "by hand. "
         "Exit status 0 when clean, 1 when problems (of either kind) remain.",
     )
     command.add_argument("root", metavar="ROOT", help=root_help)
     command.add_argument("--repair", action="store_true", help="make the safe repairs")
+    command.add_argument(
+        "--history",
+        type=_positive,
+        metavar="N",
+        help="the history the store is opened with (open_store's; the smallest, if it "
+        "varies): a log missing a generation of its newest N revisions is then damage "
+        "(without it, a missing one is history the store dropped)",
+    )
     command.set_defaults(handler=verify.run)
 
     command = commands.add_parser(

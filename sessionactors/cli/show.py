@@ -73,10 +73,20 @@ def _message_block(number: int, message: Message, *, full: bool) -> list[str]:
     return lines
 
 
+def _lineage(session: Session) -> list[str]:
+    """Where a fork comes from; nothing for a session that is no fork."""
+    if session.forked_from is None:
+        return []
+    source = f" at revision {session.forked_from_revision}"
+    return [
+        _field("forked from", cut(session.forked_from, WIDTH - _LABEL - 1 - len(source)) + source)
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Show the session ``args.id`` of ``args.root``."""
+    """Show the session ``args.id`` of ``args.root`` (at ``args.revision``, if given)."""
     root = existing_root(args.root)
-    session = with_store(root, lambda store: load_existing(store, args.id))
+    session = with_store(root, lambda store: load_existing(store, args.id, args.revision))
     if args.json:
         print_json(converter.unstructure(session, Session))
         return EXIT_OK
@@ -90,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
             "versions",
             f"title {session.title_version}, metadata {session.metadata_version}",
         ),
+        _field("revision", str(session.revision)),
+        *_lineage(session),
         _field("created", session.created_at.isoformat()),
         _field("updated", session.updated_at.isoformat()),
         _field("messages", str(len(session.messages))),

@@ -63,10 +63,10 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _verify_one(root: Path, name: str, *, repair: bool) -> SessionReport:
+def _verify_one(root: Path, name: str, *, repair: bool, history: int | None) -> SessionReport:
     """One session's report; a session that cannot be checked is a problem, not the end."""
     try:
-        return verify_session(root, name, repair=repair)
+        return verify_session(root, name, repair=repair, history=history)
     except OSError as exc:
         doing = "repaired" if repair else "checked"
         problem = Problem(root / name, f"cannot be {doing}: {exc.strerror or exc}")
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     remaining: list[Problem] = []
     repaired = 0
     for done, name in enumerate(names, 1):
-        report = _verify_one(root, name, repair=args.repair)
+        report = _verify_one(root, name, repair=args.repair, history=args.history)
         if report.problems or report.repaired:
             progress.clear()
             for problem in report.repaired:

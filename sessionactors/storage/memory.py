@@ -23,9 +23,10 @@ import attrs
 import orjson
 import trio
 
-from .._errors import CorruptSessionError, LockBusy
+from .._errors import CorruptSessionError, LockBusy, RevisionNotFoundError
 from .._merge import Authoritative
 from .._model import (
+    Revision,
     Session,
     SessionSummary,
     converter,
@@ -33,7 +34,7 @@ from .._model import (
     encode_message,
     structure_session,
 )
-from .protocol import Head, IoCounts, Stored, Version
+from .protocol import Commit, Head, IoCounts, Stored, Version
 
 __all__ = ["SCHEME", "MemoryBackend", "MemorySession", "MemorySpace"]
 
@@ -54,6 +55,10 @@ class _Stored:
     summary: SessionSummary
     #: Names this transcript: unique in the process, never handed out twice.
     transcript: int
+    kind: str
+    #: The fields of the head a planner asks for, kept decoded.
+    created_at: Any
+    forked_from_revision: int | None
 
     @property
     def group(self) -> Authoritative:
@@ -69,16 +74,47 @@ class _Stored:
     def version(self) -> Version:
         return (self.transcript, len(self.messages))
 
-    @property
-    def size(self) -> int:
-        return len(self.head) + sum(map(len, self.messages))
+    def as_head(self) -> Head:
+        summary = self.summary
+        return Head(
+            self.group,
+            self.version,
+            summary.revision,
+            self.created_at,
+            summary.forked_from,
+            self.forked_from_revision,
+        )
+
+    def as_revision(self) -> Revision:
+        summary = self.summary
+        return Revision(
+            revision=summary.revision,
+            kind=self.kind,
+            updated_at=summary.updated_at,
+            message_count=summary.message_count,
+            title=summary.title,
+            pinned=summary.pinned,
+            title_version=summary.title_version,
+            metadata_version=summary.metadata_version,
+        )
+
+    def decode(self, session_id: str) -> Stored:
+        where = f"{SCHEME} session {session_id!r}"
+        data = orjson.loads(self.head)
+        data["messages"] = [orjson.loads(line) for line in self.messages]
+        return Stored(structure_session(where, data), self.version)
+
+
+#: One session's kept revisions, oldest first; each write replaces it whole,
+#: so a reader holding one never sees it change.
+_History = tuple[_Stored, ...]
 
 
 #: Transcript names: a session deleted and made again never gets an old one.
 _transcripts = itertools.count(1)
 
 
-def _store(session: Session, messages: tuple[bytes, ...], transcript: int) -> _Stored:
+def _store(session: Session, messages: tuple[bytes, ...], transcript: int, kind: str) -> _Stored:
     summary = SessionSummary(
         id=session.id,
         title=session.title,
@@ -88,10 +124,20 @@ def _store(session: Session, messages: tuple[bytes, ...], transcript: int) -> _S
         created_at=session.created_at,
         updated_at=session.updated_at,
         message_count=len(messages),
+        revision=session.revision,
+        forked_from=session.forked_from,
     )
     fields = converter.unstructure(attrs.evolve(session, messages=[]), Session)
     del fields["messages"]
-    return _Stored(orjson.dumps(fields), messages, summary, transcript)
+    return _Stored(
+        orjson.dumps(fields),
+        messages,
+        summary,
+        transcript,
+        kind,
+        session.created_at,
+        session.forked_from_revision,
+    )
 
 
 @attrs.define(eq=False)
@@ -113,7 +159,7 @@ class MemorySpace:
     def __init__(self) -> None:
         self._mutex = threading.Lock()  # guards the dicts, held for no I/O
         self._locks: dict[str, _SessionLock] = {}
-        self.sessions: dict[str, _Stored] = {}
+        self.sessions: dict[str, _History] = {}
         self.usage: dict[str, list[bytes]] = {}
 
     @contextlib.contextmanager
@@ -136,14 +182,24 @@ class MemorySpace:
 
     def summaries(self) -> list[SessionSummary]:
         with self._mutex:
-            return [stored.summary for stored in self.sessions.values()]
+            return [history[-1].summary for history in self.sessions.values()]
 
     # Changes go through the mutex too, so a listing never sees a dict change
     # size under it; a session's writers are serialized by its lock already.
 
-    def put(self, session_id: str, stored: _Stored) -> None:
+    def history(self, session_id: str) -> _History:
         with self._mutex:
-            self.sessions[session_id] = stored
+            return self.sessions.get(session_id, ())
+
+    def put(self, session_id: str, stored: _Stored, keep_from: int) -> None:
+        """Add ``stored`` as the session's latest revision, dropping those before ``keep_from``."""
+        with self._mutex:
+            kept = [
+                old
+                for old in self.sessions.get(session_id, ())
+                if old.summary.revision >= keep_from
+            ]
+            self.sessions[session_id] = (*kept, stored)
 
     def remove(self, session_id: str) -> bool:
         with self._mutex:
@@ -200,23 +256,42 @@ class MemorySession:
             yield create or self.exists()
 
     def _stored(self) -> _Stored | None:
-        return self._space.sessions.get(self.session_id)
+        history = self._space.history(self.session_id)
+        return history[-1] if history else None
 
     def exists(self) -> bool:
         return self._stored() is not None
 
     def read_head(self) -> Head | None:
         stored = self._stored()
-        return None if stored is None else Head(stored.group, stored.version)
+        return None if stored is None else stored.as_head()
 
     def read_session(self) -> Stored | None:
         stored = self._stored()
-        if stored is None:
+        return None if stored is None else stored.decode(self.session_id)
+
+    def read_revision(self, revision: int) -> Stored | None:
+        for stored in self._space.history(self.session_id):
+            if stored.summary.revision == revision:
+                return stored.decode(self.session_id)
+        return None
+
+    def read_history(self, oldest: int) -> list[Revision]:
+        history = self._space.history(self.session_id)
+        return [s.as_revision() for s in reversed(history) if s.summary.revision >= oldest]
+
+    def read_source(
+        self, source_id: str, revision: int | None
+    ) -> tuple[Head, Stored | None] | None:
+        # Its history is replaced whole by each write: read without its lock.
+        history = self._space.history(source_id)
+        if not history:
             return None
-        where = f"{SCHEME} session {self.session_id!r}"
-        data = orjson.loads(stored.head)
-        data["messages"] = [orjson.loads(line) for line in stored.messages]
-        return Stored(structure_session(where, data), stored.version)
+        wanted = history[-1].summary.revision if revision is None else revision
+        for stored in history:
+            if stored.summary.revision == wanted:
+                return history[-1].as_head(), stored.decode(source_id)
+        return history[-1].as_head(), None
 
     def read_usage(self) -> list[dict[str, Any]]:
         lines = self._space.usage.get(self.session_id, [])
@@ -224,28 +299,50 @@ class MemorySession:
         return [decode_record(line, where) for line in lines]
 
     def write_snapshot(
-        self, session: Session, *, append_from: int | None, trusted: bool
+        self,
+        session: Session,
+        commit: Commit,
+        *,
+        append_from: int | None,
+        trusted: bool,
+        transcript_of: Version | None = None,
     ) -> Version:
         previous = self._stored()
         messages = session.messages
-        if append_from is not None and previous is not None:
+        if transcript_of is not None:
+            lines, transcript = self._transcript(self.session_id, transcript_of)
+        elif append_from is not None and previous is not None:
             new = tuple(encode_message(m) for m in messages[append_from:])
             lines, transcript = previous.messages + new, previous.transcript
             self.counts.journal_appends += 1 if new else 0
         else:
             lines, transcript = tuple(encode_message(m) for m in messages), next(_transcripts)
             self.counts.journal_rewrites += 1
-        return self._put(_store(session, lines, transcript))
+        return self._put(_store(session, lines, transcript, commit.kind), commit.keep_from)
 
-    def write_metadata(self, session: Session) -> None:
+    def _transcript(self, session_id: str, version: Version) -> tuple[tuple[bytes, ...], int]:
+        """The lines of ``session_id``'s transcript at ``version``, shared, not copied."""
+        for stored in self._space.history(session_id):
+            if stored.version == version:
+                return stored.messages, stored.transcript
+        raise RevisionNotFoundError(session_id, 0, "its transcript is no longer kept")
+
+    def write_metadata(self, session: Session, commit: Commit) -> None:
         found = self._stored()
         assert found is not None  # the planner read it under this lock
-        self._put(_store(session, found.messages, found.transcript))
+        self._put(_store(session, found.messages, found.transcript, commit.kind), commit.keep_from)
 
-    def _put(self, stored: _Stored) -> Version:
-        self._space.put(self.session_id, stored)
+    def write_fork(
+        self, session: Session, source_id: str, transcript_of: Version | None
+    ) -> Version:
+        assert transcript_of is not None
+        lines, transcript = self._transcript(source_id, transcript_of)
+        return self._put(_store(session, lines, transcript, "fork"), 1)
+
+    def _put(self, stored: _Stored, keep_from: int) -> Version:
+        self._space.put(self.session_id, stored, keep_from)
         self.counts.snapshots_written += 1
-        self.counts.bytes_written += stored.size
+        self.counts.bytes_written += len(stored.head)
         return stored.version
 
     def append_usage(self, data: bytes) -> None:

@@ -11,6 +11,7 @@ hold: files (``storage/files/``), one PostgreSQL transaction
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, Protocol
 
 import attrs
@@ -18,10 +19,11 @@ import trio
 
 from .._errors import CorruptSessionError, LockBusy
 from .._merge import Authoritative
-from .._model import Session, SessionSummary
+from .._model import Revision, Session, SessionSummary
 
 __all__ = [
     "Backend",
+    "Commit",
     "Head",
     "IoCounts",
     "LockBusy",
@@ -39,11 +41,39 @@ Version = tuple[Any, ...]
 
 @attrs.frozen
 class Head:
-    """What a storage holds of a session without its transcript."""
+    """What a storage holds of a session's latest revision: all but the transcript and free JSON."""
 
     group: Authoritative
     #: None: a transcript that cannot be appended to (an older format).
     version: Version | None
+    #: The latest revision (a session of a format before revisions: 1).
+    revision: int
+    created_at: datetime
+    forked_from: str | None
+    forked_from_revision: int | None
+
+    @classmethod
+    def of(cls, session: Session, version: Version | None) -> Head:
+        return cls(
+            Authoritative.of(session),
+            version,
+            session.revision,
+            session.created_at,
+            session.forked_from,
+            session.forked_from_revision,
+        )
+
+
+@attrs.frozen
+class Commit:
+    """What a write is, beside the session it writes (whose ``revision`` is set).
+
+    ``keep_from``: the oldest revision the session's history must keep; a
+    storage may drop the ones before it (it need not).
+    """
+
+    kind: str
+    keep_from: int
 
 
 @attrs.frozen
@@ -119,15 +149,51 @@ class SessionStorage(Protocol):
 
     def read_session(self) -> Stored | None: ...
 
+    def read_revision(self, revision: int) -> Stored | None:
+        """The session as revision ``revision`` left it; None when it is not kept."""
+        ...
+
+    def read_history(self, oldest: int) -> list[Revision]:
+        """The kept revisions from ``oldest`` on, newest first."""
+        ...
+
+    def read_source(
+        self, source_id: str, revision: int | None
+    ) -> tuple[Head, Stored | None] | None:
+        """Another session, for a fork: its head and its ``revision`` (None: the latest).
+
+        None when there is no such session; the Stored is None when that
+        revision is not kept. The source is held for the read only.
+        """
+        ...
+
     def read_usage(self) -> list[dict[str, Any]]: ...
 
     def write_snapshot(
-        self, session: Session, *, append_from: int | None, trusted: bool
+        self,
+        session: Session,
+        commit: Commit,
+        *,
+        append_from: int | None,
+        trusted: bool,
+        transcript_of: Version | None = None,
     ) -> Version | None:
         """See :class:`~._steps.WriteSnapshot`; the messages are checked already."""
         ...
 
-    def write_metadata(self, session: Session) -> None: ...
+    def write_metadata(self, session: Session, commit: Commit) -> None: ...
+
+    def write_fork(
+        self, session: Session, source_id: str, transcript_of: Version | None
+    ) -> Version | None:
+        """Make this session, a fork of ``source_id``'s transcript at ``transcript_of``.
+
+        ``session.messages`` equal that transcript: a storage may reference or
+        copy it where it is rather than write the messages again. Raises
+        :class:`~.._errors.RevisionNotFoundError` when the source no longer
+        keeps it.
+        """
+        ...
 
     def append_usage(self, data: bytes) -> None:
         """Append whole token-usage lines (compact JSON, each ending in a newline)."""

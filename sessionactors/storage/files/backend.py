@@ -3,44 +3,21 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 
 import attrs
 import trio
 
 from ..._errors import CorruptSessionError
-from ..._model import SessionSummary, converter
+from ..._model import SessionSummary
 from .session import SessionFiles
-from .slots import read_snapshot_at
-from .snapshot import Snapshot
 
 __all__ = ["FileBackend", "list_summaries", "read_summary"]
 
 
-def _summary(snapshot: Snapshot) -> SessionSummary:
-    head = snapshot.head
-    try:
-        created_at = converter.structure(head["created_at"], datetime)
-        updated_at = converter.structure(head["updated_at"], datetime)
-    except ValueError as exc:
-        raise CorruptSessionError(snapshot.path, f"bad timestamp: {exc}") from None
-    return SessionSummary(
-        id=head["id"],
-        title=head["title"],
-        pinned=head["pinned"],
-        title_version=head["title_version"],
-        metadata_version=head["metadata_version"],
-        created_at=created_at,
-        updated_at=updated_at,
-        message_count=head["message_count"],
-    )
-
-
 def read_summary(root: Path, session_id: str) -> SessionSummary | None:
-    """The summary of one session from its snapshot, or None if it has none."""
-    snapshot = read_snapshot_at(os.path.join(root, session_id), session_id)
-    return None if snapshot is None else _summary(snapshot)
+    """The summary of one session from its latest revision, or None if it has none."""
+    return SessionFiles(root, session_id, False).summary()
 
 
 def list_summaries(root: Path) -> tuple[list[SessionSummary], list[CorruptSessionError]]:

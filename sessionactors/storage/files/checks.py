@@ -2,8 +2,10 @@
 
 Each check is a small function of one session directory that yields the
 problems it finds; :data:`CHECKS` lists them, so a new file of a session (a
-journal beside the snapshot, say) gets its own check beside the others. The
-snapshot's checks are in :mod:`.snapshot_checks`.
+journal beside the snapshot, say) gets its own check beside the others. A
+session in a log (format 3) is checked by :mod:`.log_checks`; one not yet
+moved into a log (formats 1 and 2) by the snapshot's checks
+(:mod:`.snapshot_checks`) and :func:`check_journals`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import orjson
 from ..._errors import CorruptSessionError, InvalidSessionIdError
 from ..._ids import validate_session_id
 from .layout import is_journal, is_kept, is_temp
+from .log_checks import check_log, has_log
 from .problems import Problem, Repair, SessionDir, Severity
 from .slots import read_snapshot_at
 from .snapshot_checks import check_snapshot
@@ -146,13 +149,25 @@ def check_journals(where: SessionDir) -> Iterator[Problem]:
             )
 
 
+def check_older_format(where: SessionDir) -> Iterator[Problem]:
+    """A session of format 1 or 2: its snapshot slots and its journal.
+
+    Beside a log they are leftovers of its move into the log, which
+    :func:`check_log` reports.
+    """
+    if has_log(where):
+        return
+    yield from check_snapshot(where)
+    yield from check_journals(where)
+
+
 Check = Callable[[SessionDir], Iterator[Problem]]
 
 #: Every check of one session directory, in the order their problems print.
 CHECKS: tuple[Check, ...] = (
     check_name,
-    check_snapshot,
-    check_journals,
+    check_older_format,
+    check_log,
     check_kept_files,
     check_usage_log,
     check_temp_files,

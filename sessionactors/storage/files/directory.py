@@ -14,6 +14,7 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -65,6 +66,9 @@ class SessionDirectory:
     _held: Snapshot | _Written | _Unread | None = attrs.field(factory=lambda: _UNREAD)
     _raws: list[bytes | _Unread | None] = attrs.field(factory=lambda: [_UNREAD, _UNREAD])
     _sizes: list[int | None] = attrs.field(factory=lambda: [None, None])
+    # The current log generation and its last commit, as this hold read it
+    # (None: there is none); see SessionFiles.
+    _log: Any = attrs.field(factory=lambda: _UNREAD)
     _lock_fd: int | None = None  # the locked directory, while the lock is held
     _dir_fd: int | None = None  # the directory files are opened in: the locked one, or a reader's
     # Paths as strings, made once: pathlib costs more than the syscalls here.
@@ -85,10 +89,17 @@ class SessionDirectory:
         """Drop what was read of the slots: they are about to change, or the lock is let go."""
         self._held = _UNREAD
         self._raws = [_UNREAD, _UNREAD]
+        self._log = _UNREAD
 
     def _sync(self, fd: int) -> None:
         if self.fsync:
             os.fsync(fd)
+            self.counts.fsyncs += 1
+
+    def _datasync(self, fd: int) -> None:
+        """Make a file's new bytes durable: an append needs no other metadata than its size."""
+        if self.fsync:
+            os.fdatasync(fd)
             self.counts.fsyncs += 1
 
     def _sync_root(self) -> None:

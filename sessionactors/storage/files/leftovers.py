@@ -1,7 +1,9 @@
 """What a crashed writer leaves in a session directory, and removing a session's files.
 
-Temporary files and journals no snapshot names are leftovers: under the
-session's lock none is in use, so they are removed. Kept damaged files
+Temporary files, and journals no snapshot names (or, once a session is in
+a log, every slot and journal of the older format; before it has one, every
+link a killed fork made) are leftovers: under the session's lock none is in
+use, so they are removed. Kept damaged files
 (see :data:`~.layout.KEPT_SUFFIX`) never are, nor anything that is not a
 name of the store's own (a directory named like a leftover, say).
 """
@@ -12,6 +14,7 @@ import contextlib
 import os
 
 from ..._errors import CorruptSessionError
+from .generations import list_log
 from .layout import LOG_FILE, SLOT_FILES, is_journal, is_temp
 from .slots import newest, read_slots
 
@@ -27,6 +30,20 @@ def sweep(dir_fd: int, directory: str, session_id: str) -> None:
     with os.scandir(dir_fd) as entries:
         # A directory named like a leftover is not one of ours: left alone.
         names = [entry.name for entry in entries if not entry.is_dir(follow_symlinks=False)]
+    listing = list_log(dir_fd)
+    if listing.own:
+        # A session in a log: the slots and journals of an older format are
+        # what a crash in its move left (the log holds all of it).
+        for name in names:
+            if is_temp(name) or is_journal(name) or name in SLOT_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dir_fd)
+        return
+    # No generation of its own: links are what a fork killed before its
+    # generation was in place left (or a delete that stopped), needed by nothing.
+    for name in listing.links.values():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
     slots = read_slots(directory, session_id, dir_fd=dir_fd)
     if any(isinstance(slot, CorruptSessionError) for slot in slots):
         # A damaged slot may name a journal (the newest transcript, even):
@@ -41,7 +58,7 @@ def sweep(dir_fd: int, directory: str, session_id: str) -> None:
 
 
 def remove_files(dir_fd: int) -> None:
-    """Remove the usage log and the snapshot slots, those that exist (locked)."""
-    for name in (LOG_FILE, *SLOT_FILES):
+    """Remove the usage log, the log's generations and the snapshot slots (locked)."""
+    for name in (LOG_FILE, *SLOT_FILES, *list_log(dir_fd).names):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dir_fd)

@@ -30,6 +30,10 @@ class Repair(enum.Enum):
     REMOVE_TEMP_FILE = "removed"
     REMOVE_ORPHAN_JOURNAL = "orphan removed"
     CLEAR_OLDER_SLOT = "made absent; the newer slot is kept"
+    CUT_LOG_TAIL = "cut back to the last whole commit"
+    REMOVE_UNNEEDED_GENERATION = "removed; no kept revision needs it"
+    REMOVE_UNNEEDED_LINK = "link removed; the other session's file is as it was"
+    REMOVE_OLDER_FORMAT = "removed; the log holds the session"
 
 
 @attrs.frozen
@@ -58,6 +62,8 @@ class SessionDir:
 
     root: Path
     name: str
+    #: The store's ``history``, if known: the newest revisions a log must keep.
+    history: int | None = None
 
     @property
     def path(self) -> Path:

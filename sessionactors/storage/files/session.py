@@ -1,9 +1,10 @@
 """One session's files: the steps a planner asks for, executed durably (``SessionFiles``).
 
 Everything here blocks; the actor calls it from a worker thread, one hop per
-batch of messages. What each file is and how it is written lives in the
-modules beside this one; :class:`~.directory.SessionDirectory` holds the
-lock and what it knows of the slots, and this class puts the steps together.
+batch of messages. A session is written in format 3, its log (see
+:mod:`.generations` and :mod:`.log_writer`); a session of format 1 or 2 (the
+snapshot slots and the journal: :mod:`.slots`, :mod:`.journal`) is read as
+it is, as revision 1, and moved into a log on its next write.
 """
 
 from __future__ import annotations
@@ -11,21 +12,135 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 
-from ..._errors import CorruptSessionError
-from ..._model import Session, structure_session
-from ..protocol import Head, Stored, Version
+from ..._errors import CorruptSessionError, RevisionNotFoundError
+from ..._model import Revision, Session, SessionSummary, structure_session
+from ..protocol import Commit, Head, Stored, Version
 from . import journal, slots, usage
 from .directory import SessionDirectory
-from .layout import SLOT_FILES, new_journal_name
-from .snapshot import encode_snapshot, format1_session, version
+from .durable import directory_at
+from .generations import (
+    CommitRecord,
+    Generation,
+    Header,
+    Listing,
+    link_name,
+    list_log,
+    parse_gen,
+    read_generation,
+    read_header,
+    read_tip,
+    session_at,
+    version_of,
+)
+from .layout import SLOT_FILES
+from .log_writer import (
+    append_records,
+    commit_record,
+    create_generation,
+    header_record,
+    new_gen_id,
+)
+from .records import encode_messages
+from .snapshot import Snapshot, format1_session, version
 
 __all__ = ["SessionFiles"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: A rewind or a fork references its transcript where it lies unless that
+#: would make a chain of bases deeper than this: then it is written whole.
+MAX_DEPTH = 16
+#: A generation is written anew (compacted) once its commit records pass
+#: this many bytes and the bytes of its messages: so a session's log is at
+#: most about twice its live size, and a save's cost stays bounded.
+COMPACT_BYTES = 1 << 20
+
+
+@attrs.frozen
+class _Tip:
+    """The current generation of a session and its last whole commit."""
+
+    listing: Listing
+    name: str
+    header: Header
+    last: CommitRecord
+
+    @property
+    def version(self) -> Version:
+        return version_of(self.name, self.last)
+
+    @property
+    def next_seq(self) -> int:
+        return max(seq for seq, _ in self.listing.own.values()) + 1
+
+    def next_commit_bytes(self) -> int:
+        """Commit bytes of the generation once one more commit is appended."""
+        return self.last.commit_bytes + self.last.end - self.last.offset
+
+    def compaction_due(self) -> bool:
+        return self.last.commit_bytes > max(COMPACT_BYTES, self.last.msg_end)
+
+
+#: A read without the lock that meets a generation a writer removed meanwhile
+#: (it made a newer one, so nothing kept needs it) reads again, from a fresh
+#: listing, at most this many times.
+UNLOCKED_READ_TRIES = 10
+
+
+def _names(directory: str) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(directory))
+    except OSError:
+        return frozenset()
+
+
+def _unlocked(read: Callable[[], _T], directory: str) -> _T:
+    """``read()``, again while a writer changes the directory's files under it.
+
+    A file gone (``FileNotFoundError``), or one a listing named and that is
+    missing when followed (a base: ``CorruptSessionError``) while the
+    directory's names changed, is a writer's prune, not damage: read again.
+    Damage persists while the names stay the same, and is raised.
+    """
+    for attempt in range(UNLOCKED_READ_TRIES):
+        before = _names(directory)
+        try:
+            return read()
+        except FileNotFoundError:
+            if attempt == UNLOCKED_READ_TRIES - 1:
+                raise
+        except CorruptSessionError:
+            if attempt == UNLOCKED_READ_TRIES - 1 or _names(directory) == before:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _legacy_head(snapshot: Snapshot) -> Head:
+    session = _legacy_session_head(snapshot)
+    return Head.of(session, version(snapshot))
+
+
+def _legacy_session_head(snapshot: Snapshot) -> Session:
+    """A session of format 1 or 2 without its messages: revision 1, no lineage."""
+    head = {key: value for key, value in snapshot.head.items() if key != "messages"}
+    fields = {
+        **head,
+        "metadata": head.get("metadata", {}),
+        "runtime_state": head.get("runtime_state", {}),
+    }
+    session = structure_session(snapshot.path, {**fields, "messages": []})
+    session.revision = 1
+    return session
+
+
+#: How many generation headers one session's storage remembers.
+_HEADERS_KEPT = 64
 
 
 @attrs.define
@@ -36,27 +151,202 @@ class SessionFiles(SessionDirectory):
     is :class:`SessionDirectory`'s.
     """
 
-    # -- reads (no lock needed: the snapshot is replaced atomically and the
-    #    journal bytes it counts never change) --
+    #: Headers read, by file name: a generation's name holds its random id
+    #: and its header never changes, so one read is enough (bounded: cleared
+    #: when it outgrows ``_HEADERS_KEPT``).
+    _headers: dict[str, Header] = attrs.field(factory=dict, init=False)
+
+    def _header(self, name: str) -> Header:
+        header = self._headers.get(name)
+        if header is None:
+            if len(self._headers) >= _HEADERS_KEPT:
+                self._headers.clear()
+            header = self._headers[name] = read_header(self._fd(), self.directory, name)
+        return header
+
+    # -- reads (no lock needed: the counted part of a generation never
+    #    changes, and a new generation is renamed into place whole) --
+
+    def _tip(self) -> _Tip | None:
+        """The current generation, None when the session has no log (none, or an older format)."""
+        if isinstance(self._log, _Tip) or (self._log is None and self._lock_fd is not None):
+            return self._log
+        listing = list_log(self._fd())
+        name = listing.current
+        tip = None
+        if name is not None:
+            header, last = read_tip(
+                self._fd(), self.directory, name, self.session_id, self._headers.get(name)
+            )
+            self._headers.setdefault(name, header)
+            tip = _Tip(listing, name, header, last)
+        if self._lock_fd is not None:
+            self._log = tip
+        return tip
+
+    def exists(self) -> bool:
+        if self._dir_fd is None:
+            with self._visiting() as present:
+                return present and self.exists()
+        return self._tip() is not None or super().exists()
 
     def read_head(self) -> Head | None:
-        """The authoritative metadata on disk now, and the version of the transcript."""
+        """The latest revision's fields but the free-form ones, and its transcript's version."""
+        if self._dir_fd is None:
+            with self._visiting() as present:
+                return self.read_head() if present else None
+        tip = self._tip()
+        if tip is not None:
+            return tip.last.head(tip.name)
         snapshot = self.read_snapshot()
-        return None if snapshot is None else Head(snapshot.group(), version(snapshot))
+        return None if snapshot is None else _legacy_head(snapshot)
 
     def read_session(self) -> Stored | None:
-        """The persisted session, as new objects, and the version of its transcript."""
+        """The latest revision, as new objects, and the version of its transcript."""
         if self._dir_fd is None:
             with self._visiting() as present:
                 return self.read_session() if present else None
+        tip = self._tip()
+        if tip is not None:
+            generation = self._generation(tip.name, tip.last.end)
+            return Stored(self._session_at(tip, generation, tip.last), tip.version)
+        return self._legacy_session()
+
+    def _legacy_session(self) -> Stored | None:
         snapshot = self.read_snapshot()
         if snapshot is None:
             return None
         if snapshot.format == 1:
-            return Stored(format1_session(snapshot), version(snapshot))
-        messages = journal.read_journal(self._fd(), self.directory, snapshot)
-        session = structure_session(snapshot.path, {**snapshot.head, "messages": messages})
+            session = format1_session(snapshot)
+        else:
+            messages = journal.read_journal(self._fd(), self.directory, snapshot)
+            session = structure_session(snapshot.path, {**snapshot.head, "messages": messages})
+        session.revision = 1
         return Stored(session, version(snapshot))
+
+    def _generation(self, name: str, end: int | None = None) -> Generation:
+        return read_generation(self._fd(), self.directory, name, self.session_id, end)
+
+    def _session_at(self, tip: _Tip, generation: Generation, commit: CommitRecord) -> Session:
+        """The session ``commit`` left, its bases found in the listing ``tip`` was read with.
+
+        Not a listing read again: without the lock, a writer may have made a
+        generation and removed what it no longer needs meanwhile.
+        """
+        return session_at(self._fd(), self.directory, tip.listing, generation, commit)
+
+    def _generations(self, tip: _Tip) -> Any:
+        """The generations holding this session's revisions, newest first, while they last."""
+        name: str | None = tip.name
+        end: int | None = tip.last.end
+        while name is not None:
+            try:
+                generation = self._generation(name, end)
+            except FileNotFoundError:
+                return  # removed: its revisions are no longer kept
+            yield generation
+            previous = generation.header.previous
+            name = None if previous is None else tip.listing.file_of(previous)
+            end = None
+
+    def read_revision(self, revision: int) -> Stored | None:
+        """The session as revision ``revision`` left it, None if it is not kept."""
+        if self._dir_fd is None:
+            with self._visiting() as present:
+                return self.read_revision(revision) if present else None
+        tip = self._tip()
+        if tip is None:
+            stored = self._legacy_session()
+            return stored if revision == 1 else None
+        for generation in self._generations(tip):
+            commit = generation.commit(revision)
+            if commit is not None:
+                session = self._session_at(tip, generation, commit)
+                return Stored(session, version_of(generation.name, commit))
+            if generation.header.first <= revision:
+                return None
+        return None
+
+    def read_history(self, oldest: int) -> list[Revision]:
+        """The kept revisions from ``oldest`` on, newest first."""
+        if self._dir_fd is None:
+            with self._visiting() as present:
+                return self.read_history(oldest) if present else []
+        tip = self._tip()
+        if tip is None:
+            head = self.read_head()
+            if head is None:
+                return []
+            snapshot = self.read_snapshot()
+            assert snapshot is not None
+            session = _legacy_session_head(snapshot)
+            return [
+                Revision(
+                    revision=1,
+                    kind="save",
+                    updated_at=session.updated_at,
+                    message_count=snapshot.message_count,
+                    title=session.title,
+                    pinned=session.pinned,
+                    title_version=session.title_version,
+                    metadata_version=session.metadata_version,
+                )
+            ]
+        revisions: list[Revision] = []
+        for generation in self._generations(tip):
+            for commit in reversed(generation.commits):
+                if commit.revision >= oldest:
+                    revisions.append(commit.as_revision())
+            if generation.header.first <= oldest:
+                break
+        return revisions
+
+    def summary(self) -> SessionSummary | None:
+        """What ``list_sessions`` shows of the session (read without the lock)."""
+        return _unlocked(self._summary, self.directory)
+
+    def _summary(self) -> SessionSummary | None:
+        with self._visiting() as present:
+            if not present:
+                return None
+            tip = self._tip()
+            if tip is not None:
+                return tip.last.summary()
+            snapshot = self.read_snapshot()
+            if snapshot is None:
+                return None
+            session = _legacy_session_head(snapshot)
+            return SessionSummary(
+                id=session.id,
+                title=session.title,
+                pinned=session.pinned,
+                title_version=session.title_version,
+                metadata_version=session.metadata_version,
+                created_at=session.created_at,
+                updated_at=session.updated_at,
+                message_count=snapshot.message_count,
+                revision=1,
+                forked_from=None,
+            )
+
+    def read_source(
+        self, source_id: str, revision: int | None
+    ) -> tuple[Head, Stored | None] | None:
+        """Another session (a fork's source), read without its lock.
+
+        The revision read is the one asked for, or the head's: never the
+        latest at a later instant (the source may be written meanwhile), which
+        would be another revision than the fork names.
+        """
+        source = SessionFiles(self.root, source_id, self.fsync)
+
+        def read() -> tuple[Head, Stored | None] | None:
+            head = source.read_head()
+            if head is None:
+                return None
+            return head, source.read_revision(head.revision if revision is None else revision)
+
+        return _unlocked(read, source.directory)
 
     def read_usage(self) -> list[dict[str, Any]]:
         """Every complete record of the log; a torn last line is left out."""
@@ -69,114 +359,352 @@ class SessionFiles(SessionDirectory):
     # -- writes (locked) --
 
     def write_snapshot(
-        self, session: Session, *, append_from: int | None, trusted: bool
-    ) -> Version | None:
-        """Persist a checked session: new messages appended, then the snapshot (locked).
+        self,
+        session: Session,
+        commit: Commit,
+        *,
+        append_from: int | None,
+        trusted: bool,
+        transcript_of: Version | None = None,
+    ) -> Version:
+        """Write ``session`` as a new revision (locked).
 
-        With ``append_from`` the journal the snapshot names holds the first
+        With ``append_from`` the current generation holds the first
         ``append_from`` messages (the planner checked its version): the rest
-        are appended to it. Otherwise a new journal holds them all. A journal
-        it replaces whose lines do not decode is kept under a name ending in
-        :data:`~.layout.KEPT_SUFFIX` (and a warning logged), not deleted.
+        and the commit are appended to it, one write and one fsync. With
+        ``transcript_of`` (a rewind) a new generation starts from that
+        transcript where it lies. Otherwise a new generation holds them all.
 
         Returns:
             The version of the transcript now on disk.
         """
         self._sweep()
-        snapshot = self.read_snapshot()
-        messages = session.messages
-        old_journal = snapshot.journal if snapshot is not None else None
-        appending = append_from is not None and snapshot is not None
-        damage: CorruptSessionError | None = None
-        # Encode everything before touching a file: a value the encoder
-        # refuses must leave the disk as it was.
-        if appending:
-            assert append_from is not None and snapshot is not None
-            assert snapshot.journal is not None
-            name, start = snapshot.journal, snapshot.journal_size
-            lines = journal.encode_messages(messages[append_from:])
+        replaces = append_from is None and not trusted and transcript_of is None
+        tip = self._tip() or self._migrate(keep_damaged=replaces)
+        if transcript_of is not None:
+            based = self._based_generation(session, commit, tip, transcript_of)
+            if based is not None:
+                return based
+        elif append_from is not None and tip is not None and not tip.compaction_due():
+            return self._append(session, commit, tip, session.messages[append_from:])
+        elif tip is not None and not trusted and self._keep_if_damaged(tip):
+            # Its revisions cannot be read back: history starts again here (the
+            # damaged file stays under its kept name once it is pruned).
+            return self._whole_generation(session, commit, tip, chained=False)
+        return self._whole_generation(session, commit, tip)
+
+    def write_metadata(self, session: Session, commit: Commit) -> None:
+        """Write a revision whose transcript is the current one (locked)."""
+        self._sweep()
+        tip = self._tip() or self._migrate()
+        assert tip is not None  # the planner read the session under this lock
+        if tip.compaction_due():
+            self._whole_generation(session, commit, tip)
         else:
-            if snapshot is not None and snapshot.journal is not None and not trusted:
-                # Never sweep away a journal that disagrees with its snapshot
-                # (its lines are counted), nor one whose lines do not decode:
-                # that one is kept aside. (One this actor wrote or read, as
-                # the snapshot counts it, agrees.)
-                damage = journal.undecodable(
-                    os.path.join(self.directory, snapshot.journal),
-                    journal.counted_lines(self._fd(), self.directory, snapshot),
+            self._append(session, commit, tip, [])
+
+    def _append(self, session: Session, commit: Commit, tip: _Tip, new: list[Any]) -> Version:
+        data = encode_messages(new)
+        msg_end = tip.last.end + len(data) if data else tip.last.msg_end
+        data += commit_record(
+            session,
+            kind=commit.kind,
+            msg_end=msg_end,
+            commit_bytes=tip.next_commit_bytes(),
+        )
+        append_records(
+            self._fd(),
+            self.directory,
+            tip.name,
+            tip.last.end,
+            data,
+            counts=self.counts,
+            sync=self._datasync,
+        )
+        self._written()
+        self._prune(commit.keep_from, tip)
+        return (tip.name, msg_end, len(session.messages))
+
+    def _whole_generation(
+        self, session: Session, commit: Commit, tip: _Tip | None, *, chained: bool = True
+    ) -> Version:
+        """A new generation holding every message of ``session`` and its commit.
+
+        ``chained``: its ``previous`` is the current generation (whose
+        revisions stay in history); without, history starts with it.
+        """
+        gen = new_gen_id()
+        data = bytearray(
+            header_record(
+                gen=gen,
+                session_id=self.session_id,
+                base=None,
+                previous=None if tip is None or not chained else tip.header.gen,
+                first=session.revision,
+                depth=0,
+            )
+        )
+        data += encode_messages(session.messages)
+        msg_end = len(data)
+        data += commit_record(session, kind=commit.kind, msg_end=msg_end, commit_bytes=0)
+        name = self._create(1 if tip is None else tip.next_seq, gen, data)
+        self._prune(commit.keep_from)
+        return (name, msg_end, len(session.messages))
+
+    def _based_generation(
+        self, session: Session, commit: Commit, tip: _Tip | None, transcript_of: Version
+    ) -> Version | None:
+        """A new generation whose transcript is ``transcript_of`` where it lies (a rewind).
+
+        None when that transcript cannot be referenced (an older format, or
+        a chain of bases too deep): it is written whole instead.
+        """
+        base = self._base(transcript_of, tip.listing if tip is not None else None)
+        if base is None or tip is None:
+            return None
+        gen_of_base, offset, depth = base
+        gen = new_gen_id()
+        data = bytearray(
+            header_record(
+                gen=gen,
+                session_id=self.session_id,
+                base=(gen_of_base, offset),
+                previous=tip.header.gen,
+                first=session.revision,
+                depth=depth,
+            )
+        )
+        msg_end = len(data)
+        data += commit_record(session, kind=commit.kind, msg_end=msg_end, commit_bytes=0)
+        name = self._create(tip.next_seq, gen, data)
+        self._prune(commit.keep_from)
+        return (name, msg_end, len(session.messages))
+
+    def _base(self, transcript_of: Version, listing: Listing | None) -> tuple[str, int, int] | None:
+        """``(gen, offset, depth)`` a new generation may start from, or None."""
+        name, offset, _ = transcript_of
+        parsed = parse_gen(name) if isinstance(name, str) else None
+        if parsed is None or listing is None:
+            return None
+        header = read_header(self._fd(), self.directory, name)
+        if header.depth + 1 > MAX_DEPTH:
+            return None
+        return parsed, offset, header.depth + 1
+
+    def write_fork(
+        self, session: Session, source_id: str, transcript_of: Version | None
+    ) -> Version:
+        """Make this session a fork of ``source_id`` at ``transcript_of`` (locked, new).
+
+        The source's generations the transcript lies in are hard-linked into
+        this directory (named by their generation id) and a generation of one
+        header and one commit references them: a few hundred bytes, whatever
+        the source's length. The source is not changed.
+        """
+        self._sweep()
+        source_directory = os.path.join(self.root, source_id)
+        with directory_at(source_directory) as source_fd:
+            chain = None
+            if source_fd is not None and transcript_of is not None:
+                chain = self._link_chain(
+                    source_fd, source_directory, source_id, session, transcript_of
                 )
-            name, start = new_journal_name(), 0
-            lines = journal.encode_messages(messages)
-        size = start + len(lines)
-        slot, seq = slots.next_slot(snapshot)
-        data = encode_snapshot(session, name, size, seq)
-        kept = None
-        if damage is not None:
-            assert old_journal is not None
-            # Made durable with the new journal's name.
-            kept = journal.keep(self._fd(), self.directory, old_journal)
-        try:
-            if appending:
-                journal.append_journal(
-                    self._fd(),
-                    self.directory,
-                    name,
-                    start,
-                    lines,
-                    counts=self.counts,
-                    sync=self._sync,
+        if chain is None:
+            return self._whole_generation(session, Commit("fork", 1), None)
+        gen_of_base, offset, depth = chain
+        gen = new_gen_id()
+        data = bytearray(
+            header_record(
+                gen=gen,
+                session_id=self.session_id,
+                base=(gen_of_base, offset),
+                previous=None,
+                first=1,
+                depth=depth,
+            )
+        )
+        msg_end = len(data)
+        data += commit_record(session, kind="fork", msg_end=msg_end, commit_bytes=0)
+        name = self._create(1, gen, data)
+        return (name, msg_end, len(session.messages))
+
+    def _link_chain(
+        self,
+        source_fd: int,
+        source_directory: str,
+        source_id: str,
+        session: Session,
+        transcript_of: Version,
+    ) -> tuple[str, int, int] | None:
+        """Link the source's generations ``transcript_of`` lies in; ``(gen, offset, depth)``.
+
+        None when the transcript is not in a log (an older format) or its
+        chain of bases is too deep: the fork then writes it whole.
+        """
+        name, offset, _ = transcript_of
+        top = parse_gen(name) if isinstance(name, str) else None
+        if top is None:
+            return None
+        listing = list_log(source_fd)
+        gen: str | None = top
+        depth = None
+        while gen is not None:
+            file = listing.file_of(gen)
+            if file is None:
+                raise RevisionNotFoundError(
+                    source_id, session.forked_from_revision or 0, "no longer kept"
                 )
-            else:
-                journal.write_journal(
-                    self._fd(),
-                    self.directory,
-                    name,
-                    lines,
-                    counts=self.counts,
-                    sync=self._sync,
-                    sync_directory=self._sync_directory,
-                )
+            header = read_header(source_fd, source_directory, file)
+            if depth is None:
+                depth = header.depth + 1
+                if depth > MAX_DEPTH:
+                    return None
             try:
-                self._write_slot(slot, data)
-            except BaseException:
-                if not appending:  # the new journal is named by no snapshot: remove it
-                    with contextlib.suppress(OSError):
-                        os.unlink(name, dir_fd=self._fd())
+                os.link(
+                    file,
+                    link_name(gen),
+                    src_dir_fd=source_fd,
+                    dst_dir_fd=self._fd(),
+                    follow_symlinks=False,
+                )
+            except FileExistsError:
+                pass  # linked already (a fork that failed before its generation was made)
+            except FileNotFoundError:
+                raise RevisionNotFoundError(
+                    source_id, session.forked_from_revision or 0, "no longer kept"
+                ) from None
+            gen = None if header.base is None else header.base[0]
+        assert depth is not None
+        return top, offset, depth
+
+    def _create(self, seq: int, gen: str, data: bytearray) -> str:
+        name = create_generation(
+            self._fd(),
+            self.directory,
+            seq,
+            gen,
+            data,
+            counts=self.counts,
+            sync=self._sync,
+            sync_directory=self._sync_directory,
+        )
+        self._written()
+        return name
+
+    def _written(self) -> None:
+        self.counts.snapshots_written += 1
+        self._forget()
+
+    def _migrate(self, *, keep_damaged: bool = False) -> _Tip | None:
+        """Move a session of format 1 or 2 into a log, as revision 1 (locked); None if none.
+
+        ``keep_damaged``: the write replaces the whole session, so a damaged
+        format-2 journal is kept aside (as format 2 did) and the log starts
+        with this write rather than with the old session.
+        """
+        try:
+            stored = self._legacy_session()
+        except CorruptSessionError as damage:
+            snapshot = self.read_snapshot()
+            if not keep_damaged or snapshot is None or snapshot.journal is None:
                 raise
-        except BaseException:
-            if kept is not None:  # the damaged journal is still named: drop its second name
-                with contextlib.suppress(OSError):
-                    os.unlink(kept, dir_fd=self._fd())
-            raise
-        if damage is not None:
+            # Only lines that do not decode, as format 2 kept them; a journal
+            # that disagrees with its snapshot (missing, short) is refused.
+            path = os.path.join(self.directory, snapshot.journal)
+            lines = journal.counted_lines(self._fd(), self.directory, snapshot)
+            if journal.undecodable(path, lines) is None:
+                raise
+            kept = journal.keep(self._fd(), self.directory, snapshot.journal)
             logger.warning(
                 "%s; a save replaced this journal, which is kept as %s",
                 damage,
-                os.path.join(self.directory, str(kept)),
+                os.path.join(self.directory, kept),
             )
-        if old_journal is not None and name != old_journal:
-            # The old journal is no longer named. The directory was swept of
-            # other leftovers on this actor's first write: remove just this one.
-            if trusted:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(old_journal, dir_fd=self._fd())
-            else:
-                self._sweep(force=True)
-        return (name, size, len(messages))
+            return None
+        if stored is None:
+            return None
+        self._whole_generation(stored.session, Commit("save", 1), None)
+        self._sweep(force=True)  # the slots and journal are leftovers now
+        return self._tip()
 
-    def write_metadata(self, session: Session) -> None:
-        """Persist new authoritative metadata of ``session``, read just now (locked).
+    def _keep_if_damaged(self, tip: _Tip) -> bool:
+        """Keep the current generation under a second name if its counted part is damaged.
 
-        The journal is left as it is: only the snapshot changes. The planner
-        asks it only of a session with a version (format 2).
+        A save that did not read it (another process wrote it) is about to
+        start a new generation; a damaged one must not later be pruned away.
         """
-        self._sweep()
-        snapshot = self.read_snapshot()
-        assert snapshot is not None and snapshot.journal is not None
-        slot, seq = slots.next_slot(snapshot)
-        self._write_slot(
-            slot, encode_snapshot(session, snapshot.journal, snapshot.journal_size, seq)
-        )
+        try:
+            # Every record whole, and the transcript decoded as a load would.
+            self._session_at(tip, self._generation(tip.name, tip.last.end), tip.last)
+        except CorruptSessionError as damage:
+            # The file the damage is in, if it is one of this session's (a base of
+            # the current generation, say); the current one otherwise.
+            name = os.path.basename(damage.path)
+            if damage.path != os.path.join(self.directory, name) or name not in tip.listing.names:
+                name = tip.name
+            kept = journal.keep(self._fd(), self.directory, name)
+            logger.warning(
+                "%s; a save started a new generation, and this one is kept as %s",
+                damage,
+                os.path.join(self.directory, kept),
+            )
+            return True
+        return False
+
+    def _prune(self, keep_from: int, appended_to: _Tip | None = None) -> None:
+        """Remove the generations no kept revision needs (locked).
+
+        Kept: every generation holding a revision from ``keep_from`` on, and
+        the bases their transcripts start from (own generations or links).
+        Done after the write's revision is in place: a failure here is no
+        failure of the write (whose caller would write it again), so it is
+        logged and everything stays, for the next write to remove.
+        """
+        if appended_to is not None and (
+            len(appended_to.listing.own) <= 1 or appended_to.header.first > keep_from
+        ):
+            # An append: to the only generation, or while the one before still
+            # holds kept revisions (older ones went when this one was made).
+            return
+        try:
+            self._prune_now(keep_from)
+        except (OSError, CorruptSessionError) as exc:
+            logger.warning("%s: old generations not removed this time: %s", self.directory, exc)
+            self._forget()
+
+    def _prune_now(self, keep_from: int) -> None:
+        listing = list_log(self._fd())
+        current = listing.current
+        if current is None or (len(listing.own) <= 1 and not listing.links):
+            return
+        needed: set[str] = set()
+        bases: list[str] = []
+        name: str | None = current
+        while name is not None:
+            header = self._header(name)
+            needed.add(header.gen)
+            if header.base is not None:
+                bases.append(header.base[0])
+            if header.first <= keep_from or header.previous is None:
+                break
+            name = listing.file_of(header.previous)
+        while bases:
+            gen = bases.pop()
+            if gen in needed:
+                continue
+            needed.add(gen)
+            file = listing.file_of(gen)
+            if file is not None:
+                base = self._header(file).base
+                if base is not None:
+                    bases.append(base[0])
+        for gen in set(listing.own) | set(listing.links):
+            if gen not in needed:
+                file = listing.file_of(gen)
+                assert file is not None
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(file, dir_fd=self._fd())
+        self._forget()
 
     def append_usage(self, data: bytes) -> None:
         """Append whole lines to the token-usage log in one write (locked)."""
@@ -190,19 +718,36 @@ class SessionFiles(SessionDirectory):
         )
 
     def delete(self) -> bool:
-        """Remove the session, its journal, its log and its directory (locked).
+        """Remove the session, its log, its token-usage log and its directory (locked).
 
         Kept damaged files (see :data:`~.layout.KEPT_SUFFIX`) stay, and with them the directory.
 
         Returns:
-            Whether a session file existed.
+            Whether the session existed.
 
         Raises:
-            CorruptSessionError: the directory holds another session's snapshot.
+            CorruptSessionError: the directory holds another session's files.
         """
+        tip = self._tip()  # refuses another session's log
         slots.check_owner(self.directory, self.session_id, self._raw)
         self._forget()
-        existed = False
+        existed = tip is not None
+        # The session is its current generation: the others go first, and are
+        # first renamed to link names, under which every read still finds them
+        # by their id (as a base, or the previous generation). Stopped before
+        # the current one is removed, the session reads as it was; after, it is
+        # absent. Never is an older generation current, or a base missing.
+        listing = list_log(self._fd())
+        for gen, (_, name) in listing.own.items():
+            if name != listing.current:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(name, link_name(gen), src_dir_fd=self._fd(), dst_dir_fd=self._fd())
+        if listing.current is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(listing.current, dir_fd=self._fd())
+        for name in list_log(self._fd()).names:  # the session is gone: what is left is litter
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self._fd())
         for name in SLOT_FILES:
             try:
                 os.unlink(name, dir_fd=self._fd())

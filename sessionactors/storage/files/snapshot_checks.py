@@ -38,7 +38,7 @@ def check_snapshot(where: SessionDir) -> Iterator[Problem]:
     if snapshot is None:
         yield Problem(
             where.path,
-            "no session.json: not a session (an abandoned or foreign directory)",
+            "no log and no session.json: not a session (an abandoned or foreign directory)",
             transient=True,  # a first save creates the directory, then the file
         )
         return
@@ -64,7 +64,8 @@ def _check_slots(where: SessionDir, newer: Snapshot, *, session_whole: bool) -> 
 
     A slot a rewrite left empty or torn, beside a whole newer slot of a
     session that reads whole, is a leftover (readers use the newer slot; the
-    next save rewrites this one); anything else undecodable is damage.
+    next write moves the session into a log, and removes both); anything
+    else undecodable is damage.
     """
     for index, slot in enumerate(read_slots(str(where.path), where.name)):
         if not isinstance(slot, CorruptSessionError):
@@ -74,16 +75,16 @@ def _check_slots(where: SessionDir, newer: Snapshot, *, session_whole: bool) -> 
             yield Problem(
                 Path(slot.path),
                 f"corrupt: {slot.reason}; the other slot (seq {newer.seq}) is read, "
-                "and the next save rewrites this one",
-                transient=True,  # a writer rewrites a slot in place
+                "and the next write moves the session into a log, without this one",
+                transient=True,  # an older version's writer rewrites a slot in place
             )
             continue
         yield Problem(
             Path(slot.path),
             f"older snapshot slot {left}; readers use the newer slot (seq {newer.seq}), "
-            "which is whole, and the next save rewrites this one",
+            "which is whole, and the next write moves the session into a log, without this one",
             repair=Repair.CLEAR_OLDER_SLOT,
-            transient=True,  # a writer rewrites a slot in place
+            transient=True,  # an older version's writer rewrites a slot in place
             severity=Severity.LEFTOVER,
         )
 

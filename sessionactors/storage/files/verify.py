@@ -9,12 +9,14 @@ Each problem has a severity: *damage* (a file the library cannot read, or
 values it would not write) or a *leftover* of an interrupted write, which
 readers ignore and the session's next write clears anyway. Only leftovers
 are repaired, each safe while the session's lock is held: cutting a torn
-last line off a token-usage log or uncounted bytes off a journal, removing
-a temporary snapshot file or a journal no snapshot names, and making absent
+last line off a token-usage log, the bytes after the last whole commit off
+a log's generation or uncounted bytes off a journal; removing a temporary
+file, a generation or a link the session no longer needs, the files of an
+older format beside a log, or a journal no snapshot names; and making absent
 an older snapshot slot a failed or killed rewrite left empty or torn beside
-a whole newer one. Nothing here deletes or rewrites a session, nor a damaged
-file the store kept aside, and no repair changes what a reader of the
-session gets.
+a whole newer one. A log with damage gets none of its repairs. Nothing here
+deletes or rewrites a session, nor a damaged file the store kept aside, and
+no repair changes what a reader of the session gets.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from .checks import run_checks
 from .durable import cut_torn_tail, fsync_dir
 from .layout import SLOT_FILES
+from .log_repairs import cut_log_tail, remove_name
 from .problems import Problem, Repair, SessionDir, SessionReport
 from .session import SessionFiles
 from .slots import read_snapshot_at
@@ -100,14 +103,24 @@ _REPAIRS: dict[Repair, Callable[[Problem], None]] = {
     Repair.REMOVE_TEMP_FILE: _remove_file,
     Repair.REMOVE_ORPHAN_JOURNAL: _remove_file,
     Repair.CLEAR_OLDER_SLOT: _clear_older_slot,
+    Repair.CUT_LOG_TAIL: cut_log_tail,
+    Repair.REMOVE_UNNEEDED_GENERATION: remove_name,
+    Repair.REMOVE_UNNEEDED_LINK: remove_name,
+    Repair.REMOVE_OLDER_FORMAT: remove_name,
 }
 
 
 # --- one session -------------------------------------------------------------------------
 
 
-def verify_session(root: Path, name: str, *, repair: bool) -> SessionReport:
+def verify_session(
+    root: Path, name: str, *, repair: bool, history: int | None = None
+) -> SessionReport:
     """Check one directory of the store; with ``repair``, make the safe repairs.
+
+    ``history``: the store's, if known; a log must then keep the generations
+    of the newest ``history`` revisions (without it, a missing one is
+    history the store dropped).
 
     A problem a live writer could cause for an instant (a torn tail, a
     temporary file, a directory without its snapshot yet) is confirmed while
@@ -117,7 +130,7 @@ def verify_session(root: Path, name: str, *, repair: bool) -> SessionReport:
     Raises:
         OSError: the session's lock could not be taken for a repair.
     """
-    where = SessionDir(root, name)
+    where = SessionDir(root, name, history)
     problems = run_checks(where)
     if not any(problem.transient for problem in problems):
         return SessionReport(problems, [])

@@ -5,8 +5,10 @@ call blocks and runs in a worker thread with the rest of the actor's batch
 (psycopg's async API is asyncio-only). The storage runs the steps the
 planner chose, durably, and reports what it did; it decides nothing.
 
-- :mod:`.schema`: the tables, their migrations, :data:`SCHEMA_VERSION`;
-- :mod:`.rows`: the statements on a session's rows, rows to and from values;
+- :mod:`.schema`: the tables (a session's head, its kept revisions, the
+  transcripts' message rows), their migrations, :data:`SCHEMA_VERSION`;
+- :mod:`.rows`: the statements on a session's rows (a write and its
+  retention, a fork's server-side copy), rows to and from values;
 - :mod:`.retry`: which errors are tried again, how often, after what wait;
 - :mod:`.outcome`: batch tokens, and the lookup of a COMMIT that got no answer;
 - :mod:`.transaction`: the lock, the statements, the one COMMIT or the rollback;

@@ -1,16 +1,31 @@
-"""The tables and their migrations: schema version 2, recorded in ``sessionactors_schema``.
+"""The tables and their migrations: schema version 3, recorded in ``sessionactors_schema``.
 
 Tables::
 
-    sessionactors_sessions     one row a session: the authoritative group,
-                               created_at/updated_at (ISO 8601 text, offsets
-                               kept), message_count, transcript (a generation
-                               id), metadata and runtime_state (json)
-    sessionactors_messages     (session_id, position) -> body (json): the
-                               transcript, one row a message
+    sessionactors_sessions     one row a session, its latest revision's head:
+                               the authoritative group, created_at/updated_at
+                               (ISO 8601 text, offsets kept), message_count,
+                               transcript (uuid), revision, the lineage
+                               (forked_from, forked_from_revision), appendable
+    sessionactors_revisions    (session_id, revision) -> kind, the group,
+                               created_at, updated_at, message_count,
+                               transcript, metadata, runtime_state: one row a
+                               kept revision, the latest included
+    sessionactors_messages     (session_id, transcript, position) -> body
+                               (json): one row a message of a transcript
     sessionactors_token_usage  (session_id, seq) -> record (json): append-only
     sessionactors_batches      token (uuid) -> written: one row a writing
                                transaction of the last TOKEN_RETENTION
+
+A revision's messages are its transcript's rows below its message_count.
+Message rows are never changed nor deleted one by one: a save that appends
+adds rows to its transcript, any other change of the messages starts a new
+transcript (a uuid, never used again), a rewind names an older one, and a
+transcript goes as a whole once no kept revision names it. So ``(transcript,
+message_count)`` names the same messages for as long as it can be read.
+``appendable``: no row of the head's transcript lies at or beyond its
+message_count (a rewind to a shorter prefix is not), so a save may append
+to it in place.
 
 ``json``, not ``jsonb``: it keeps the text as written, so every value reads
 back equal (``jsonb`` turns ``1e300`` into an integer and refuses ``\\u0000``).
@@ -25,15 +40,27 @@ import psycopg
 
 from ..._errors import UnsupportedFormatError
 
-__all__ = ["BATCHES", "MESSAGES", "MIGRATIONS", "SCHEMA_VERSION", "SESSIONS", "USAGE", "migrate"]
+__all__ = [
+    "BATCHES",
+    "MESSAGES",
+    "MIGRATIONS",
+    "REVISIONS",
+    "SCHEMA_VERSION",
+    "SESSIONS",
+    "USAGE",
+    "migrate",
+]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SESSIONS = "sessionactors_sessions"
+REVISIONS = "sessionactors_revisions"
 MESSAGES = "sessionactors_messages"
 USAGE = "sessionactors_token_usage"
 BATCHES = "sessionactors_batches"
+
+_OLD_MESSAGES = "sessionactors_messages_v2"
 
 #: Statements taking the schema from version ``n - 1`` to ``n``.
 MIGRATIONS: dict[int, list[str]] = {
@@ -71,6 +98,59 @@ MIGRATIONS: dict[int, list[str]] = {
             written timestamptz NOT NULL DEFAULT now()
         )""",
         f"CREATE INDEX {BATCHES}_written ON {BATCHES} (written)",
+    ],
+    # Revisions. Each session becomes its revision 1 (kind "save"), as it
+    # stands; its messages become the rows of its transcript, which keeps its
+    # generation id (text before, a uuid now: the library wrote uuid4().hex).
+    3: [
+        f"""ALTER TABLE {SESSIONS}
+            ALTER COLUMN transcript TYPE uuid USING transcript::uuid,
+            ADD COLUMN revision bigint NOT NULL DEFAULT 1,
+            ADD COLUMN forked_from text,
+            ADD COLUMN forked_from_revision bigint,
+            ADD COLUMN appendable boolean NOT NULL DEFAULT true""",
+        f"""CREATE TABLE {REVISIONS} (
+            session_id text NOT NULL REFERENCES {SESSIONS} (id) ON DELETE CASCADE,
+            revision bigint NOT NULL,
+            kind text NOT NULL,
+            title text NOT NULL,
+            title_version bigint NOT NULL,
+            pinned boolean NOT NULL,
+            metadata_version bigint NOT NULL,
+            created_at text NOT NULL,
+            updated_at text NOT NULL,
+            message_count integer NOT NULL,
+            transcript uuid NOT NULL,
+            metadata json NOT NULL,
+            runtime_state json NOT NULL,
+            PRIMARY KEY (session_id, revision)
+        )""",
+        f"""INSERT INTO {REVISIONS} (session_id, revision, kind, title, title_version, pinned,
+                metadata_version, created_at, updated_at, message_count, transcript, metadata,
+                runtime_state)
+            SELECT id, 1, 'save', title, title_version, pinned, metadata_version, created_at,
+                updated_at, message_count, transcript, metadata, runtime_state
+            FROM {SESSIONS}""",
+        # The free JSON is the revisions'; the defaults only filled the rows there were.
+        f"""ALTER TABLE {SESSIONS}
+            DROP COLUMN metadata,
+            DROP COLUMN runtime_state,
+            ALTER COLUMN revision DROP DEFAULT,
+            ALTER COLUMN appendable DROP DEFAULT""",
+        # A new table rather than an UPDATE of every row: one copy, no dead rows.
+        f"ALTER TABLE {MESSAGES} RENAME TO {_OLD_MESSAGES}",
+        f"ALTER INDEX {MESSAGES}_pkey RENAME TO {_OLD_MESSAGES}_pkey",
+        f"""CREATE TABLE {MESSAGES} (
+            session_id text NOT NULL REFERENCES {SESSIONS} (id) ON DELETE CASCADE,
+            transcript uuid NOT NULL,
+            position integer NOT NULL,
+            body json NOT NULL,
+            PRIMARY KEY (session_id, transcript, position)
+        )""",
+        f"""INSERT INTO {MESSAGES} (session_id, transcript, position, body)
+            SELECT m.session_id, s.transcript, m.position, m.body
+            FROM {_OLD_MESSAGES} m JOIN {SESSIONS} s ON s.id = m.session_id""",
+        f"DROP TABLE {_OLD_MESSAGES}",
     ],
 }
 

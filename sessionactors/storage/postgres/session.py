@@ -1,10 +1,16 @@
 """One session's rows: the steps of a batch, run in the batch's transaction.
 
+Every write is a revision: the session's row (its head) is updated and a
+revision row inserted, in one statement with the message rows it adds.
 Like the file backend's journal, a save whose persisted messages are an
 unchanged prefix of its transcript inserts only the new messages; any other
-change deletes the rows and inserts the transcript anew under a new
-generation id. Which of the two a save is, the planner decides
-(``append_from``).
+change of the messages starts a new transcript (a new uuid), leaving the
+rows of the old one to the revisions that name it. Which of the two a save
+is, the planner decides (``append_from``). A rewind names the transcript of
+the revision it goes back to, and a fork copies its source's rows on the
+server (``INSERT ... SELECT``): no message is encoded again for either.
+Revisions before the planner's ``keep_from`` go in the write's transaction,
+with the transcripts no other revision names (:data:`~.rows.DROP_REVISIONS`).
 """
 
 from __future__ import annotations
@@ -16,28 +22,36 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
+import psycopg
 
+from ..._errors import RevisionNotFoundError, SessionNotFoundError
 from ..._merge import Authoritative
-from ..._model import Session, decode_record, encode_message
-from ..protocol import Head, IoCounts, Stored, Version
+from ..._model import Revision, Session, decode_record, encode_message
+from ..protocol import Commit, Head, IoCounts, Stored, Version
 from .rows import (
-    DELETE_MESSAGES,
     DELETE_SESSION,
-    INSERT,
+    DROP_REVISIONS,
     INSERT_USAGE,
-    INSERT_WITH_MESSAGES,
     READ_EXTRA,
-    READ_MESSAGES,
+    READ_HISTORY,
+    READ_REVISION,
+    READ_REVISION_MESSAGES,
+    READ_SOURCE,
+    READ_TRANSCRIPT,
     READ_USAGE,
-    UPDATE,
-    UPDATE_METADATA,
-    UPDATE_WITH_MESSAGES,
+    WRITE_FORK,
+    WRITE_METADATA,
+    WRITE_NEW,
+    WRITE_NEXT,
     HeadRow,
+    RevisionRow,
     check_columns,
     decode_head,
+    decode_history,
+    decode_revision,
     decode_session,
-    iso,
-    row_values,
+    head_of,
+    head_values,
     version_of,
 )
 from .schema import USAGE
@@ -47,6 +61,11 @@ if TYPE_CHECKING:
     from .backend import PostgresBackend
 
 __all__ = ["PostgresSession"]
+
+#: How many columns of a READ_SOURCE row are the source's head.
+_HEAD_WIDTH = 12
+#: Reads of a source's latest revision, dropped by its writes as it is read.
+_SOURCE_READS = 3
 
 
 class PostgresSession:
@@ -81,21 +100,88 @@ class PostgresSession:
 
     def read_head(self) -> Head | None:
         head = self._head
-        return None if head is None else Head(head.group, version_of(head))
+        return None if head is None else head_of(self.session_id, head)
 
     def read_session(self) -> Stored | None:
         head = self._head
         if head is None:
             return None
-        return Stored(self._read_session(head), version_of(head))
-
-    def _read_session(self, head: HeadRow) -> Session:
         with self._transaction.statements() as conn:
-            extra_cursor = conn.execute(READ_EXTRA, (self.session_id,))
-            body_cursor = conn.execute(READ_MESSAGES, (self.session_id,))
-        extra = extra_cursor.fetchone()
+            extra_cursor = conn.execute(READ_EXTRA, (self.session_id, head.revision))
+            body_cursor = conn.execute(
+                READ_TRANSCRIPT, (self.session_id, head.transcript, head.message_count)
+            )
+        session = decode_session(
+            self.session_id,
+            head,
+            head.revision,
+            head.latest,
+            extra_cursor.fetchone(),
+            body_cursor.fetchall(),
+        )
+        return Stored(session, version_of(head.latest))
+
+    def read_revision(self, revision: int) -> Stored | None:
+        head = self._head
+        if head is None:
+            return None
+        if revision == head.revision:
+            return self.read_session()
+        with self._transaction.statements() as conn:
+            row_cursor = conn.execute(READ_REVISION, (self.session_id, revision))
+            body_cursor = conn.execute(READ_REVISION_MESSAGES, (self.session_id, revision))
+        row = row_cursor.fetchone()
         bodies = body_cursor.fetchall()
-        return decode_session(self.session_id, head, extra, bodies)
+        if row is None:
+            return None
+        found, extra = decode_revision(row)
+        session = decode_session(self.session_id, head, revision, found, extra, bodies)
+        return Stored(session, version_of(found))
+
+    def read_history(self, oldest: int) -> list[Revision]:
+        with self._transaction.statements(pipeline=False) as conn:
+            cursor = conn.execute(READ_HISTORY, (self.session_id, oldest))
+        return decode_history(self.session_id, cursor.fetchall())
+
+    def read_source(
+        self, source_id: str, revision: int | None
+    ) -> tuple[Head, Stored | None] | None:
+        """The source's head and revision, read without a lock (see :meth:`write_fork`).
+
+        Its latest (``revision`` None) is read again while the source's
+        writes drop it between the two reads.
+        """
+        for _ in range(_SOURCE_READS - 1):
+            found = self._read_source(source_id, revision)
+            if revision is not None or found is None or found[1] is not None:
+                return found
+        return self._read_source(source_id, revision)
+
+    def _read_source(
+        self, source_id: str, revision: int | None
+    ) -> tuple[Head, Stored | None] | None:
+        with self._transaction.statements(pipeline=False) as conn:
+            cursor = conn.execute(READ_SOURCE, {"id": source_id, "revision": revision})
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        head = decode_head(row[:_HEAD_WIDTH])
+        source_head = head_of(source_id, head)
+        if row[_HEAD_WIDTH] is None:  # no such revision row (r.title is NOT NULL)
+            return source_head, None
+        found, extra = decode_revision(row[_HEAD_WIDTH:])
+        # Its own statement, so a later snapshot: the rows are the same or,
+        # dropped by the source's history meanwhile, missing (never others).
+        with self._transaction.statements(pipeline=False) as conn:
+            cursor = conn.execute(
+                READ_TRANSCRIPT, (source_id, found.transcript, found.message_count)
+            )
+        bodies = cursor.fetchall()
+        if len(bodies) != found.message_count:
+            return source_head, None  # that revision has gone since
+        number = head.revision if revision is None else revision
+        session = decode_session(source_id, head, number, found, extra, bodies)
+        return source_head, Stored(session, version_of(found))
 
     def read_usage(self) -> list[dict[str, Any]]:
         with self._transaction.statements(pipeline=False) as conn:
@@ -105,71 +191,156 @@ class PostgresSession:
     # --- writes ---
 
     def write_snapshot(
-        self, session: Session, *, append_from: int | None, trusted: bool
+        self,
+        session: Session,
+        commit: Commit,
+        *,
+        append_from: int | None,
+        trusted: bool,
+        transcript_of: Version | None = None,
     ) -> Version:
-        """Write the row; with ``append_from``, insert only the messages after it."""
+        """Write revision ``session.revision``; with ``append_from``, only the messages after it.
+
+        An append goes into the head's transcript when nothing lies beyond
+        its end there (else its prefix is copied, on the server, into a new
+        one); ``transcript_of`` (a rewind) names a transcript of this
+        session, and no message row is written.
+        """
         check_columns(session)
         head = self._head
         messages = session.messages
-        if head is not None and append_from is not None:
-            transcript, start = head.transcript, append_from
+        count = len(messages)
+        copy_from: uuid.UUID | None = None
+        start = 0
+        if transcript_of is not None:
+            transcript, start = _transcript(transcript_of, count), count
+        elif head is not None and append_from is not None:
+            start = append_from
+            if head.appendable:
+                transcript = head.transcript
+            else:
+                transcript, copy_from = uuid.uuid4(), head.transcript
         else:
-            transcript, start = uuid.uuid4().hex, 0
+            transcript = uuid.uuid4()
         bodies = [encode_message(m).decode() for m in messages[start:]]
         metadata = orjson.dumps(session.metadata).decode()
         runtime_state = orjson.dumps(session.runtime_state).decode()
-        created_at, updated_at = iso(session.created_at), iso(session.updated_at)
-        values = row_values(
-            self.session_id,
-            session,
-            created_at=created_at,
-            updated_at=updated_at,
-            transcript=transcript,
+        values = head_values(self.session_id, session, transcript)
+        values.update(
+            kind=commit.kind,
             metadata=metadata,
             runtime_state=runtime_state,
+            copy_from=copy_from,
+            copy_count=start if copy_from is not None else 0,
+            positions=list(range(start, count)),
+            bodies=bodies,
         )
         # The row is locked (or, absent, its creation is: the advisory lock).
-        rewrite = start == 0 and head is not None
-        with self._transaction.statements(pipeline=rewrite, write=True) as conn:
-            if rewrite:
-                conn.execute(DELETE_MESSAGES, (self.session_id,))
-            if bodies:
-                positions = list(range(start, len(messages)))
-                query = INSERT_WITH_MESSAGES if head is None else UPDATE_WITH_MESSAGES
-                conn.execute(query, (*values, positions, bodies))
-            else:
-                conn.execute(INSERT if head is None else UPDATE, values)
+        with self._transaction.statements(pipeline=commit.keep_from > 1, write=True) as conn:
+            cursor = conn.execute(WRITE_NEW if head is None else WRITE_NEXT, values)
+            self._drop_revisions(conn, commit)
+        row = cursor.fetchone()
+        if row is None:  # pragma: no cover - the row is locked: it cannot have gone
+            raise RuntimeError(f"session {self.session_id!r}: its row went while locked")
         self.counts.snapshots_written += 1
-        if start:
+        if transcript_of is not None:
+            pass
+        elif start:
             self.counts.journal_appends += 1 if bodies else 0
         else:
             self.counts.journal_rewrites += 1
         self.counts.bytes_written += sum(map(len, bodies)) + len(metadata) + len(runtime_state)
-        self._head = HeadRow(
-            Authoritative.of(session), created_at, updated_at, len(messages), transcript
+        latest = RevisionRow(
+            Authoritative.of(session),
+            values["created_at"],
+            values["updated_at"],
+            count,
+            transcript,
         )
-        return (transcript, len(messages))
+        lineage = session if head is None else head
+        self._head = HeadRow(
+            latest,
+            session.revision,
+            lineage.forked_from,
+            lineage.forked_from_revision,
+            appendable=row[0],
+        )
+        return (transcript, count)
 
-    def write_metadata(self, session: Session) -> None:
+    def write_metadata(self, session: Session, commit: Commit) -> None:
         check_columns(session)
         head = self._head
         assert head is not None  # the planner read the session under this lock
-        updated_at = iso(session.updated_at)
+        values = head_values(self.session_id, session, head.transcript)
+        values.update(kind=commit.kind, previous=head.revision)
+        with self._transaction.statements(pipeline=commit.keep_from > 1, write=True) as conn:
+            conn.execute(WRITE_METADATA, values)
+            self._drop_revisions(conn, commit)
+        self.counts.snapshots_written += 1
+        latest = attrs.evolve(
+            head.latest,
+            group=Authoritative.of(session),
+            created_at=values["created_at"],
+            updated_at=values["updated_at"],
+        )
+        self._head = attrs.evolve(head, latest=latest, revision=session.revision)
+
+    def write_fork(
+        self, session: Session, source_id: str, transcript_of: Version | None
+    ) -> Version:
+        """Make this session, its messages a copy of the source's rows made on the server.
+
+        The source was read without a lock (:meth:`read_source`): its rows
+        are copied in one statement that makes nothing unless all are there.
+        """
+        check_columns(session)
+        assert transcript_of is not None  # this storage always names its transcripts
+        count = len(session.messages)
+        source_transcript = _transcript(transcript_of, count)
+        transcript = uuid.uuid4()
+        metadata = orjson.dumps(session.metadata).decode()
+        runtime_state = orjson.dumps(session.runtime_state).decode()
+        values = head_values(self.session_id, session, transcript)
+        values.update(
+            kind="fork",
+            metadata=metadata,
+            runtime_state=runtime_state,
+            source_id=source_id,
+            source_transcript=source_transcript,
+        )
         with self._transaction.statements(pipeline=False, write=True) as conn:
-            conn.execute(
-                UPDATE_METADATA,
-                (
-                    session.title,
-                    session.title_version,
-                    session.pinned,
-                    session.metadata_version,
-                    updated_at,
-                    session.updated_at,
-                    self.session_id,
-                ),
+            cursor = conn.execute(WRITE_FORK, values)
+        row = cursor.fetchone()
+        assert row is not None
+        made, source_exists = row
+        if not made:  # nothing was written
+            if not source_exists:
+                raise SessionNotFoundError(source_id)
+            raise RevisionNotFoundError(
+                source_id, session.forked_from_revision or 0, "no longer kept"
             )
         self.counts.snapshots_written += 1
-        self._head = attrs.evolve(head, group=Authoritative.of(session), updated_at=updated_at)
+        self.counts.bytes_written += len(metadata) + len(runtime_state)
+        latest = RevisionRow(
+            Authoritative.of(session),
+            values["created_at"],
+            values["updated_at"],
+            count,
+            transcript,
+        )
+        self._head = HeadRow(
+            latest,
+            session.revision,
+            session.forked_from,
+            session.forked_from_revision,
+            appendable=True,
+        )
+        return (transcript, count)
+
+    def _drop_revisions(self, conn: psycopg.Connection[Any], commit: Commit) -> None:
+        """Drop the revisions before ``commit.keep_from`` (sent after the write, which it sees)."""
+        if commit.keep_from > 1:
+            conn.execute(DROP_REVISIONS, {"id": self.session_id, "keep": commit.keep_from})
 
     def append_usage(self, data: bytes) -> None:
         records = data.decode().split("\n")
@@ -184,3 +355,11 @@ class PostgresSession:
             cursor = conn.execute(DELETE_SESSION, (self.session_id,))
         self._head = None
         return cursor.rowcount > 0
+
+
+def _transcript(version: Version, count: int) -> uuid.UUID:
+    """The transcript a :class:`Version` of this storage names, for ``count`` messages."""
+    transcript, counted = version
+    if not isinstance(transcript, uuid.UUID) or counted != count:
+        raise ValueError(f"not a transcript of {count} messages here: {version!r}")
+    return transcript

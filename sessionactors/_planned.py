@@ -1,0 +1,74 @@
+"""The sessions a planner writes, made from checked values without checking them again."""
+
+from __future__ import annotations
+
+import operator
+from datetime import datetime
+from typing import Protocol
+
+from ._merge import Authoritative
+from ._model import Message, Session, converter
+from .storage.protocol import Head
+
+__all__ = ["Lineage", "group_of", "own_messages", "with_group"]
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+class Lineage(Protocol):
+    """What names where a session was forked from: a Session, or a storage's Head."""
+
+    @property
+    def forked_from(self) -> str | None: ...
+
+    @property
+    def forked_from_revision(self) -> int | None: ...
+
+
+def with_group(
+    session: Session, group: Authoritative, updated_at: datetime, lineage: Lineage | None
+) -> Session:
+    """A new Session: ``session`` with ``group``, ``updated_at``, ``lineage``; no validators run.
+
+    ``revision`` is 0 until the write sets it; ``lineage`` is the persisted
+    one (None: no session persisted, so no lineage).
+
+    Every value is checked already (the save's copy when it was called, a
+    session as read, a group from the merge rule or an edit's checks), and
+    this runs for every save: ``attrs.evolve`` would check them all again at
+    five times the cost. Every field is set here (``test_plan`` checks it
+    against ``attrs.evolve``).
+    """
+    made: Session = _new(Session)
+    _set(made, "id", session.id)
+    _set(made, "title", group.title)
+    _set(made, "title_version", group.title_version)
+    _set(made, "pinned", group.pinned)
+    _set(made, "metadata_version", group.metadata_version)
+    _set(made, "created_at", session.created_at)
+    _set(made, "updated_at", updated_at)
+    _set(made, "messages", session.messages)
+    _set(made, "metadata", session.metadata)
+    _set(made, "runtime_state", session.runtime_state)
+    _set(made, "revision", 0)
+    _set(made, "forked_from", None if lineage is None else lineage.forked_from)
+    _set(made, "forked_from_revision", None if lineage is None else lineage.forked_from_revision)
+    return made
+
+
+def own_messages(prior: list[Message], incoming: list[Message]) -> list[Message]:
+    """``prior`` if ``incoming`` starts with its very objects, else copies of it.
+
+    Two callers never share a Message object: a checkpoint following another
+    caller's save in one batch gets the persisted messages as new objects.
+    """
+    if len(incoming) >= len(prior) and all(map(operator.is_, incoming, prior)):
+        return prior
+    return converter.structure(converter.unstructure(prior, list[Message]), list[Message])
+
+
+def group_of(current: Session | Head | None) -> Authoritative | None:
+    if isinstance(current, Head):
+        return current.group
+    return None if current is None else Authoritative.of(current)

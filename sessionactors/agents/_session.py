@@ -1,0 +1,152 @@
+"""AgentsSession: the Agents SDK's ``Session`` protocol over a ``sessionactors.aio`` store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from agents.memory import SessionSettings
+from agents.memory.session_settings import resolve_session_limit
+
+from .._errors import SessionNotFoundError
+from .._ids import validate_session_id
+from .._model import Message, Session
+from ..aio import SessionStore
+from ._items import item_of, message_of
+from ._locks import session_lock
+
+if TYPE_CHECKING:
+    from agents.items import TResponseInputItem
+
+__all__ = ["AgentsSession"]
+
+
+class AgentsSession:
+    """A conversation's items, kept as the messages of one session of an aio store.
+
+    It satisfies the OpenAI Agents SDK's ``Session`` protocol, so
+    ``Runner.run(agent, input, session=AgentsSession(store, "chat-1"))``
+    reads the conversation before a turn and adds the turn's items after.
+    Each item is one message (the mapping is in ``sessionactors.agents._items``
+    and docs/asyncio.md) and reads back equal to the item given.
+
+    Safe with other writers, in this process or others, on the same store root:
+
+    * ``add_items`` is one ``checkpoint_runtime_session`` carrying only the
+      new items, each under a fresh unique message id: the store appends the
+      messages whose id is not persisted, so adds from several processes
+      interleave whole items and lose none.
+    * ``pop_item`` and ``clear_session`` read the session, then write it.
+      When the store offers ``update_session`` they use it, and are atomic.
+      Until then: within one aio store, adds, pops and clears of a session
+      take one asyncio lock, so none is lost; but an item another store or
+      process adds between a pop's read and its write is lost (a clear
+      clears it, which is what a clear after it would do).
+    * The UI's title and pin are never clobbered (the store's merge rule).
+      The session's ``metadata`` and ``runtime_state`` are written back as
+      this object last read them, as any runtime save does.
+
+    Args:
+        store: an open ``sessionactors.aio`` store.
+        session_id: the session holding the conversation (created by the
+            first add).
+        session_settings: the SDK's settings; ``limit`` is the default of
+            ``get_items`` (None: every item).
+
+    Raises:
+        InvalidSessionIdError: ``session_id`` cannot name a session.
+    """
+
+    session_id: str
+    session_settings: SessionSettings | None
+
+    def __init__(
+        self,
+        store: SessionStore,
+        session_id: str,
+        *,
+        session_settings: SessionSettings | None = None,
+    ) -> None:
+        self.session_id = validate_session_id(session_id)
+        self.session_settings = session_settings or SessionSettings()
+        self._store = store
+        # The session's fields other than its messages, as last read: what an
+        # add writes beside its items (the store keeps the persisted messages).
+        self._fields: Session | None = None
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The conversation's items, oldest first; with a limit, the latest ``limit``.
+
+        As the SDK's ``SQLiteSession``: ``limit`` None takes
+        ``session_settings.limit``; 0 gives no item; a negative limit, all.
+        """
+        wanted = resolve_session_limit(limit, self.session_settings)
+        session = await self._load()
+        if session is None:
+            return []
+        messages = session.messages
+        if wanted is not None and wanted >= 0:
+            messages = messages[len(messages) - wanted :] if wanted else []
+        return [item_of(message) for message in messages]
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Append ``items`` to the conversation, durably (per the store's durability).
+
+        Raises:
+            TypeError, ValueError: an item is not plain JSON; nothing is added.
+        """
+        if not items:
+            return
+        messages = [message_of(item) for item in items]
+        async with session_lock(self._store, self.session_id):
+            fields = self._fields or await self._load() or Session(id=self.session_id)
+            await self._store.checkpoint_runtime_session(attrs.evolve(fields, messages=messages))
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove the conversation's last item and return it; None if there is none."""
+        async with session_lock(self._store, self.session_id):
+            popped = await self._rewrite(_pop_last)
+        return None if popped is None else item_of(popped)
+
+    async def clear_session(self) -> None:
+        """Remove every item of the conversation (the session's title and pin stay)."""
+        async with session_lock(self._store, self.session_id):
+            await self._rewrite(_clear)
+
+    async def _load(self) -> Session | None:
+        session = await self._store.load_session(self.session_id)
+        self._fields = None if session is None else attrs.evolve(session, messages=[])
+        return session
+
+    async def _rewrite(self, change: Any) -> Message | None:
+        """Apply ``change`` to the persisted session; what it returns (a removed message)."""
+        if _has_update_session(self._store):
+            removed: list[Message | None] = [None]
+
+            def apply(session: Session) -> None:
+                removed[0] = change(session)
+
+            try:
+                await self._store.update_session(self.session_id, apply)
+            except SessionNotFoundError:
+                return None
+            return removed[0]
+        session = await self._load()
+        if session is None or not session.messages:
+            return None
+        result: Message | None = change(session)
+        await self._store.save_runtime_session(session)
+        return result
+
+
+def _pop_last(session: Session) -> Message | None:
+    return session.messages.pop() if session.messages else None
+
+
+def _clear(session: Session) -> None:
+    session.messages.clear()
+
+
+def _has_update_session(store: SessionStore) -> bool:
+    """Whether the trio store behind ``store`` has ``update_session`` yet (contract v2)."""
+    return callable(getattr(store._store, "update_session", None))
