@@ -548,18 +548,19 @@ class SessionFiles(SessionDirectory):
         listing = list_log(source_fd)
         gen: str | None = top
         depth = None
+        gone = RevisionNotFoundError(source_id, session.forked_from_revision or 0, "no longer kept")
         while gen is not None:
             file = listing.file_of(gen)
             if file is None:
-                raise RevisionNotFoundError(
-                    source_id, session.forked_from_revision or 0, "no longer kept"
-                )
-            header = read_header(source_fd, source_directory, file)
-            if depth is None:
-                depth = header.depth + 1
-                if depth > MAX_DEPTH:
-                    return None
+                raise gone
+            # The source's writers hold its lock, not this read: a generation
+            # it no longer keeps may go at any moment, and with it the revision.
             try:
+                header = read_header(source_fd, source_directory, file)
+                if depth is None:
+                    depth = header.depth + 1
+                    if depth > MAX_DEPTH:
+                        return None
                 os.link(
                     file,
                     link_name(gen),
@@ -570,9 +571,7 @@ class SessionFiles(SessionDirectory):
             except FileExistsError:
                 pass  # linked already (a fork that failed before its generation was made)
             except FileNotFoundError:
-                raise RevisionNotFoundError(
-                    source_id, session.forked_from_revision or 0, "no longer kept"
-                ) from None
+                raise gone from None
             gen = None if header.base is None else header.base[0]
         assert depth is not None
         return top, offset, depth
@@ -698,7 +697,12 @@ class SessionFiles(SessionDirectory):
                 base = self._header(file).base
                 if base is not None:
                     bases.append(base[0])
-        for gen in set(listing.own) | set(listing.links):
+        # Newest first, links last: a base is older than what it is the base
+        # of, so a kill in the middle never leaves a generation whose base is
+        # gone (a reader walking back through ``previous`` would take it for
+        # damage); what it leaves is older generations, whole, removed next time.
+        newest_first = sorted(listing.own, key=lambda gen: listing.own[gen][0], reverse=True)
+        for gen in [*newest_first, *listing.links]:
             if gen not in needed:
                 file = listing.file_of(gen)
                 assert file is not None
