@@ -70,8 +70,8 @@ async def run_demo(root: str | os.PathLike[str], *, sessions: int = 3) -> None:
         stats = store.statistics()
         print(
             f"{stats.saves_requested} saves and {sessions * (RENAMES + 1)} UI edits: "
-            f"{stats.snapshots_written} snapshot writes, {stats.journal_appends} journal "
-            f"appends,\n{stats.journal_rewrites} journal rewrites; "
+            f"{stats.snapshots_written} revisions written, {stats.journal_appends} log "
+            f"appends,\n{stats.journal_rewrites} generations made; "
             f"{stats.appends_requested} usage records: {stats.append_batches} log writes"
         )
 
