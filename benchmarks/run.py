@@ -1,12 +1,13 @@
-"""The benchmark suite of issues 4, 13 and 16: sessionactors against its baselines, in one run.
+"""The benchmark suite of issues 4, 13, 16 and part two: sessionactors against its baselines.
 
 Usage::
 
     python benchmarks/run.py [--quick] [--only SECTION ...] [--out results.json] [--dir DIR]
+                             [--cache DIR] [--postgres URL]
 
 ``--only`` runs some sections alone (repeat it for several): ``workloads``
-(issue 4's, 1 to 5 below), ``journal`` (6), ``revisions`` (7) or ``asyncio`` (8); the
-others are null in the JSON, whose default name is then
+(issue 4's, 1 to 5 below), ``journal`` (6), ``revisions`` (7), ``asyncio``
+(8) or ``ui`` (9); the others are null in the JSON, whose default name is then
 ``benchmarks/results/latest-<sections>.json``, so a partial run does not
 replace the last full one.
 
@@ -53,6 +54,17 @@ The workloads (issue 4), each for both designs, one module each in ``bench/``:
    through ``sessionactors.aio`` (thread and guest mode) against the same
    save from trio, and ``AgentsSession`` against the OpenAI Agents SDK's
    ``SQLiteSession``.
+9. for a UI (part two, ``bench/ui.py``): pages of ``list_sessions`` at 100,000
+   sessions against the full scan of part one; a durable save with the
+   listing index against the same without it; watch latency from another
+   process's write to its delivery (files, PostgreSQL when ``--postgres`` or
+   ``SESSIONACTORS_BENCH_POSTGRES_DSN`` / ``SESSIONACTORS_TEST_POSTGRES_DSN``
+   names a server it can reach, and the floor: inotify on a plain append);
+   64 tasks incrementing a counter with ``update_session`` against flock and
+   a rewrite of the session file. The 100,000-session root is made once and
+   kept under ``--cache`` (default ``benchmarks/results/cache/``, ignored by
+   git; delete it to make it again); ``--quick`` makes 2,000 sessions in the
+   scratch directory instead.
 
 Counters from ``statistics()`` (and the classic port's own) show how many
 snapshot writes, journal writes, log writes and fsyncs each design made.
@@ -66,6 +78,7 @@ test uses it so this code cannot rot. Its figures mean nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -86,11 +99,12 @@ from bench.latency import LATENCY_VARIANTS, measure_latency
 from bench.many_sessions import measure_many_sessions
 from bench.memory import measure_memory
 from bench.memory_child import run_worker
-from bench.report import report, revisions_report
-from bench.results import LatencyResult, Revisions, Workloads
+from bench.report import report, revisions_report, ui_report
+from bench.results import LatencyResult, Revisions, Ui, Workloads
 from bench.revisions import measure_revisions
 from bench.targets import check_targets
 from bench.token_usage import measure_token_usage
+from bench.ui import DEFAULT_CACHE, measure_ui
 from journal import print_journal_table, run_journal_benchmarks
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -98,7 +112,10 @@ WORKLOADS = "workloads"
 JOURNAL = "journal"
 REVISIONS = "revisions"
 ASYNCIO = "asyncio"
-SECTIONS = (WORKLOADS, JOURNAL, REVISIONS, ASYNCIO)
+UI = "ui"
+SECTIONS = (WORKLOADS, JOURNAL, REVISIONS, ASYNCIO, UI)
+#: Where the ui section finds a PostgreSQL server when ``--postgres`` names none.
+POSTGRES_ENVIRONMENT = ("SESSIONACTORS_BENCH_POSTGRES_DSN", "SESSIONACTORS_TEST_POSTGRES_DSN")
 
 
 async def timed_workloads(config: Config, base: Path, progress: Progress) -> partial[Workloads]:
@@ -147,6 +164,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to make the scratch directory"
     )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="where the ui section keeps its 100,000-session root between runs "
+        "(default: benchmarks/results/cache; not used with --quick)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default=None,
+        metavar="URL",
+        help="a PostgreSQL server for the ui section's watch (default: "
+        + " or ".join(POSTGRES_ENVIRONMENT)
+        + "; skipped when none can be reached)",
+    )
     parser.add_argument("--memory-worker", choices=("live", "churn"), help=argparse.SUPPRESS)
     parser.add_argument("--design", choices=DESIGNS, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
@@ -182,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     journal: dict[str, Any] | None = None
     revisions: Revisions | None = None
     asyncio_figures: dict[str, Any] | None = None
+    ui: Ui | None = None
     try:
         if WORKLOADS in sections:
             timed = trio.run(timed_workloads, config, base, progress)
@@ -202,9 +235,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio_dir = base / "asyncio"
             asyncio_dir.mkdir()
             asyncio_figures = run_asyncio_benchmarks(asyncio_dir, quick=args.quick)
+        if UI in sections:
+            progress("ui: listing, the index's cost, watch latency, update_session (part two)")
+            ui_dir = base / "ui"
+            ui_dir.mkdir()
+            postgres = args.postgres or next(
+                (os.environ[name] for name in POSTGRES_ENVIRONMENT if os.environ.get(name)), None
+            )
+            ui = trio.run(
+                partial(
+                    measure_ui,
+                    config,
+                    ui_dir,
+                    progress,
+                    cache=None if args.quick else args.cache,
+                    postgres=postgres,
+                )
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    checks = check_targets(workloads, revisions)
+    checks = check_targets(workloads, revisions, ui)
     progress("done")
     document = Document(
         meta=meta(
@@ -219,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         journal=journal,
         revisions=revisions,
         asyncio=asyncio_figures,
+        ui=ui,
         targets=checks,
     )
     write_document(document, out)
@@ -231,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(revisions_report(revisions, checks))
     if asyncio_figures is not None:
         print_asyncio_table(asyncio_figures)
+    if ui is not None:
+        print()
+        print(ui_report(ui, checks))
     print(f"\nfigures written to {out}")
     return 0
 

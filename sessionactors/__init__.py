@@ -13,6 +13,7 @@ from ._errors import SessionStoreError as SessionStoreError
 from ._errors import StoreClosedError as StoreClosedError
 from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._errors import VersionConflictError as VersionConflictError
+from ._model import Change as Change
 from ._model import Message as Message
 from ._model import Revision as Revision
 from ._model import Session as Session

@@ -18,6 +18,7 @@ from ._plan import Plan, SegmentPlan
 from ._steps import (
     AppendUsage,
     DeleteSession,
+    Publish,
     ReadHead,
     ReadHistory,
     ReadRevision,
@@ -158,4 +159,6 @@ def _execute(storage: SessionStorage, step: Step) -> Any:
         return storage.read_usage()
     if isinstance(step, DeleteSession):
         return storage.delete()
+    if isinstance(step, Publish):
+        return storage.publish(step.summary, step.kind, usage=step.usage)
     raise TypeError(f"unknown step {step!r}")  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "Rewind",
     "Save",
     "Saved",
+    "Update",
 ]
 
 
@@ -130,11 +132,21 @@ class Append(Op):
 @attrs.define(eq=False)
 class Retitle(Op):
     title: str
+    #: The UI's If-Match: the edit is made only while this is the persisted one.
+    if_metadata_version: int | None = None
 
 
 @attrs.define(eq=False)
 class Pin(Op):
     pinned: bool
+    if_metadata_version: int | None = None
+
+
+@attrs.define(eq=False)
+class Update(Op):
+    """Read, change with ``fn`` (in the batch's worker thread), write: one revision."""
+
+    fn: Callable[[Session], object]
 
 
 @attrs.define(eq=False)

@@ -189,6 +189,20 @@ class SessionSummary:
     forked_from: str | None
 
 
+@attrs.frozen
+class Change:
+    """One event of ``watch``: a session changed.
+
+    ``kind`` is a revision's kind (``revision`` is then its number),
+    ``"usage"`` (token-usage records appended) or ``"delete"`` (both with
+    ``revision`` None).
+    """
+
+    session_id: str
+    kind: str
+    revision: int | None
+
+
 #: What a write did, as :class:`Revision` names it.
 REVISION_KINDS = ("save", "checkpoint", "title", "pinned", "update", "rewind", "fork", "import")
 

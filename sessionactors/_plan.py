@@ -26,7 +26,12 @@ from typing import Any
 
 import outcome
 
-from ._errors import RevisionNotFoundError, SessionExistsError, SessionNotFoundError
+from ._errors import (
+    RevisionNotFoundError,
+    SessionExistsError,
+    SessionNotFoundError,
+    VersionConflictError,
+)
 from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, retitle
 from ._messages import (
     Append,
@@ -41,14 +46,16 @@ from ._messages import (
     Rewind,
     Save,
     Saved,
+    Update,
 )
 from ._model import Message, Session, edit_mark, utc_now
-from ._planned import group_of, own_messages, with_group
+from ._planned import group_of, own_messages, summary_of, with_group
 from ._steps import (
     AppendUsage,
     Commit,
     DeleteSession,
     Head,
+    Publish,
     ReadHead,
     ReadHistory,
     ReadRevision,
@@ -64,6 +71,7 @@ from ._steps import (
     WriteSnapshot,
 )
 from ._transcript import TranscriptMemory
+from ._update import apply_update
 from ._values import check_messages
 
 __all__ = ["Plan", "SegmentPlan"]
@@ -113,12 +121,30 @@ class SegmentPlan:
         self.waiting_lines: list[int] = []
         self._head: Head | _Unread | None = _UNREAD if present else None
         self._exists_now: bool | None = None  # asked without reading the head
+        # The whole session this hold wrote last (None: none, or no longer
+        # current): an update reads it rather than storage.
+        self._written: Session | None = None
+        # What this hold changed, told to listings and watchers at its end:
+        # the session as its last write left it, that write's kind.
+        self._latest: Session | None = None
+        self._latest_kind: str | None = None
+        self._deleted = False
+        self._usage = False
 
     def run(self, ops: Sequence[tuple[int, Op]]) -> Plan:
-        """Apply ``ops`` (each with its index in the batch), then write what is pending."""
+        """Apply ``ops`` (each with its index in the batch), write what is pending, publish."""
         for index, op in ops:
             yield from self._apply(index, op)
         yield from self.flush()
+        yield from self._publish()
+
+    def _publish(self) -> Plan:
+        if self._deleted:
+            yield Publish(self.session_id, None, "delete", usage=False)
+        elif self._latest_kind is not None or self._usage:
+            latest = self._latest
+            summary = None if latest is None else summary_of(latest)
+            yield Publish(self.session_id, summary, self._latest_kind, usage=self._usage)
 
     # What the session is now, counting what is pending.
 
@@ -153,7 +179,7 @@ class SegmentPlan:
         if stored is None:
             self._head = None
             return None
-        session = stored.session
+        session = self._written = stored.session
         self._head = Head.of(session, stored.version)
         if fresh or self.memory.current(stored.version) is None:
             self.memory.remember(stored.version, session.messages, edit_mark())
@@ -194,6 +220,8 @@ class SegmentPlan:
                 self.waiting_lines.append(index)
             elif isinstance(op, (Retitle, Pin)):
                 yield from self._edit(index, op)
+            elif isinstance(op, Update):
+                yield from self._update(index, op)
             elif isinstance(op, Load):
                 self.outcomes[index] = outcome.Value((yield from self._load(op.revision)))
             elif isinstance(op, History):
@@ -266,6 +294,11 @@ class SegmentPlan:
         session = yield from self._read_session()
         if session is None:
             raise SessionNotFoundError(self.session_id)
+        expected = op.if_metadata_version
+        if expected is not None and expected != session.metadata_version:
+            raise VersionConflictError(
+                self.session_id, expected=expected, current=session.metadata_version
+            )
         group = Authoritative.of(session)
         changed = retitle(group, op.title) if isinstance(op, Retitle) else pin(group, op.pinned)
         if changed is None:
@@ -274,6 +307,22 @@ class SegmentPlan:
         kind = "title" if isinstance(op, Retitle) else "pinned"
         self._pend(with_group(session, changed, utc_now(), session), kind)
         self.waiting_snapshot.append((index, self.pending))
+
+    def _update(self, index: int, op: Update) -> Plan:
+        """``op.fn`` on the session as persisted (or as this hold just wrote it): one revision."""
+        yield from self.flush()
+        session = self._written
+        if session is None:
+            session = yield from self._read_session()
+        if session is None:
+            raise SessionNotFoundError(self.session_id)
+        updated, changed = apply_update(session, op.fn)
+        if not changed:
+            self.outcomes[index] = outcome.Value(updated)
+            return
+        self._pend(with_group(updated, Authoritative.of(session), utc_now(), session), "update")
+        self.waiting_snapshot.append((index, self.pending))
+        yield from self.flush()
 
     def _pend(self, session: Session, kind: str, transcript: Version | None = None) -> None:
         """``session`` is to be written as a revision of ``kind``; its messages are checked."""
@@ -343,6 +392,8 @@ class SegmentPlan:
         self.memory.remember(version, made.messages, mark)
         self._head = Head.of(made, version)
         self.present = True
+        self._written = self._latest = made
+        self._latest_kind = "fork"
         self.outcomes[index] = outcome.Value(made)
 
     def _delete(self, index: int) -> Plan:
@@ -357,10 +408,14 @@ class SegmentPlan:
         self._succeed(self.waiting_snapshot)
         self._succeed([(i, None) for i in self.waiting_lines])
         self.pending = None
+        self._written = None
         self.lines.clear()
         self._head = None
         self._exists_now = None
         self.memory.forget()
+        self._deleted = self._deleted or existed
+        self._latest = self._latest_kind = None
+        self._usage = False
         self.outcomes[index] = outcome.Value(existed)
 
     # Writing.
@@ -381,6 +436,7 @@ class SegmentPlan:
         self.waiting_snapshot.clear()
         self.waiting_lines.clear()
         self.pending = None
+        self._written = None
         self.lines.clear()
         self._head = _UNREAD if self.present else None  # what a failed write left: read again
         self._exists_now = None
@@ -405,6 +461,8 @@ class SegmentPlan:
                 # would have created: they fail with it.
                 self._abandon(exc)
                 return
+            self._written = self._latest = snapshot
+            self._latest_kind = commit.kind
             for _, waiting in self.waiting_snapshot:
                 if isinstance(waiting, Saved):
                     waiting.written_as(snapshot)
@@ -415,6 +473,7 @@ class SegmentPlan:
             except Exception as exc:
                 self._fail(self.waiting_lines, exc)
             else:
+                self._usage = True
                 self._succeed([(i, None) for i in self.waiting_lines])
             self.lines.clear()
             self.waiting_lines.clear()

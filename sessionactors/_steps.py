@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import attrs
 
-from ._model import Session
+from ._model import Session, SessionSummary
 from .storage.protocol import Commit, Head, Stored, Version
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Commit",
     "DeleteSession",
     "Head",
+    "Publish",
     "ReadHead",
     "ReadHistory",
     "ReadRevision",
@@ -132,3 +133,19 @@ class AppendUsage(Step):
 @attrs.frozen
 class DeleteSession(Step):
     """Remove the session and its log. Answer: whether a session existed."""
+
+
+@attrs.frozen
+class Publish(Step):
+    """Tell listings and watchers what this hold of the lock changed (last, under the lock).
+
+    ``summary``: the session as the hold left it (None: deleted), its latest
+    revision of ``kind`` (None: no revision was written); ``usage``: token
+    usage was appended. A storage keeping a listing index updates it, one
+    with a change feed sends it; neither may fail the writes before it.
+    """
+
+    session_id: str
+    summary: SessionSummary | None
+    kind: str | None
+    usage: bool

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import attrs
 import trio
@@ -17,6 +17,7 @@ from ._actor import Actor
 from ._batch import BatchTarget
 from ._errors import StoreClosedError
 from ._ids import validate_session_id
+from ._listing import ListQuery
 from ._merge import check_pinned, clean_title
 from ._messages import (
     Append,
@@ -30,13 +31,15 @@ from ._messages import (
     Retitle,
     Rewind,
     Save,
+    Update,
 )
-from ._model import Revision, Session, SessionSummary
+from ._model import Change, Revision, Session, SessionSummary
 from ._options import Durability, StoreOptions, default_threads
 from ._runner import BatchRunner
 from ._stats import Counters, StoreStatistics
 from ._util import NoPublicConstructor
 from ._values import copy_for_save, encode_record
+from ._watch import ChangeBuffer
 from .storage import Backend, open_backend, waits_on_network
 
 __all__ = [
@@ -320,20 +323,97 @@ class SessionStore(metaclass=NoPublicConstructor):
         result: Session = await self._call(new_id, Fork(source_id, revision, cleaned))
         return result
 
-    async def list_sessions(self) -> list[SessionSummary]:
-        """Summaries of every readable session, newest ``updated_at`` first.
+    async def list_sessions(
+        self,
+        *,
+        limit: int | None = None,
+        before: SessionSummary | None = None,
+        pinned: bool | None = None,
+        title_contains: str | None = None,
+    ) -> list[SessionSummary]:
+        """Summaries in the order (``updated_at``, ``id``) descending: a page of them, or all.
 
-        A session whose file cannot be decoded is left out (and logged), so
-        one damaged file does not hide the others.
+        Each summary agrees with the session as :meth:`load_session` would
+        return it when it was read, whatever crashed before (on files, the
+        index behind a page is a cache the call checks and corrects).
+
+        Args:
+            limit: at most this many (a positive int).
+            before: a summary of an earlier page (normally its last): this
+                page starts strictly after it in the order.
+            pinned: only sessions with this flag.
+            title_contains: only sessions whose title holds this text,
+                compared casefolded (``str.casefold``).
+
+        A session whose files cannot be decoded is left out (and logged), so
+        one damaged session does not hide the others.
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
+        query = ListQuery.of(
+            limit=limit, before=before, pinned=pinned, title_contains=title_contains
+        )
         summaries, errors = await trio.to_thread.run_sync(
-            self._backend.list_summaries, limiter=self._limiter
+            self._backend.list_summaries, query, limiter=self._limiter
         )
         for error in errors:
             logger.warning("list_sessions skips an unreadable session: %s", error)
         return summaries
+
+    @asynccontextmanager
+    async def watch(self, session_id: str | None = None) -> AsyncIterator[AsyncIterator[Change]]:
+        """Changes of one session (or of every session), as they are made, by anyone.
+
+        ``async with store.watch(id) as changes: async for change in changes:``
+        sees the writes made after the block began, by this store, other
+        stores and other processes on the same root (or database). For one
+        session they arrive in commit order, each revision at most once; a
+        reader that falls behind may be handed a later revision without the
+        ones before it, but never misses the last: once a write has returned,
+        the watch receives a change with that revision or a later one (or a
+        delete). A slow reader never slows a writer and holds a bounded amount
+        of memory per session. Leaving the block stops the watch.
+
+        Raises:
+            StoreClosedError: the store is closed.
+        """
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        if session_id is not None:
+            validate_session_id(session_id)
+        buffer = ChangeBuffer(session_id)
+        backend = self._backend
+
+        async def feed(*, task_status: trio.TaskStatus[None]) -> None:
+            started = False
+
+            def now_started() -> None:
+                nonlocal started
+                started = True
+                task_status.started()
+
+            try:
+                status = cast("trio.TaskStatus[None]", _Started(now_started))
+                await backend.follow(session_id, buffer.put, task_status=status)
+            except Exception as exc:
+                if not started:
+                    raise  # from nursery.start, as it is
+                buffer.fail(exc)  # the reader gets it from its next change
+
+        body_error: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            await nursery.start(feed)
+            try:
+                yield buffer
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                body_error = exc  # raised as it is below, not wrapped by the nursery
+            finally:
+                buffer.close()
+                nursery.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove the session and its log; True if it existed."""
@@ -341,11 +421,18 @@ class SessionStore(metaclass=NoPublicConstructor):
         result: bool = await self._call(session_id, Delete())
         return result
 
-    async def set_title(self, session_id: str, title: str) -> Session:
+    async def set_title(
+        self, session_id: str, title: str, *, if_metadata_version: int | None = None
+    ) -> Session:
         """UI edit: rename the session.
 
         ``title`` is stripped. A change bumps ``title_version`` and
         ``metadata_version``; an unchanged title writes nothing.
+
+        Args:
+            if_metadata_version: the UI's If-Match: rename only if the
+                persisted ``metadata_version`` is this one (checked first,
+                under the session's serialization).
 
         Returns:
             The session as persisted after the edit.
@@ -353,29 +440,84 @@ class SessionStore(metaclass=NoPublicConstructor):
         Raises:
             ValueError: ``title`` is empty once stripped.
             SessionNotFoundError: no such session.
+            VersionConflictError: ``if_metadata_version`` is not the
+                persisted one; nothing is written.
         """
         validate_session_id(session_id)
         clean_title(title)  # refuse a bad title before troubling the actor
-        result: Session = await self._call(session_id, Retitle(title))
+        _check_version(if_metadata_version)
+        result: Session = await self._call(session_id, Retitle(title, if_metadata_version))
         return result
 
-    async def set_pinned(self, session_id: str, pinned: bool) -> Session:
+    async def set_pinned(
+        self, session_id: str, pinned: bool, *, if_metadata_version: int | None = None
+    ) -> Session:
         """UI edit: pin or unpin the session; a change bumps ``metadata_version``.
+
+        Args:
+            if_metadata_version: as for :meth:`set_title`.
 
         Returns:
             The session as persisted after the edit.
 
         Raises:
             SessionNotFoundError: no such session.
+            VersionConflictError: ``if_metadata_version`` is not the
+                persisted one; nothing is written.
         """
         validate_session_id(session_id)
         check_pinned(pinned)
-        result: Session = await self._call(session_id, Pin(pinned))
+        _check_version(if_metadata_version)
+        result: Session = await self._call(session_id, Pin(pinned, if_metadata_version))
+        return result
+
+    async def update_session(self, session_id: str, fn: Callable[[Session], object]) -> Session:
+        """Change the persisted session with ``fn``, atomically: one revision (kind ``"update"``).
+
+        ``fn(session)`` is given a copy of the session as persisted and changes
+        it in place (``messages``, ``metadata``, ``runtime_state``). No other
+        write to the session, from any task, store or process, lands between
+        that read and the write. ``fn`` runs in a worker thread: it must be
+        quick and must not call the store. Calls queued together are applied
+        one after the other, each a revision of its own, and share one fsync.
+
+        Returns:
+            The session as ``fn`` left it, as written (or, when ``fn``
+            changed nothing, as it is: nothing is written then).
+
+        Raises:
+            SessionNotFoundError: no such session.
+            ValueError: ``fn`` changed the authoritative group, ``id``,
+                ``created_at``, ``revision`` or the lineage; nothing written.
+            TypeError, ValueError: ``fn`` left a value that would not read
+                back equal; nothing written.
+            Exception: whatever ``fn`` raised; nothing written.
+        """
+        validate_session_id(session_id)
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        result: Session = await self._call(session_id, Update(fn))
         return result
 
     def statistics(self) -> StoreStatistics:
         """The store's counters now; see :class:`StoreStatistics`."""
         return self._stats.report(live_actors=len(self._routes))
+
+
+@attrs.frozen
+class _Started:
+    """A ``task_status`` that calls ``started`` (for a feed that must know it started)."""
+
+    started: Callable[[], None]
+
+
+def _check_version(version: object) -> None:
+    if version is None:
+        return
+    if type(version) is not int:
+        raise TypeError(f"if_metadata_version must be an int, got {type(version).__name__}")
+    if version < 0:
+        raise ValueError(f"if_metadata_version must be >= 0, got {version}")
 
 
 def _check_revision(revision: object) -> None:

@@ -66,9 +66,34 @@ def check_revisions(document: dict[str, Any]) -> None:
     assert len(issue_13) == 5
 
 
+def check_ui(document: dict[str, Any]) -> None:
+    """Part two's figures (``bench/ui.py``) are there, positive, and its targets were checked."""
+    ui = document["ui"]
+    listing = ui["listing"]
+    for page in ("first_page", "pinned_page", "title_page", "no_match_page", "full_scan"):
+        assert 0 < listing[page]["value"] <= listing[page]["p99"], page
+    assert listing["ratio_vs_scan"] > 0 and listing["pinned"] > 0 and listing["title_matches"] > 0
+    cost = ui["index_cost"]
+    assert cost["with_index"]["value"] > 0 and cost["without_index"]["value"] > 0
+    assert cost["ratio"] > 0
+    for watch in ("watch_files", "watch_floor"):
+        # Every write was followed by a change (the watch's promise), timed.
+        assert ui[watch]["missed"] == 0 and ui[watch]["delivered"] > 0, watch
+        assert len(ui[watch]["samples_s"]) == ui[watch]["writes"], watch
+    assert ui["watch_postgres"] is None or ui["watch_postgres"]["missed"] == 0
+    assert ui["postgres_note"]
+    counter = ui["counter"]
+    assert counter["sessionactors"]["value"] > 0 and counter["classic"]["value"] > 0
+    # Queued updates share fsyncs; the classic way pays two per increment.
+    assert counter["fsyncs_per_increment"] < 1 and counter["classic_fsyncs_per_increment"] == 2
+    ui_targets = [target for target in document["targets"] if target["issue"] == "ui"]
+    assert len(ui_targets) == 6 + (ui["watch_postgres"] is not None)
+
+
 def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None:
     stdout, document = run_quick(tmp_path)
     assert "Targets (issue 4)" in stdout and "Targets (issue 13)" in stdout
+    assert "For a UI (part two)" in stdout
 
     workloads = document["workloads"]
     for name in WORKLOADS:
@@ -94,6 +119,7 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
     assert all(row["median_ms"] > 0 for row in journal["save_latency"].values())
     assert journal["session_life"]["journal_s"] > 0 and journal["session_life"]["rewrite_s"] > 0
     check_revisions(document)
+    check_ui(document)
 
 
 def test_quick_benchmark_runs_one_section_alone(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from sessionactors._steps import (
     AppendUsage,
     DeleteSession,
     Head,
+    Publish,
     ReadHead,
     ReadHistory,
     ReadRevision,
@@ -126,6 +127,8 @@ class Asked:
 class Run:
     plan: SegmentPlan
     asked: list[Asked]
+    #: What the plan told listings and watchers at its end (None: nothing).
+    published: Publish | None = None
 
     @property
     def steps(self) -> list[Step]:
@@ -172,12 +175,17 @@ def run(
     )
     gen = plan.run(list(enumerate(ops)))
     asked: list[Asked] = []
+    published: Publish | None = None
     answer: Any = None
     while True:
         try:
             step = gen.throw(answer) if isinstance(answer, Exception) else gen.send(answer)
         except StopIteration:
             break
+        if isinstance(step, Publish):  # checked apart: the last step of every hold that wrote
+            assert published is None, "one Publish a hold"
+            published, answer = step, None
+            continue
         asked.append(Asked(step, set(plan.outcomes), plan.memory.known))
         kinds = [type(a.step).__name__ for a in asked]
         assert len(asked) <= len(script), f"unexpected steps: {kinds}"
@@ -185,7 +193,7 @@ def run(
         assert isinstance(step, expected), f"steps: {kinds}, expected {expected.__name__}"
     assert len(asked) == len(script), f"missing steps: {script[len(asked) :]}"
     assert set(plan.outcomes) == set(range(len(ops))), "every op has its outcome"
-    return Run(plan, asked)
+    return Run(plan, asked, published)
 
 
 def written(memory: TranscriptMemory, *messages: Message, version: Version = V1) -> None:

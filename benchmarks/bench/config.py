@@ -1,4 +1,4 @@
-"""The size of every workload: issues 4 and 13's (``FULL``) and the tiny ``--quick`` ones."""
+"""How big every workload is: issues 4, 13 and part two (``FULL``), and tiny (``QUICK``)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,27 @@ class Config:
     fork_rounds: int
     fork_messages: int
     fork_count: int
+    # Part two, for a UI (``bench/ui.py``). Listing: sessions in the root, the
+    # page size, rounds (each: the pages' calls, then one full scan, in turns)
+    # and timed calls of each page a round.
+    ui_sessions: int
+    ui_page_size: int
+    ui_list_rounds: int
+    ui_page_calls: int
+    # The index's cost to a save: rounds (even: each store goes first as
+    # often), the session's messages, timed saves per store.
+    ui_save_rounds: int
+    ui_save_messages: int
+    ui_save_count: int
+    # Watch latency: rounds, writes by the child process per run, seconds between them.
+    ui_watch_rounds: int
+    ui_watch_writes: int
+    ui_watch_interval: float
+    # update_session against flock + read + rewrite: rounds, increments, tasks, messages.
+    ui_counter_rounds: int
+    ui_counter_increments: int
+    ui_counter_tasks: int
+    ui_counter_messages: int
 
 
 FULL = Config(
@@ -70,6 +91,20 @@ FULL = Config(
     fork_rounds=4,
     fork_messages=10_000,
     fork_count=8,
+    ui_sessions=100_000,
+    ui_page_size=50,
+    ui_list_rounds=3,
+    ui_page_calls=100,
+    ui_save_rounds=12,
+    ui_save_messages=200,
+    ui_save_count=40,
+    ui_watch_rounds=2,
+    ui_watch_writes=500,
+    ui_watch_interval=0.005,
+    ui_counter_rounds=3,
+    ui_counter_increments=2000,
+    ui_counter_tasks=64,
+    ui_counter_messages=200,
 )
 
 # A few seconds for every workload, so the smoke test keeps this code from
@@ -103,4 +138,18 @@ QUICK = Config(
     fork_rounds=1,
     fork_messages=50,
     fork_count=2,
+    ui_sessions=2000,
+    ui_page_size=50,
+    ui_list_rounds=1,
+    ui_page_calls=5,
+    ui_save_rounds=2,
+    ui_save_messages=20,
+    ui_save_count=3,
+    ui_watch_rounds=1,
+    ui_watch_writes=20,
+    ui_watch_interval=0.005,
+    ui_counter_rounds=1,
+    ui_counter_increments=256,
+    ui_counter_tasks=64,
+    ui_counter_messages=20,
 )

@@ -1,4 +1,4 @@
-"""The JSON file of a run: where and with what it ran, every workload, the journal, the targets."""
+"""The JSON file of a run: where and with what it ran, every section's figures, the targets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import trio
 import sessionactors
 
 from .config import Config
-from .results import Revisions, Workloads, converter
+from .results import Revisions, Ui, Workloads, converter
 from .targets import Checked
 
 
@@ -50,6 +50,8 @@ class Document:
     revisions: Revisions | None
     #: ``bench/asyncio_embedding.py``'s own dict (issue 16).
     asyncio: dict[str, Any] | None
+    #: Part two's workloads for a UI (``bench/ui.py``).
+    ui: Ui | None
     targets: tuple[Checked, ...]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import os
 import shutil
 import statistics
@@ -42,6 +43,15 @@ def orders(round_index: int, items: Sequence[str]) -> list[str]:
 def median(values: Sequence[float]) -> float:
     """The median, or NaN for no values."""
     return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    """The nearest-rank ``percent``-th percentile (99: the value 99% of samples are at or under)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
 
 
 def fresh_dir(base: Path, name: str) -> Path:

@@ -50,7 +50,10 @@ async def measure_many_sessions(config: Config, base: Path) -> ThroughputResult:
         return prepare, [job(index, size) for index, size in enumerate(sizes)]
 
     def verify(root: Path) -> None:
-        found = sum(1 for entry in os.scandir(root) if entry.is_dir())
+        # Not the store's own ``.sessionactors`` (its listing index).
+        found = sum(
+            1 for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+        )
         if found != config.many_sessions:
             raise AssertionError(f"{root}: {found} sessions, not {config.many_sessions}")
 

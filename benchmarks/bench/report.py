@@ -1,6 +1,7 @@
 """The printed report: medians and ratios, the counters, coalescing, and the targets.
 
-:func:`report` prints issue 4's workloads; :func:`revisions_report` issue 13's.
+:func:`report` prints issue 4's workloads; :func:`revisions_report` issue 13's;
+:func:`ui_report` part two's for a UI.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from collections.abc import Sequence
 
 from .designs import CLASSIC, OURS
 from .harness import KB, MB, median
-from .results import LatencyResult, Revisions, ThroughputResult, Workloads
-from .targets import Checked
+from .results import Calls, LatencyResult, Revisions, ThroughputResult, Ui, WatchLatency, Workloads
+from .targets import SECONDS, UI, UI_POSTGRES_TARGETS, UI_TARGETS, Checked
 
 # The statistics() counters the counter table shows, in its column order.
 COUNTERS = (
@@ -166,6 +167,8 @@ def _targets_table(checks: Sequence[Checked]) -> str:
     for check in checks:
         if check.figure.startswith("bytes"):
             value, limit = _bytes(check.value), _bytes(check.limit)
+        elif check.figure.startswith(SECONDS):
+            value, limit = _ms(check.value), _ms(check.limit)
         else:
             value, limit = f"{check.value:.2f}x", f"{check.limit:.2f}x"
         rows.append(
@@ -253,5 +256,135 @@ def revisions_report(revisions: Revisions, checks: Sequence[Checked]) -> str:
             "Targets (issue 13):",
             "",
             _targets_table([check for check in checks if check.issue == 13]),
+        ]
+    )
+
+
+def _calls(calls: Calls) -> str:
+    return f"{_ms(calls.value)} (p99 {_ms(calls.p99)})"
+
+
+def _verdict(checks: Sequence[Checked], name: str) -> tuple[str, str]:
+    """The target column and the PASS/MISS column of the row checked by target ``name``."""
+    for check in checks:
+        if check.name == name:
+            limit = _ms(check.limit) if check.figure.startswith(SECONDS) else f"{check.limit:g}x"
+            what = "p99" if check.figure.startswith(SECONDS) else "ratio"
+            sign = ">=" if check.at_least else "<="
+            return f"{what} {sign} {limit}", "PASS" if check.passed else "MISS"
+    return "-", ""
+
+
+def _watch_row(
+    label: str, watch: WatchLatency, floor: WatchLatency, verdict: tuple[str, str]
+) -> list[str]:
+    return [
+        label,
+        _calls(watch),
+        f"floor {_calls(floor)}",
+        f"{watch.p99 / floor.p99:,.1f}x at p99" if floor.p99 > 0 else "",
+        *verdict,
+        f"{watch.writes:,} writes ({_ms(watch.write_s)} each), {watch.delivered:,} changes "
+        f"received, {watch.missed} missed; max {_ms(watch.max_s)}",
+    ]
+
+
+def _ui_table(u: Ui, checks: Sequence[Checked]) -> str:
+    first, pinned, title, save, watch, counted = (target.name for target in UI_TARGETS)
+    (watch_postgres,) = (target.name for target in UI_POSTGRES_TARGETS)
+    listing, cost, counter = u.listing, u.index_cost, u.counter
+    scan = f"full scan {_s(listing.full_scan.value)}"
+    ours_counts, classic_counts = counter.sessionactors.counters, counter.classic.counters
+    rows = [
+        ["workload (fsync)", OURS, "baseline / floor", "ratio", "target", "result", "note"],
+        [
+            f"1a first page of {listing.page_size}, {listing.sessions:,} sessions",
+            _calls(listing.first_page),
+            scan,
+            f"{1 / listing.ratio_vs_scan:,.0f}x faster",
+            *_verdict(checks, first),
+            f"index {listing.index_bytes / MB:.1f} MB; root "
+            + ("from the cache" if listing.cached else f"made in {listing.built_s:.0f} s"),
+        ],
+        [
+            f"1b page of pinned=True ({listing.pinned:,} pinned)",
+            _calls(listing.pinned_page),
+            scan,
+            f"{1 / listing.pinned_ratio_vs_scan:,.0f}x faster",
+            *_verdict(checks, pinned),
+            "",
+        ],
+        [
+            f"1c page of title_contains= ({listing.title_matches:,} match)",
+            _calls(listing.title_page),
+            scan,
+            f"{1 / listing.title_ratio_vs_scan:,.0f}x faster",
+            *_verdict(checks, title),
+            "",
+        ],
+        [
+            "1d page of title_contains= matching none",
+            _calls(listing.no_match_page),
+            scan,
+            f"{listing.full_scan.value / listing.no_match_page.value:,.0f}x faster",
+            "-",
+            "",
+            "reference only: every row of the index read",
+        ],
+        [
+            f"2 save adding one message, {cost.messages} messages "
+            f"({cost.session_bytes / KB:.0f} KB)",
+            f"with index {_ms(cost.with_index.value)}",
+            f"without {_ms(cost.without_index.value)}",
+            f"{cost.ratio:.3f}x",
+            *_verdict(checks, save),
+            "per round " + " ".join(f"{ratio:.2f}x" for ratio in cost.paired_ratios),
+        ],
+        _watch_row(
+            "3a watch, files: write to delivery",
+            u.watch_files,
+            u.watch_floor,
+            _verdict(checks, watch),
+        ),
+    ]
+    if u.watch_postgres is not None:
+        rows.append(
+            _watch_row(
+                "3b watch, PostgreSQL: write to delivery",
+                u.watch_postgres,
+                u.watch_floor,
+                _verdict(checks, watch_postgres),
+            )
+        )
+    else:
+        rows.append(["3b watch, PostgreSQL", "skipped", "", "", "", "", u.postgres_note])
+    rows.append(
+        [
+            f"4 {counter.tasks} tasks incrementing a counter ({counter.increments:,})",
+            _rate(counter.sessionactors.value, "incr"),
+            f"flock + rewrite {_rate(counter.classic.value, 'incr')}",
+            f"{counter.ratio:.1f}x throughput",
+            *_verdict(checks, counted),
+            f"fsyncs per increment {counter.fsyncs_per_increment:.3f} vs "
+            f"{counter.classic_fsyncs_per_increment:.0f}; "
+            f"{ours_counts.get('batches', 0):,} batches, "
+            f"{ours_counts.get('thread_hops', 0):,} thread hops, "
+            f"{ours_counts.get('bytes_written', 0) / MB:.1f} MB vs "
+            f"{classic_counts.get('bytes_written', 0) / MB:.1f} MB written; per round "
+            + " ".join(f"{ratio:.1f}x" for ratio in counter.paired_ratios),
+        ]
+    )
+    return _table(rows)
+
+
+def ui_report(ui: Ui, checks: Sequence[Checked]) -> str:
+    """Part two's table for a UI: each workload beside its baseline, its target and result."""
+    return "\n".join(
+        [
+            "For a UI (part two): medians (p99 where shown), each beside its baseline or floor.",
+            "",
+            _ui_table(ui, [check for check in checks if check.issue == UI]),
+            "",
+            ui.postgres_note,
         ]
     )

@@ -247,6 +247,130 @@ class Revisions:
     fork: Fork
 
 
+@attrs.frozen(kw_only=True)
+class Calls:
+    """Timed calls of one kind: the median (``value``), the 99th percentile and every sample."""
+
+    value: float
+    p99: float
+    samples_s: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Listing:
+    """Part two, 1: pages of ``list_sessions`` from the index, against the full scan.
+
+    The pages were timed with the index built and a first call made (warm);
+    ``full_scan`` is ``sessionactors.storage.files.list_summaries(root)``
+    in a worker thread, what part one's ``list_sessions()`` did. Each ratio is
+    the page's median over the scan's. ``built_s`` is how long making the
+    root took (None: it came from the cache).
+    """
+
+    description: str
+    unit: str = "s per call"
+    sessions: int
+    pinned: int
+    title_matches: int
+    page_size: int
+    first_page: Calls
+    pinned_page: Calls
+    title_page: Calls
+    no_match_page: Calls
+    full_scan: Calls
+    ratio_vs_scan: float
+    pinned_ratio_vs_scan: float
+    title_ratio_vs_scan: float
+    index_bytes: int
+    cached: bool
+    built_s: float | None
+
+
+@attrs.frozen(kw_only=True)
+class IndexCost:
+    """Part two, 2: a durable one-message save with the listing index, and without it.
+
+    ``without_index`` is the same store with ``ListingIndex.publish`` made a
+    no-op; ``ratio`` the medians' ratio, ``paired_ratios`` each round's own.
+    """
+
+    description: str
+    unit: str = "s per save"
+    messages: int
+    session_bytes: int
+    with_index: SaveLatency
+    without_index: SaveLatency
+    ratio: float
+    paired_ratios: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class WatchLatency:
+    """Part two, 3: from another process's returned write to its delivery here.
+
+    One sample per write: the time from the write's return in the child
+    (``time.monotonic()``, the machine's CLOCK_MONOTONIC) to the arrival of a
+    change with that revision or a later one (what the contract promises). A
+    sample can be negative: the change may come before the writer has its
+    answer. ``delivered`` counts the changes received; ``missed`` the writes
+    never followed by one (none, if the promise holds).
+    """
+
+    description: str
+    unit: str = "s from return to delivery"
+    backend: str
+    writes: int
+    delivered: int
+    missed: int
+    interval_s: float
+    value: float
+    p99: float
+    max_s: float
+    samples_s: tuple[float, ...]
+    write_s: float
+
+
+@attrs.frozen(kw_only=True)
+class CounterUpdates:
+    """Part two, 4: tasks incrementing one counter: ``update_session`` against the classic way.
+
+    Classic: a lock file (``fcntl.flock``), read the session's JSON file,
+    change it, write it back (temporary file, fsync, rename, directory
+    fsync), each increment in a worker thread. ``ratio`` is the throughputs'
+    (medians), ``paired_ratios`` each round's own.
+    """
+
+    description: str
+    unit: str = "increments per s"
+    increments: int
+    tasks: int
+    messages: int
+    session_bytes: int
+    sessionactors: Rate
+    classic: Rate
+    ratio: float
+    paired_ratios: tuple[float, ...]
+    fsyncs_per_increment: float
+    classic_fsyncs_per_increment: float
+
+
+@attrs.frozen(kw_only=True)
+class Ui:
+    """Part two's workloads for a UI, under their JSON keys.
+
+    ``watch_postgres`` is None when no PostgreSQL server could be used;
+    ``postgres_note`` says why (or which server was).
+    """
+
+    listing: Listing
+    index_cost: IndexCost
+    watch_files: WatchLatency
+    watch_floor: WatchLatency
+    watch_postgres: WatchLatency | None
+    postgres_note: str
+    counter: CounterUpdates
+
+
 converter = cattrs.Converter()
 _throughput_fields = make_dict_unstructure_fn(
     ThroughputResult, converter, classic_unlocked=override(rename=CLASSIC_UNLOCKED)

@@ -1,7 +1,9 @@
 """The targets, as tables: which figure of which workload, its limit, PASS or MISS.
 
 ``TARGETS`` are issue 4's, on :class:`Workloads`; ``REVISION_TARGETS`` issue
-13's, on :class:`Revisions` (format 3: revisions, history and forks).
+13's, on :class:`Revisions` (format 3: revisions, history and forks);
+``UI_TARGETS`` part two's for a UI, on :class:`Ui` (their ``issue`` is
+``"ui"``; ``UI_POSTGRES_TARGETS`` only when PostgreSQL was measured).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from typing import Generic, TypeVar
 import attrs
 
 from .harness import KB, MB
-from .results import Revisions, Workloads
+from .results import Revisions, Ui, Workloads
 
-Figures = TypeVar("Figures", Workloads, Revisions)
+Figures = TypeVar("Figures", Workloads, Revisions, Ui)
 
 THROUGHPUT_RATIO = "throughput ratio"
 LATENCY_RATIO = "latency ratio"
 SPEEDUP = "speedup"
+#: A figure in seconds (printed in ms): its name starts with this.
+SECONDS = "seconds"
+UI = "ui"  # part two's targets' ``issue``
 AT_LEAST = True  # the figure must reach the limit
 AT_MOST = False  # the figure must stay at or under the limit
 
@@ -32,7 +37,7 @@ class Target(Generic[Figures]):
     at_least: bool
     limit: float
     measure: Callable[[Figures], float]
-    issue: int = 4
+    issue: int | str = 4
 
     def check(self, figures: Figures) -> Checked:
         """This target's figure in ``figures``, and whether it met the limit."""
@@ -59,7 +64,7 @@ class Checked:
     limit: float
     at_least: bool
     passed: bool
-    issue: int
+    issue: int | str
 
 
 # The uncontended and contended targets, for each variant that bears on them.
@@ -106,8 +111,32 @@ REVISION_TARGETS: tuple[Target[Revisions], ...] = (
 # fmt: on
 
 
+# Part two, for a UI (``bench/ui.py``), durability="fsync": each beside its baseline.
+# fmt: off
+UI_TARGETS: tuple[Target[Ui], ...] = (
+    Target("first page of 50 (warm index) <= 20 ms at p99",
+           f"{SECONDS} p99", AT_MOST, 0.020, lambda u: u.listing.first_page.p99, UI),
+    Target("page of pinned=True (~1% pinned) <= 100 ms at p99",
+           f"{SECONDS} p99", AT_MOST, 0.100, lambda u: u.listing.pinned_page.p99, UI),
+    Target("page of title_contains= (~1% match) <= 100 ms at p99",
+           f"{SECONDS} p99", AT_MOST, 0.100, lambda u: u.listing.title_page.p99, UI),
+    Target("durable one-message save with the index <= 1.10x without it",
+           LATENCY_RATIO, AT_MOST, 1.10, lambda u: u.index_cost.ratio, UI),
+    Target("watch, files: another process's write delivered <= 100 ms at p99",
+           f"{SECONDS} p99", AT_MOST, 0.100, lambda u: u.watch_files.p99, UI),
+    Target("64 tasks incrementing with update_session >= 20x flock + rewrite",
+           THROUGHPUT_RATIO, AT_LEAST, 20.0, lambda u: u.counter.ratio, UI),
+)
+UI_POSTGRES_TARGETS: tuple[Target[Ui], ...] = (
+    Target("watch, PostgreSQL: another process's write delivered <= 100 ms at p99",
+           f"{SECONDS} p99", AT_MOST, 0.100,
+           lambda u: u.watch_postgres.p99 if u.watch_postgres else float("nan"), UI),
+)
+# fmt: on
+
+
 def check_targets(
-    workloads: Workloads | None, revisions: Revisions | None = None
+    workloads: Workloads | None, revisions: Revisions | None = None, ui: Ui | None = None
 ) -> tuple[Checked, ...]:
     """Every target of the tables whose workloads ran, checked against their figures."""
     checked: list[Checked] = []
@@ -115,4 +144,8 @@ def check_targets(
         checked += [target.check(workloads) for target in TARGETS]
     if revisions is not None:
         checked += [target.check(revisions) for target in REVISION_TARGETS]
+    if ui is not None:
+        checked += [target.check(ui) for target in UI_TARGETS]
+        if ui.watch_postgres is not None:
+            checked += [target.check(ui) for target in UI_POSTGRES_TARGETS]
     return tuple(checked)

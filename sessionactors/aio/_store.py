@@ -273,7 +273,7 @@ class SessionStore(metaclass=NoPublicConstructor):
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
-        open_watch: OpenWatch = self._store.watch  # type: ignore[attr-defined]  # until the core has it
+        open_watch: OpenWatch = self._store.watch
         return watch_changes(self._run, self._side, open_watch, session_id)
 
 

@@ -1,4 +1,4 @@
-"""The command line: list, show, history, rewind, fork, usage, verify and demo, over a store.
+"""The command line: list, show, history, watch, rewind, fork, usage, verify, demo, on a store.
 
 Every command reads the store through the library (``open_store`` and its
 methods; ``verify`` through the file backend's own decoders), never through a
@@ -13,9 +13,11 @@ rest, and exits 1.
 ``parser`` builds the arguments and runs a command; ``common`` holds what
 the commands share (exit statuses, warnings, opening a store); ``text``
 fits text to a terminal; each command is a module of its own (``listing``,
-``show``, ``history``, ``rewind``, ``fork``, ``usage`` with ``usage_records``,
-``verify``, ``demo``). ``rewind`` and ``fork`` are the only ones that write,
-and only through the library, as an application would.
+``show``, ``history``, ``watch``, ``rewind``, ``fork``, ``usage`` with
+``usage_records``, ``verify``, ``demo``). ``rewind`` and ``fork`` are the only
+ones that write, and only through the library, as an application would.
+``list`` and ``watch`` also take a ``postgresql://`` URL for the root;
+``watch`` runs until Ctrl-C (or SIGTERM) and then exits 0.
 """
 
 from .parser import build_parser, main

@@ -41,8 +41,10 @@ __all__ = [
     "UsageError",
     "Warnings",
     "existing_root",
+    "is_url",
     "load_existing",
     "sessions_naming_skips",
+    "store_location",
     "usage_errors",
     "with_store",
 ]
@@ -120,10 +122,24 @@ def existing_root(text: str) -> Path:
     return path
 
 
+#: What a ROOT naming a PostgreSQL database starts with (``list`` and ``watch`` take one).
+_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(text: str) -> bool:
+    """Whether ``text`` names a PostgreSQL database rather than a directory."""
+    return text.startswith(_URL_SCHEMES)
+
+
+def store_location(text: str) -> Path | str:
+    """A ROOT that may also be a ``postgresql://`` URL: the URL as it is, else an existing root."""
+    return text if is_url(text) else existing_root(text)
+
+
 def with_store(
-    root: Path, work: Callable[[SessionStore], Awaitable[T]], *, writes: bool = False
+    root: Path | str, work: Callable[[SessionStore], Awaitable[T]], *, writes: bool = False
 ) -> T:
-    """Run ``work`` in a store opened on ``root`` (which exists already).
+    """Run ``work`` in a store opened on ``root`` (which exists already, or is a URL).
 
     ``writes``: ``work`` writes (a rewind, a fork), durably as an
     application's store does by default; a command that only reads needs
@@ -176,21 +192,40 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-async def sessions_naming_skips(store: SessionStore) -> list[SessionSummary]:
-    """``list_sessions``, with each session it skips named on stderr with the reason.
+async def sessions_naming_skips(
+    store: SessionStore,
+    *,
+    limit: int | None = None,
+    before: SessionSummary | None = None,
+    pinned: bool | None = None,
+    title_contains: str | None = None,
+) -> list[SessionSummary]:
+    """``list_sessions`` (a page of it), with each session it skips named on stderr, and why.
 
     ``list_sessions`` logs what it skips by the file at fault; which session
     that is, and why, is asked of the library again for each directory of
-    the root it did not list (none, usually). A directory that holds no
-    session, or whose name is no session id, is no session, and not named.
+    the root that no listing holds (none, usually; a page's filters aside, so
+    every session is listed once more to know which). A directory that holds
+    no session, or whose name is no session id, is no session, and not named.
+    A store that is no directory (PostgreSQL) shows the warnings as logged.
     """
     with _held_warnings() as held:
-        summaries = await store.list_sessions()
+        summaries = await store.list_sessions(
+            limit=limit, before=before, pinned=pinned, title_contains=title_contains
+        )
     if not held:
         return summaries
-    listed = {summary.id for summary in summaries}
+    root = Path(os.fspath(store.root))
+    if not await trio.Path(root).is_dir():
+        _show_held(held)
+        return summaries
+    if limit is None and before is None and pinned is None and title_contains is None:
+        listed = {summary.id for summary in summaries}
+    else:
+        with _held_warnings():  # the same skips again: already held
+            listed = {summary.id for summary in await store.list_sessions()}
     named = 0
-    for name in session_names(Path(store.root)):
+    for name in session_names(root):
         if name in listed:
             continue
         try:

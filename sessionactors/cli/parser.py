@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import CorruptSessionError, SessionStoreError
-from . import demo, fork, history, listing, rewind, show, usage, verify
+from . import demo, fork, history, listing, rewind, show, usage, verify, watch
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -18,6 +18,7 @@ from .common import (
     PROG,
     UsageError,
     Warnings,
+    is_url,
 )
 
 __all__ = ["build_parser", "main"]
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Look into a sessionactors store: its sessions, their revisions, their "
-        "token usage, and whether anything is damaged; rewind a session or fork it.",
+        "token usage, and whether anything is damaged; watch their changes; rewind a "
+        "session or fork it.",
         epilog="Exit status: 0 done; 1 problems found (a damaged or unreadable file, an OS "
         "error): list, usage and verify then name each session they skip or find at fault, "
         "with the reason, on stderr (verify on stdout), and still show all the others; "
@@ -47,13 +49,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     root_help = "the store's directory"
+    url_root_help = "the store's directory, or its postgresql:// URL"
 
     command = commands.add_parser(
-        "list", help="the sessions, newest first", description="The sessions, newest first."
+        "list",
+        help="the sessions, newest first; filtered, a page at a time",
+        description="The sessions, newest first (by the time of their last write, then "
+        "by id). With --limit, a page that has more after it ends with `more: --after "
+        "CURSOR` on stderr; --after CURSOR lists the next page. A cursor is UPDATED_AT/ID: "
+        "the last session's time in ISO 8601 with its UTC offset, and its id "
+        "percent-encoded (UTF-8), so it is one shell word; written by hand, TIME/ starts "
+        "at the sessions last updated before TIME.",
     )
-    command.add_argument("root", metavar="ROOT", help=root_help)
+    command.add_argument("root", metavar="ROOT", help=url_root_help)
     command.add_argument("--json", action="store_true", help="print JSON for machines")
     command.add_argument("--limit", type=_positive, metavar="N", help="show the N newest only")
+    pins = command.add_mutually_exclusive_group()
+    pins.add_argument("--pinned", action="store_const", const=True, help="only the pinned sessions")
+    pins.add_argument(
+        "--unpinned",
+        action="store_const",
+        const=False,
+        dest="pinned",
+        help="only the sessions not pinned",
+    )
+    command.add_argument(
+        "--title", metavar="TEXT", help="only the sessions whose title holds TEXT (any case)"
+    )
+    command.add_argument(
+        "--after",
+        metavar="CURSOR",
+        help="the page after CURSOR, as the `more:` line of the page before prints it",
+    )
     command.set_defaults(handler=listing.run)
 
     command = commands.add_parser(
@@ -165,6 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     command.set_defaults(handler=verify.run)
 
     command = commands.add_parser(
+        "watch",
+        help="print each change of the sessions as it happens, until Ctrl-C",
+        description="Print a line for each change of the store's sessions (or of session "
+        "ID) as it happens, by any process: the time (UTC), the kind of change (a "
+        "revision's kind: save, checkpoint, title, pinned, update, rewind, fork, import; "
+        "usage when token usage was appended; delete), the revision (- for usage and "
+        "delete) and the session's id. Under load a session's changes may be folded into "
+        "its latest. Once watching, it says so on stderr; each line is flushed as it is "
+        "printed. Runs until Ctrl-C (or SIGTERM), then exits 0.",
+    )
+    command.add_argument("root", metavar="ROOT", help=url_root_help)
+    command.add_argument("id", metavar="ID", nargs="?", help="one session only")
+    command.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object a line: time, session_id, kind, revision",
+    )
+    command.set_defaults(handler=watch.run)
+
+    command = commands.add_parser(
         "demo",
         help="simulate a runtime, a UI and a usage logger writing at once",
         description="Simulate a runtime, a UI and a usage logger writing one store at "
@@ -188,6 +235,12 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _from_postgres(exc: BaseException) -> bool:
+    """Whether ``exc`` is the PostgreSQL driver's (a server not reached): told, not raised."""
+    package = type(exc).__module__.partition(".")[0]
+    return isinstance(exc, Exception) and package in ("psycopg", "psycopg_pool")
+
+
 def _failed(raw: BaseException) -> int:
     """The exit status of an expected failure, told on stderr; anything else is raised."""
     exc = _unwrap(raw)
@@ -202,7 +255,7 @@ def _failed(raw: BaseException) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_PROBLEMS
-    if isinstance(exc, (SessionStoreError, OSError)):
+    if isinstance(exc, (SessionStoreError, OSError)) or _from_postgres(exc):
         _error(str(exc))
         return EXIT_PROBLEMS
     raise raw
@@ -228,6 +281,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         library_logger.removeHandler(warnings)
     if warnings.count:
         status = max(status, EXIT_PROBLEMS)
-    if (warnings.count or corrupt) and args.command != "verify":
+    if (warnings.count or corrupt) and args.command != "verify" and not is_url(args.root):
         print(f"{PROG}: `{PROG} verify {args.root}` checks the whole store", file=sys.stderr)
     return status

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -24,8 +24,10 @@ import orjson
 import trio
 
 from .._errors import CorruptSessionError, LockBusy, RevisionNotFoundError
+from .._listing import ListQuery
 from .._merge import Authoritative
 from .._model import (
+    Change,
     Revision,
     Session,
     SessionSummary,
@@ -34,7 +36,7 @@ from .._model import (
     encode_message,
     structure_session,
 )
-from .protocol import Commit, Head, IoCounts, Stored, Version
+from .protocol import Commit, Head, IoCounts, Stored, Version, published
 
 __all__ = ["SCHEME", "MemoryBackend", "MemorySession", "MemorySpace"]
 
@@ -161,6 +163,15 @@ class MemorySpace:
         self._locks: dict[str, _SessionLock] = {}
         self.sessions: dict[str, _History] = {}
         self.usage: dict[str, list[bytes]] = {}
+        # The watches of this space: each is handed every change (never blocking).
+        self.watchers: set[Callable[[Change], None]] = set()
+
+    def announce(self, changes: list[Change]) -> None:
+        with self._mutex:
+            watchers = list(self.watchers)
+        for put in watchers:
+            for change in changes:
+                put(change)
 
     @contextlib.contextmanager
     def locked(self, session_id: str, *, wait: bool) -> Iterator[None]:
@@ -179,6 +190,16 @@ class MemorySpace:
                 entry.users -= 1
                 if entry.users == 0:
                     del self._locks[session_id]
+
+    @contextlib.contextmanager
+    def watching(self, put: Callable[[Change], None]) -> Iterator[None]:
+        with self._mutex:
+            self.watchers.add(put)
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self.watchers.discard(put)
 
     def summaries(self) -> list[SessionSummary]:
         with self._mutex:
@@ -236,10 +257,22 @@ class MemoryBackend:
     def session(self, session_id: str) -> MemorySession:
         return MemorySession(self.space, session_id)
 
-    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
-        summaries = self.space.summaries()
-        summaries.sort(key=lambda summary: summary.updated_at, reverse=True)
-        return summaries, []
+    def list_summaries(
+        self, query: ListQuery
+    ) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+        return query.page(self.space.summaries()), []
+
+    async def follow(
+        self,
+        session_id: str | None,
+        put: Callable[[Change], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        space = self.space
+        with space.watching(put):
+            task_status.started()
+            await trio.sleep_forever()
 
 
 class MemorySession:
@@ -353,3 +386,6 @@ class MemorySession:
 
     def delete(self) -> bool:
         return self._space.remove(self.session_id)
+
+    def publish(self, summary: SessionSummary | None, kind: str | None, *, usage: bool) -> None:
+        self._space.announce(published(self.session_id, summary, kind, usage=usage))

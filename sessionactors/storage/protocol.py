@@ -10,6 +10,7 @@ hold: files (``storage/files/``), one PostgreSQL transaction
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,8 +19,9 @@ import attrs
 import trio
 
 from .._errors import CorruptSessionError, LockBusy
+from .._listing import ListQuery
 from .._merge import Authoritative
-from .._model import Revision, Session, SessionSummary
+from .._model import Change, Revision, Session, SessionSummary
 
 __all__ = [
     "Backend",
@@ -31,6 +33,7 @@ __all__ = [
     "SessionStorage",
     "Stored",
     "Version",
+    "published",
 ]
 
 
@@ -98,6 +101,20 @@ class IoCounts:
     def __add__(self, other: IoCounts) -> IoCounts:
         pairs = zip(attrs.astuple(self), attrs.astuple(other), strict=True)
         return IoCounts(*(mine + theirs for mine, theirs in pairs))
+
+
+def published(
+    session_id: str, summary: SessionSummary | None, kind: str | None, *, usage: bool
+) -> list[Change]:
+    """The changes a watcher is handed for one :meth:`SessionStorage.publish`, in order."""
+    changes: list[Change] = []
+    if kind == "delete":
+        return [Change(session_id, "delete", None)]
+    if kind is not None and summary is not None:
+        changes.append(Change(session_id, kind, summary.revision))
+    if usage:
+        changes.append(Change(session_id, "usage", None))
+    return changes
 
 
 class SegmentRolledBack(Exception):
@@ -201,6 +218,14 @@ class SessionStorage(Protocol):
 
     def delete(self) -> bool: ...
 
+    def publish(self, summary: SessionSummary | None, kind: str | None, *, usage: bool) -> None:
+        """Tell listings and watchers what this hold changed (see :class:`~.._steps.Publish`).
+
+        The last step of a hold. ``summary`` None with ``kind`` ``"delete"``:
+        the session was deleted; ``kind`` None: no revision was written.
+        """
+        ...
+
 
 class Backend(Protocol):
     """What a store persists into; made by ``open_store``, one per store."""
@@ -211,9 +236,27 @@ class Backend(Protocol):
 
     def session(self, session_id: str) -> SessionStorage: ...
 
-    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
-        """Every readable session's summary, newest first, and the errors of the others.
+    def list_summaries(
+        self, query: ListQuery
+    ) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+        """The page ``query`` asks for, each summary as the session is now; the errors of others.
 
         Blocks: called in a worker thread.
+        """
+        ...
+
+    async def follow(
+        self,
+        session_id: str | None,
+        put: Callable[[Change], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Hand ``put`` each change (of ``session_id``, or every session) until cancelled.
+
+        Every change whose write returns after ``task_status.started()`` is
+        handed over, or a later one of the same session: for one session in
+        commit order, each revision at most once. ``put`` may be called from
+        any thread and never blocks.
         """
         ...

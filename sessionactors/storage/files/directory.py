@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ..protocol import IoCounts
+from ..protocol import IoCounts, SegmentRolledBack
 from . import leftovers, slots
 from .durable import fsync_dir, open_directory, read_at
 from .layout import LOG_FILE, SESSION_FILE, SLOT_FILES
@@ -70,6 +70,11 @@ class SessionDirectory:
     # (None: there is none); see SessionFiles.
     _log: Any = attrs.field(factory=lambda: _UNREAD)
     _lock_fd: int | None = None  # the locked directory, while the lock is held
+    # Appended files whose new bytes one fdatasync each makes durable when the
+    # lock is let go (a descriptor of each and its size before the hold, by
+    # name): every write of one hold shares it, so queued updates cost one
+    # fsync, not one each.
+    _unsynced: dict[str, tuple[int, int]] = attrs.field(factory=dict)
     _dir_fd: int | None = None  # the directory files are opened in: the locked one, or a reader's
     # Paths as strings, made once: pathlib costs more than the syscalls here.
     directory: str = attrs.field(init=False)
@@ -101,6 +106,34 @@ class SessionDirectory:
         if self.fsync:
             os.fdatasync(fd)
             self.counts.fsyncs += 1
+
+    def _datasync_on_release(self, name: str, size: int) -> Callable[[int], None]:
+        """A ``sync`` for an append to ``name`` of ``size`` bytes (locked), done at the release."""
+
+        def later(fd: int) -> None:
+            if self.fsync and name not in self._unsynced:
+                self._unsynced[name] = (os.dup(fd), size)
+
+        return later
+
+    def _sync_appended(self) -> None:
+        """Make every append of this hold durable: before the lock goes, or a file is made.
+
+        If one cannot be, every file appended to is cut back to its size
+        before the hold: what was persisted before is unchanged.
+        """
+        unsynced, self._unsynced = self._unsynced, {}
+        try:
+            for fd, _ in unsynced.values():
+                self._datasync(fd)
+        except OSError:
+            for fd, size in unsynced.values():
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+            raise
+        finally:
+            for fd, _ in unsynced.values():
+                os.close(fd)
 
     def _sync_root(self) -> None:
         if self.fsync:
@@ -138,8 +171,22 @@ class SessionDirectory:
                 if made:
                     self._swept = True  # nothing to sweep in a directory just made
                 written = self.counts.snapshots_written
+                counted = attrs.evolve(self.counts)
                 try:
                     yield True
+                except BaseException:
+                    # Calls answered before the failure still count on their bytes.
+                    with contextlib.suppress(OSError):
+                        self._sync_appended()
+                    raise
+                else:
+                    try:
+                        self._sync_appended()
+                    except OSError as exc:
+                        # What the hold appended is cut back: none of its calls succeed,
+                        # and none of its writes counts.
+                        self.counts = counted
+                        raise SegmentRolledBack(exc, retry=False) from exc
                 finally:
                     if made and self.counts.snapshots_written == written and not self.exists():
                         self.remove_directory()  # every save failed: leave nothing

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ..._errors import CorruptSessionError, RevisionNotFoundError
+from ..._errors import CorruptSessionError, InvalidSessionIdError, RevisionNotFoundError
 from ..._model import Revision, Session, SessionSummary, structure_session
 from ..protocol import Commit, Head, Stored, Version
 from . import journal, slots, usage
@@ -37,6 +37,7 @@ from .generations import (
     session_at,
     version_of,
 )
+from .index import INDEX_DIR, ListingIndex
 from .layout import SLOT_FILES
 from .log_writer import (
     append_records,
@@ -151,6 +152,8 @@ class SessionFiles(SessionDirectory):
     is :class:`SessionDirectory`'s.
     """
 
+    #: The root's listing index, told of every change (None: a reader's, which tells nothing).
+    index: ListingIndex | None = attrs.field(default=None, kw_only=True)
     #: Headers read, by file name: a generation's name holds its random id
     #: and its header never changes, so one read is enough (bounded: cleared
     #: when it outgrows ``_HEADERS_KEPT``).
@@ -303,20 +306,25 @@ class SessionFiles(SessionDirectory):
 
     def summary(self) -> SessionSummary | None:
         """What ``list_sessions`` shows of the session (read without the lock)."""
-        return _unlocked(self._summary, self.directory)
+        entry = self.listing_entry()
+        return None if entry is None else entry[0]
 
-    def _summary(self) -> SessionSummary | None:
+    def listing_entry(self) -> tuple[SessionSummary, str] | None:
+        """The summary and the latest revision's kind (read without the lock); None: no session."""
+        return _unlocked(self._listing_entry, self.directory)
+
+    def _listing_entry(self) -> tuple[SessionSummary, str] | None:
         with self._visiting() as present:
             if not present:
                 return None
             tip = self._tip()
             if tip is not None:
-                return tip.last.summary()
+                return tip.last.summary(), tip.last.data["kind"]
             snapshot = self.read_snapshot()
             if snapshot is None:
                 return None
             session = _legacy_session_head(snapshot)
-            return SessionSummary(
+            summary = SessionSummary(
                 id=session.id,
                 title=session.title,
                 pinned=session.pinned,
@@ -328,6 +336,7 @@ class SessionFiles(SessionDirectory):
                 revision=1,
                 forked_from=None,
             )
+            return summary, "save"
 
     def read_source(
         self, source_id: str, revision: int | None
@@ -338,6 +347,10 @@ class SessionFiles(SessionDirectory):
         latest at a later instant (the source may be written meanwhile), which
         would be another revision than the fork names.
         """
+        if source_id == INDEX_DIR:
+            raise InvalidSessionIdError(
+                f"session id {source_id!r} is the file store's own (its listing index)"
+            )
         source = SessionFiles(self.root, source_id, self.fsync)
 
         def read() -> tuple[Head, Stored | None] | None:
@@ -378,6 +391,7 @@ class SessionFiles(SessionDirectory):
         Returns:
             The version of the transcript now on disk.
         """
+        self._registered()
         self._sweep()
         replaces = append_from is None and not trusted and transcript_of is None
         tip = self._tip() or self._migrate(keep_damaged=replaces)
@@ -395,6 +409,7 @@ class SessionFiles(SessionDirectory):
 
     def write_metadata(self, session: Session, commit: Commit) -> None:
         """Write a revision whose transcript is the current one (locked)."""
+        self._registered()
         self._sweep()
         tip = self._tip() or self._migrate()
         assert tip is not None  # the planner read the session under this lock
@@ -419,7 +434,7 @@ class SessionFiles(SessionDirectory):
             tip.last.end,
             data,
             counts=self.counts,
-            sync=self._datasync,
+            sync=self._datasync_on_release(tip.name, tip.last.end),
         )
         self._written()
         self._prune(commit.keep_from, tip)
@@ -501,6 +516,7 @@ class SessionFiles(SessionDirectory):
         header and one commit references them: a few hundred bytes, whatever
         the source's length. The source is not changed.
         """
+        self._registered()
         self._sweep()
         source_directory = os.path.join(self.root, source_id)
         with directory_at(source_directory) as source_fd:
@@ -577,6 +593,8 @@ class SessionFiles(SessionDirectory):
         return top, offset, depth
 
     def _create(self, seq: int, gen: str, data: bytearray) -> str:
+        # A generation made now may count on bytes appended before it.
+        self._sync_appended()
         name = create_generation(
             self._fd(),
             self.directory,
@@ -710,8 +728,19 @@ class SessionFiles(SessionDirectory):
                     os.unlink(file, dir_fd=self._fd())
         self._forget()
 
+    def _registered(self) -> None:
+        """Before a write: this store is registered, so the index learns if it dies mid-write."""
+        if self.index is not None:
+            self.index.register()
+
+    def publish(self, summary: SessionSummary | None, kind: str | None, *, usage: bool) -> None:
+        """Tell the root's index (and so its watchers) what this hold changed (locked)."""
+        if self.index is not None:
+            self.index.publish(self.session_id, summary, kind, usage)
+
     def append_usage(self, data: bytes) -> None:
         """Append whole lines to the token-usage log in one write (locked)."""
+        self._registered()
         usage.append_usage(
             self._fd(),
             self.directory,
@@ -732,6 +761,7 @@ class SessionFiles(SessionDirectory):
         Raises:
             CorruptSessionError: the directory holds another session's files.
         """
+        self._registered()
         tip = self._tip()  # refuses another session's log
         slots.check_owner(self.directory, self.session_id, self._raw)
         self._forget()

@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .backend import session_ids
 from .checks import run_checks
 from .durable import cut_torn_tail, fsync_dir
 from .layout import SLOT_FILES
@@ -41,7 +42,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 def session_names(root: Path) -> list[str]:
     """The names of the store's directories (symlinks and plain files are not sessions)."""
-    names = [entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)]
+    names = session_ids(root)
     names.sort()
     return names
 

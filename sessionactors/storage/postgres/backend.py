@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -11,9 +12,10 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from ..._errors import CorruptSessionError
-from ..._model import SessionSummary
+from ..._listing import ListQuery
+from ..._model import Change, SessionSummary
+from .listing import channel_for, follow_notifications, page
 from .retry import ATTEMPTS, backoff
-from .rows import LIST_SUMMARIES, decode_summaries
 from .schema import migrate
 from .session import PostgresSession
 
@@ -21,6 +23,7 @@ __all__ = ["CONNECTION_WAIT", "LOOKUP_APPLICATION_NAME", "PostgresBackend"]
 
 #: The lookup's own connection is named so (unless the URL names its connections).
 LOOKUP_APPLICATION_NAME = "sessionactors-lookup"
+_WATCH_NAME = "sessionactors-watch"
 _LOOKUP_CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
 #: How long a batch waits for one of the pool's connections (when all are in
 #: use, or lost and being replaced) before that try fails with PoolTimeout.
@@ -36,6 +39,8 @@ class PostgresBackend:
         self.max_connections = max_connections
         self.display_url = _without_password(url)
         self._pool: ConnectionPool | None = None
+        #: The channel the writes of these tables notify (named by their schema).
+        self.channel = channel_for("")
 
     @property
     def pool(self) -> ConnectionPool:
@@ -68,6 +73,9 @@ class PostgresBackend:
         try:
             with pool.connection() as conn:
                 migrate(conn)
+                row = conn.execute("SELECT current_schema()").fetchone()
+                conn.commit()
+            self.channel = channel_for("" if row is None else str(row[0]))
         except BaseException:
             pool.close()
             raise
@@ -104,17 +112,32 @@ class PostgresBackend:
         conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
         return conn
 
-    def list_summaries(self) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
+    def list_summaries(
+        self, query: ListQuery
+    ) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
         for attempt in range(ATTEMPTS):
             try:
                 with self.pool.connection() as conn:
-                    rows = conn.execute(LIST_SUMMARIES).fetchall()
-                break
+                    return page(conn, query)
             except psycopg.OperationalError:
                 if attempt + 1 == ATTEMPTS:
                     raise
                 backoff(attempt)
-        return decode_summaries(rows)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def follow(
+        self,
+        session_id: str | None,
+        put: Callable[[Change], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Hand ``put`` the database's changes by ``LISTEN``, on a connection of the watch's own."""
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(self.url, autocommit=True, application_name=_WATCH_NAME)
+
+        await follow_notifications(connect, self.channel, session_id, put, task_status=task_status)
 
 
 def _without_password(url: str) -> str:

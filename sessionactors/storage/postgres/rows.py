@@ -28,7 +28,6 @@ __all__ = [
     "DELETE_SESSION",
     "DROP_REVISIONS",
     "INSERT_USAGE",
-    "LIST_SUMMARIES",
     "READ_EXTRA",
     "READ_HEAD",
     "READ_HISTORY",
@@ -222,11 +221,6 @@ SELECT %(id)s, base.n + t.n, t.r::json
 FROM unnest(%(records)s::text[]) WITH ORDINALITY AS t(r, n),
      (SELECT coalesce(max(seq), 0) AS n FROM {USAGE} WHERE session_id = %(id)s) AS base
 """
-LIST_SUMMARIES = (
-    f"SELECT id, title, pinned, title_version, metadata_version, created_at,"
-    f" updated_at, message_count, revision, forked_from FROM {SESSIONS}"
-    f" ORDER BY updated_order DESC, id"
-)
 
 
 @attrs.frozen
@@ -420,7 +414,7 @@ def decode_history(session_id: str, rows: list[tuple[Any, ...]]) -> list[Revisio
 def decode_summaries(
     rows: list[tuple[Any, ...]],
 ) -> tuple[list[SessionSummary], list[CorruptSessionError]]:
-    """The summaries of :data:`LIST_SUMMARIES` rows, and an error for each unreadable one."""
+    """The summaries of rows of the listing's columns, and an error for each unreadable one."""
     summaries: list[SessionSummary] = []
     errors: list[CorruptSessionError] = []
     for row in rows:

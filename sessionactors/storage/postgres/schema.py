@@ -1,4 +1,4 @@
-"""The tables and their migrations: schema version 3, recorded in ``sessionactors_schema``.
+"""The tables and their migrations: schema version 4, recorded in ``sessionactors_schema``.
 
 Tables::
 
@@ -16,6 +16,10 @@ Tables::
     sessionactors_token_usage  (session_id, seq) -> record (json): append-only
     sessionactors_batches      token (uuid) -> written: one row a writing
                                transaction of the last TOKEN_RETENTION
+
+Indexes ``(updated_order, id)`` and ``(pinned, updated_order, id)``, both
+descending with ids in the "C" collation, serve the pages of
+``list_sessions`` (schema 4).
 
 A revision's messages are its transcript's rows below its message_count.
 Message rows are never changed nor deleted one by one: a save that appends
@@ -53,7 +57,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SESSIONS = "sessionactors_sessions"
 REVISIONS = "sessionactors_revisions"
 MESSAGES = "sessionactors_messages"
@@ -151,6 +155,14 @@ MIGRATIONS: dict[int, list[str]] = {
             SELECT m.session_id, s.transcript, m.position, m.body
             FROM {_OLD_MESSAGES} m JOIN {SESSIONS} s ON s.id = m.session_id""",
         f"DROP TABLE {_OLD_MESSAGES}",
+    ],
+    # Pages of list_sessions: keyset order (updated_at, id) descending, ids
+    # compared byte by byte ("C") as Python compares them, and pinned pages.
+    4: [
+        f"""CREATE INDEX {SESSIONS}_page
+            ON {SESSIONS} (updated_order DESC, (id COLLATE "C") DESC)""",
+        f"""CREATE INDEX {SESSIONS}_pinned_page
+            ON {SESSIONS} (pinned, updated_order DESC, (id COLLATE "C") DESC)""",
     ],
 }
 

@@ -26,8 +26,9 @@ import psycopg
 
 from ..._errors import RevisionNotFoundError, SessionNotFoundError
 from ..._merge import Authoritative
-from ..._model import Revision, Session, decode_record, encode_message
-from ..protocol import Commit, Head, IoCounts, Stored, Version
+from ..._model import Revision, Session, SessionSummary, decode_record, encode_message
+from ..protocol import Commit, Head, IoCounts, Stored, Version, published
+from .listing import notification
 from .rows import (
     DELETE_SESSION,
     DROP_REVISIONS,
@@ -81,6 +82,7 @@ class PostgresSession:
         self.session_id = session_id
         self.counts = IoCounts()
         self._transaction = Transaction(backend, session_id)
+        self._channel = backend.channel
         self._head: HeadRow | None = None
 
     @contextlib.contextmanager
@@ -355,6 +357,12 @@ class PostgresSession:
             cursor = conn.execute(DELETE_SESSION, (self.session_id,))
         self._head = None
         return cursor.rowcount > 0
+
+    def publish(self, summary: SessionSummary | None, kind: str | None, *, usage: bool) -> None:
+        """Notify the watchers in this transaction: they hear of it when, and if, it commits."""
+        changes = published(self.session_id, summary, kind, usage=usage)
+        if changes:
+            self._transaction.notify(self._channel, notification(changes))
 
 
 def _transcript(version: Version, count: int) -> uuid.UUID:

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 # a row another store inserted meanwhile would be missed (its INSERT would
 # then fail on the primary key).
 _LOCK = "SELECT pg_advisory_xact_lock(%s), now()"
+_NOTIFY = "SELECT pg_notify(%s, %s)"
 
 
 def lock_key(session_id: str) -> int:
@@ -68,6 +69,8 @@ class Transaction:
         self._failure: Exception | None = None
         self._wrote = False  # a statement that writes was sent in this transaction
         self._attempt = 0
+        # pg_notify payloads, sent with the COMMIT (in its round trip).
+        self._notifications: list[tuple[str, str]] = []
 
     @contextlib.contextmanager
     def run(self) -> Iterator[tuple[Any, ...] | None]:
@@ -78,6 +81,7 @@ class Transaction:
         pool = self._backend.pool
         self._failure = None
         self._wrote = False
+        self._notifications = []
         try:
             conn = pool.getconn()
         except psycopg.Error as exc:
@@ -113,6 +117,14 @@ class Transaction:
         started: datetime = lock_row[1]
         return started, row
 
+    def notify(self, channel: str, payload: str) -> None:
+        """Send ``payload`` on ``channel`` with the COMMIT: heard when, and if, it commits."""
+        self._notifications.append((channel, payload))
+
+    def _send_notifications(self, conn: psycopg.Connection[Any]) -> None:
+        for notification in self._notifications:
+            conn.execute(_NOTIFY, notification)
+
     def _abort(self, conn: psycopg.Connection[Any]) -> None:
         _rollback(conn)
 
@@ -125,13 +137,16 @@ class Transaction:
         """
         if not self._wrote:
             try:
-                conn.commit()
+                with conn.pipeline():
+                    self._send_notifications(conn)
+                    conn.commit()
             except psycopg.Error as exc:  # nothing written: whatever happened, a rerun is safe
                 raise self._rolled_back(exc) from exc
             return
         token = uuid.uuid4()
         try:
             with conn.pipeline():
+                self._send_notifications(conn)
                 conn.execute(RECORD_BATCH, (token,))
                 conn.execute(EXPIRE_BATCHES)
                 conn.commit()

@@ -1,0 +1,106 @@
+"""What ``update_session``'s function may do to a session, decided without I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ._merge import Authoritative
+from ._model import Message, Session, edit_mark
+from ._planned import with_group
+from ._values import check_json, check_messages
+
+__all__ = ["apply_update"]
+
+#: What the store owns or the UI does: an update's function must leave them as they are.
+_FIXED = ("id", "created_at", "revision", "forked_from", "forked_from_revision")
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _json(value: Any) -> Any:
+    # Values read from storage are plain JSON already: a round trip is an exact
+    # deep copy. Strings, numbers and None are immutable: shared as they are.
+    if isinstance(value, (dict, list)) and value:
+        return orjson.loads(orjson.dumps(value))
+    return value if not isinstance(value, (dict, list)) else type(value)()
+
+
+def _copy_message(message: Message) -> Message:
+    """A deep copy of a checked message, without running its validators again."""
+    copy: Message = _new(Message)
+    _set(copy, "id", message.id)
+    _set(copy, "role", message.role)
+    _set(copy, "content", _json(message.content))
+    _set(copy, "created_at", message.created_at)
+    _set(copy, "extra", _json(message.extra))
+    _set(copy, "_stamp", edit_mark())
+    return copy
+
+
+def _copy(session: Session) -> Session:
+    """A deep copy of ``session``, for a function to change without touching what is kept."""
+    messages = list(map(_copy_message, session.messages))
+    copy = with_group(session, Authoritative.of(session), session.updated_at, session)
+    copy.messages = messages
+    copy.metadata = _json(session.metadata)
+    copy.runtime_state = _json(session.runtime_state)
+    copy.revision = session.revision
+    return copy
+
+
+def _unchanged_prefix(before: list[Message], after: list[Message]) -> int:
+    count = 0
+    for old, new in zip(before, after, strict=False):
+        if type(new) is not Message or old != new:
+            break
+        count += 1
+    return count
+
+
+def apply_update(session: Session, fn: Any) -> tuple[Session, bool]:
+    """``fn`` applied to a copy of ``session``: the copy, and whether ``fn`` changed anything.
+
+    ``fn`` may change ``messages``, ``metadata`` and ``runtime_state``; the
+    result is checked like a save's. ``updated_at`` is the store's: a change
+    of it alone is no change, and the write sets it.
+
+    Raises:
+        Whatever ``fn`` raises.
+        ValueError: ``fn`` changed the authoritative group, ``id``,
+            ``created_at``, ``revision`` or the lineage.
+        TypeError, ValueError: the result holds a value that would not read
+            back equal (see :func:`~._values.check_json`).
+    """
+    work = _copy(session)
+    fn(work)
+    if type(work) is not Session:  # pragma: no cover - fn changes the object it is given
+        raise TypeError("update_session's function must change the session in place")
+    if Authoritative.of(work) != Authoritative.of(session):
+        raise ValueError(
+            "update_session may not change title, title_version, pinned or metadata_version:"
+            " they are the UI's (use set_title or set_pinned)"
+        )
+    for name in _FIXED:
+        if getattr(work, name) != getattr(session, name):
+            raise ValueError(f"update_session may not change {name}: it is the store's")
+    if not isinstance(work.messages, list):
+        raise TypeError(f"messages must be a list, got {type(work.messages).__name__}")
+    for name in ("metadata", "runtime_state"):
+        if not isinstance(getattr(work, name), dict):
+            raise TypeError(f"{name} must be a dict, got {type(getattr(work, name)).__name__}")
+    work.updated_at = session.updated_at  # the store's to set, when it writes
+    same = _unchanged_prefix(session.messages, work.messages)
+    if (
+        same == len(session.messages) == len(work.messages)
+        and work.metadata == session.metadata
+        and work.runtime_state == session.runtime_state
+    ):
+        return work, False
+    check_messages(work.messages, same)
+    check_json(work.metadata, "metadata")
+    check_json(work.runtime_state, "runtime_state")
+    return work, True

@@ -1,0 +1,116 @@
+"""A watch of a file root: the index's rows read again whenever the index file changes.
+
+Every write of every store on the root (any process) ends by updating the
+index in a transaction that appends to its WAL file, so a change of any
+file in the index's directory is the signal to read the rows whose ``seq``
+is above the last one seen. The signal comes from inotify (through
+``asyncinotify``, whose file descriptor trio waits on: no thread, no
+polling); where the platform has none, the index is polled every
+:data:`POLL_INTERVAL` seconds instead. A row holds only its session's latest
+revision, so a watcher that falls behind is handed the latest, never a
+backlog, and what it holds stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..._model import Change
+from .index import ListingIndex, changes_of
+
+__all__ = ["POLL_INTERVAL", "follow_index"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between reads of the index where there is no inotify.
+POLL_INTERVAL = 0.05
+#: Seconds after which the index is read even without a signal: a last resort
+#: (a signal the kernel dropped when its queue overflowed).
+_SAFETY_INTERVAL = 1.0
+_NO_LIMIT = trio.CapacityLimiter(math.inf)
+
+
+def _inotify(directory: str) -> Any | None:
+    """An inotify instance watching ``directory``, non-blocking; None where there is none."""
+    try:
+        from asyncinotify import InitFlags, Inotify, Mask
+    except (ImportError, OSError):  # not Linux: no inotify
+        return None
+    try:
+        inotify = Inotify(flags=InitFlags.CLOEXEC | InitFlags.NONBLOCK, sync_timeout=0)
+        inotify.add_watch(
+            directory,
+            Mask.MODIFY | Mask.CREATE | Mask.MOVED_TO | Mask.DELETE | Mask.CLOSE_WRITE,
+        )
+    except OSError as exc:  # out of inotify instances or watches
+        logger.warning("watching %s by polling: inotify refused (%s)", directory, exc)
+        return None
+    return inotify
+
+
+async def follow_index(
+    index: ListingIndex,
+    session_id: str | None,
+    put: Callable[[Change], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hand ``put`` every change recorded in ``index`` after this starts, until cancelled."""
+    watch, epoch, seen = await trio.to_thread.run_sync(index.add_watch, limiter=_NO_LIMIT)
+    inotify = _inotify(str(index.directory))
+    # Each session's latest revision handed over (with its created_at, which
+    # tells a session made again after a delete): a row an index built anew
+    # holds again is not handed over twice.
+    handed: dict[str, tuple[Any, int]] = {}
+    try:
+        task_status.started()
+        while True:
+            await _wait_for_signal(inotify)
+            now, rows = await trio.to_thread.run_sync(
+                index.changes, seen, session_id, limiter=_NO_LIMIT
+            )
+            if now != epoch:
+                # The index was built anew (removed or damaged by hand): its seq
+                # numbers start again, so every row may be news, and its
+                # directory may be a new one to watch.
+                epoch, seen = now, 0
+                _, rows = await trio.to_thread.run_sync(
+                    index.changes, seen, session_id, limiter=_NO_LIMIT
+                )
+                if inotify is not None:
+                    inotify.close()
+                inotify = _inotify(str(index.directory))
+            after = seen
+            for row in rows:
+                created = row[-2]
+                for _, change in changes_of(row, after):
+                    if change.kind == "delete":
+                        handed.pop(change.session_id, None)
+                    elif change.revision is not None:
+                        last = handed.get(change.session_id)
+                        if last is not None and last[0] == created and last[1] >= change.revision:
+                            continue
+                        handed[change.session_id] = (created, change.revision)
+                    put(change)
+                seen = max(seen, row[-1])
+    finally:
+        if inotify is not None:
+            inotify.close()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(index.remove_watch, watch, limiter=_NO_LIMIT)
+
+
+async def _wait_for_signal(inotify: Any | None) -> None:
+    """Until a file of the index's directory changes (or a poll's interval passes)."""
+    if inotify is None:
+        await trio.sleep(POLL_INTERVAL)
+        return
+    with trio.move_on_after(_SAFETY_INTERVAL):
+        await trio.lowlevel.wait_readable(inotify.fd)
+    while inotify.sync_get() is not None:  # drain: one read of the rows serves them all
+        pass

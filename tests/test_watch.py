@@ -1,0 +1,417 @@
+"""``store.watch`` (docs/reference.md, "Watching changes"): what one process sees of its writes.
+
+Every test runs on every backend (files, memory, PostgreSQL) unless marked:
+each kind of change with its revision, in commit order; a watch of one
+session; nothing from before the watch began; another store on the same
+location; leaving the block (the feed is gone: nothing left listening, the
+store closes at once); errors on opening; a delete and a save handled in
+one batch; and, on the file store, a batch of index rows read at once and
+the index deleted under a watch. Other processes, load and the bound on
+what an unread watch holds: test_watch_processes.py.
+
+Watches use real time (their feeds run in threads or wait on inotify), each
+wait bounded by a generous ``trio.fail_after``; no test asserts how fast.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from conftest import Gate, StoreFactory, file_only
+
+import sessionactors.storage.files.feed
+import sessionactors.storage.memory
+from sessionactors import (
+    Change,
+    InvalidSessionIdError,
+    Message,
+    Session,
+    SessionStore,
+    StoreClosedError,
+)
+
+#: Seconds any one expected change may take to arrive (generous: never a timing check).
+WAIT = 20.0
+
+
+class Watcher:
+    """A watch read by a task of its own, keeping every change it was handed, in order."""
+
+    def __init__(self, store: SessionStore, session_id: str | None, pause: float) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.pause = pause  # seconds asleep after each change: a slow reader
+        self.changes: list[Change] = []
+        self.buffer: Any = None  # what the watch yielded
+        self._arrived = trio.Event()  # set (and replaced) at each change
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with self.store.watch(self.session_id) as changes:
+            self.buffer = changes
+            task_status.started()
+            async for change in changes:
+                self.changes.append(change)
+                self._arrived.set()
+                self._arrived = trio.Event()
+                if self.pause:
+                    await trio.sleep(self.pause)
+
+    async def wait_for(self, done: Callable[[list[Change]], bool], timeout: float = WAIT) -> None:
+        """Until ``done(changes)`` holds; fails (showing what came) after ``timeout`` seconds."""
+        try:
+            with trio.fail_after(timeout):
+                while not done(self.changes):
+                    await self._arrived.wait()
+        except trio.TooSlowError:
+            raise AssertionError(f"not seen in {timeout}s; got {self.changes[-20:]}") from None
+
+    async def drained(self) -> None:
+        """Until the reader has taken every change the watch holds (none can come twice then)."""
+        with trio.fail_after(WAIT):
+            while self.buffer.statistics():
+                await self._arrived.wait()  # set as the reader takes each one
+        await trio.sleep(0.1)  # room for anything still on its way
+
+    async def wait_for_count(self, count: int) -> None:
+        await self.wait_for(lambda changes: len(changes) >= count)
+
+    def of(self, session_id: str) -> list[Change]:
+        return [change for change in self.changes if change.session_id == session_id]
+
+
+@asynccontextmanager
+async def watching(
+    store: SessionStore, session_id: str | None = None, *, pause: float = 0.0
+) -> AsyncIterator[Watcher]:
+    """A :class:`Watcher` whose watch has begun; stopped on leaving."""
+    watcher = Watcher(store, session_id, pause)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watcher.run)
+        yield watcher
+        nursery.cancel_scope.cancel()
+
+
+def check_order(changes: list[Change]) -> None:
+    """Per session: revisions strictly increase (each at most once) until a delete."""
+    last: dict[str, int] = {}
+    for change in changes:
+        if change.kind == "delete":
+            last.pop(change.session_id, None)
+        elif change.revision is not None:
+            before = last.get(change.session_id, 0)
+            assert change.revision > before, (change, before, changes)
+            last[change.session_id] = change.revision
+
+
+async def test_each_kind_of_write_is_reported_with_its_revision(store: SessionStore) -> None:
+    session = Session(id="s", messages=[Message(id="m1", role="user", content="hi")])
+    expected: list[Change] = []
+    async with watching(store) as watcher:
+
+        async def step(change: Change | None) -> None:
+            if change is not None:
+                expected.append(change)
+            await watcher.wait_for_count(len(expected))
+
+        await store.save_runtime_session(session)
+        await step(Change("s", "save", session.revision))
+        session.messages.append(Message(id="m2", role="assistant", content="ho"))
+        await store.checkpoint_runtime_session(session)
+        await step(Change("s", "checkpoint", session.revision))
+        await step(Change("s", "title", (await store.set_title("s", "Title")).revision))
+        await store.set_title("s", " Title ")  # unchanged: no revision, no change
+        await step(Change("s", "pinned", (await store.set_pinned("s", True)).revision))
+        updated = await store.update_session("s", lambda s: s.metadata.update(n=1))
+        await step(Change("s", "update", updated.revision))
+        await store.update_session("s", lambda s: None)  # changes nothing: no change
+        await step(Change("s", "rewind", (await store.rewind_session("s", 1)).revision))
+        await step(Change("f", "fork", (await store.fork_session("s", "f")).revision))
+        await store.append_token_usage_record("s", {"input_tokens": 3})
+        await step(Change("s", "usage", None))
+        assert await store.delete_session("s")
+        await step(Change("s", "delete", None))
+        assert not await store.delete_session("s")  # nothing deleted: no change
+        await store.save_runtime_session(Session(id="s"))  # the same id again
+        await step(Change("s", "save", 1))
+        await store.save_runtime_session(Session(id="end"))
+        await step(Change("end", "save", 1))
+    assert [c.revision for c in expected[:6]] == [1, 2, 3, 4, 5, 6]
+    assert watcher.changes == expected
+
+
+async def test_back_to_back_writes_arrive_in_commit_order(store: SessionStore) -> None:
+    session = Session(id="s")
+    async with watching(store) as watcher:
+        for n in range(30):
+            session.messages.append(Message(id=f"m{n}", role="user", content=n))
+            if n % 3 == 0:
+                await store.checkpoint_runtime_session(session)
+            else:
+                await store.save_runtime_session(session)
+            if n % 5 == 0:
+                await store.set_pinned("s", n % 2 == 0)
+            if n % 7 == 0:
+                await store.append_token_usage_record("s", {"n": n})
+        final = session.revision
+        await watcher.wait_for(lambda changes: any(c.revision == final for c in changes))
+        await watcher.drained()
+    check_order(watcher.changes)
+    # Each revision handed out is the one of that number, with its kind.
+    kinds = {entry.revision: entry.kind for entry in await store.session_history("s")}
+    for change in watcher.changes:
+        if change.revision is not None:
+            assert change.kind == kinds[change.revision], change
+    assert {c.kind for c in watcher.changes} <= {"save", "checkpoint", "pinned", "usage"}
+
+
+async def test_a_watch_of_one_session_sees_only_it(store: SessionStore) -> None:
+    async with watching(store, "a") as only_a, watching(store) as every:
+        for session_id in ("ab", "b", "a", "A", "a b"):
+            await store.save_runtime_session(Session(id=session_id))
+        await store.append_token_usage_record("ab", {"n": 1})
+        await store.set_title("b", "bee")
+        await store.delete_session("b")
+        await store.set_title("a", "the one")
+        await only_a.wait_for(lambda changes: Change("a", "title", 2) in changes)
+        await every.wait_for(lambda changes: len({c.session_id for c in changes}) == 5)
+        await every.wait_for(lambda changes: Change("a", "title", 2) in changes)
+        await store.save_runtime_session(Session(id="a b"))
+        await every.wait_for(lambda changes: Change("a b", "save", 2) in changes)
+    # A reader that lags may be handed the title without the save before it.
+    assert only_a.changes in (
+        [Change("a", "save", 1), Change("a", "title", 2)],
+        [Change("a", "title", 2)],
+    )
+    assert {c.session_id for c in every.changes} == {"ab", "b", "a", "A", "a b"}
+
+
+async def test_writes_made_before_the_watch_began_are_not_reported(
+    store: SessionStore,
+) -> None:
+    for n in range(3):
+        await store.save_runtime_session(Session(id="old"))
+        await store.append_token_usage_record("old", {"n": n})
+    await store.save_runtime_session(Session(id="gone"))
+    await store.delete_session("gone")
+    async with watching(store) as watcher, watching(store, "old") as of_old:
+        await store.save_runtime_session(Session(id="new"))
+        await store.set_title("old", "renamed")
+        await watcher.wait_for_count(2)
+        await of_old.wait_for_count(1)
+        await trio.sleep(0.2)  # room for anything that should not come
+    assert watcher.changes == [Change("new", "save", 1), Change("old", "title", 4)]
+    assert of_old.changes == [Change("old", "title", 4)]
+
+
+async def test_writes_of_another_store_on_the_location_are_seen(
+    make_store: StoreFactory,
+) -> None:
+    async with (
+        make_store() as watched,
+        make_store() as other,
+        watching(watched) as watcher,
+        watching(other, "s") as own,
+    ):
+        session = Session(id="s")
+        for _ in range(3):
+            await other.save_runtime_session(session)
+        await other.append_token_usage_record("s", {"n": 1})
+        title = Change(
+            "s", "title", (await watched.set_title("s", "from the first store")).revision
+        )
+        await watcher.wait_for(lambda changes: title in changes)
+        await own.wait_for(lambda changes: title in changes)
+        await other.delete_session("s")
+        await watcher.wait_for(lambda changes: Change("s", "delete", None) in changes)
+        await own.wait_for(lambda changes: Change("s", "delete", None) in changes)
+    for seen in (watcher.changes, own.changes):
+        check_order(seen)
+        assert seen[-1] == Change("s", "delete", None)
+
+
+def listening(backend: str, location: str | Path) -> int:
+    """How many watches of this location are listening now (inotify fds, LISTENs, subscribers)."""
+    if backend == "file":
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if "inotify" in _link(f"/proc/self/fd/{fd}"))
+    if backend == "memory":
+        return len(sessionactors.storage.memory.space_for(str(location)).watchers)
+    import psycopg
+
+    from sessionactors.storage.postgres.listing import channel_for
+
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(str(location)).query))
+    schema = query["options"].removeprefix("-csearch_path=")
+    dsn = os.environ["SESSIONACTORS_TEST_POSTGRES_DSN"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s",
+            (f'LISTEN "{channel_for(schema)}"%',),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed in between
+        return ""
+
+
+async def stops_listening(backend: str, location: str | Path, count: int) -> None:
+    with trio.fail_after(WAIT):  # PostgreSQL's listening thread closes within a tick
+        while (now := listening(backend, location)) != count:
+            assert now > count, "a watch was counted that was never opened"
+            await trio.sleep(0.02)
+
+
+async def test_leaving_the_block_stops_the_watch(
+    make_store: StoreFactory, backend: str, location: str | Path
+) -> None:
+    with trio.fail_after(WAIT):
+        async with make_store() as store:
+            before = listening(backend, location)
+            async with store.watch() as changes:
+                assert listening(backend, location) == before + 1
+                await store.save_runtime_session(Session(id="s"))
+            assert [change async for change in changes] == []  # over, at once
+            await store.save_runtime_session(Session(id="s"))
+            assert changes.statistics() == 0  # nothing collects after leaving
+            await stops_listening(backend, location, before)
+            # Left by a break, and by an exception, which comes out as itself.
+            async with store.watch("s") as changes:
+                await store.save_runtime_session(Session(id="s"))
+                async for change in changes:
+                    assert change == Change("s", "save", 3)
+                    break
+            with pytest.raises(KeyError, match="mine"):
+                async with store.watch() as changes:
+                    raise KeyError("mine")
+            with trio.move_on_after(0.1) as cancelled:  # cancelled while it waits
+                async with store.watch() as changes:
+                    await trio.sleep_forever()
+            assert cancelled.cancelled_caught
+            await stops_listening(backend, location, before)
+        # The store closed promptly: no feed was left running behind it.
+
+
+async def test_a_watch_needs_an_open_store_and_a_valid_id(make_store: StoreFactory) -> None:
+    async with make_store() as store:
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\x00b", "x" * 201]:
+            with pytest.raises(InvalidSessionIdError):
+                async with store.watch(bad):
+                    pytest.fail("a watch of an invalid id began")
+    with pytest.raises(StoreClosedError):
+        async with store.watch():
+            pytest.fail("a watch of a closed store began")
+    with pytest.raises(StoreClosedError):
+        async with store.watch("s"):
+            pytest.fail("a watch of a closed store began")
+
+
+async def test_a_delete_and_a_save_in_one_batch_end_with_the_save(
+    store: SessionStore, gates: Callable[[str], Gate]
+) -> None:
+    for _ in range(3):
+        await store.save_runtime_session(Session(id="s"))
+    recreated = Session(id="s", messages=[Message(id="new", role="user", content=1)])
+    async with watching(store, "s") as watcher:
+        gate = gates("s")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.save_runtime_session, Session(id="s"))  # held: rev 4
+            await gate.wait_entered()
+            nursery.start_soon(store.delete_session, "s")  # queued behind it...
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store.save_runtime_session, recreated)  # ...and this after
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+        assert recreated.revision == 1
+        loaded = await store.load_session("s")
+        assert loaded is not None and loaded.revision == 1
+        # The last write returned: its revision (or a later one) must come.
+        await watcher.wait_for(lambda changes: Change("s", "save", 1) in changes, timeout=5)
+        await store.save_runtime_session(Session(id="s"))
+        await watcher.wait_for(lambda changes: Change("s", "save", 2) in changes)
+    assert watcher.changes[-2:] == [Change("s", "save", 1), Change("s", "save", 2)]
+
+
+@file_only
+async def test_index_rows_read_at_once_each_give_their_changes(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file feed reads every index row changed since its last read; here it
+    # is held until three writes have landed, so it reads them in one go.
+    released = trio.Event()
+    wait_for_signal = sessionactors.storage.files.feed._wait_for_signal
+
+    async def held(inotify: object) -> None:
+        await released.wait()
+        await wait_for_signal(inotify)
+
+    monkeypatch.setattr(sessionactors.storage.files.feed, "_wait_for_signal", held)
+    async with watching(store) as watcher:
+        await store.save_runtime_session(Session(id="a"))
+        await store.save_runtime_session(Session(id="b"))
+        await store.append_token_usage_record("a", {"n": 1})
+        released.set()
+        await watcher.wait_for(lambda changes: Change("a", "usage", None) in changes)
+        await watcher.wait_for(lambda changes: Change("a", "save", 1) in changes, timeout=3)
+    assert sorted(watcher.changes, key=repr) == sorted(
+        [Change("a", "save", 1), Change("b", "save", 1), Change("a", "usage", None)], key=repr
+    )
+
+
+@file_only
+async def test_a_watch_goes_on_after_the_index_is_deleted(store: SessionStore, disk: Path) -> None:
+    session = Session(id="s")
+    async with watching(store) as watcher:
+        await store.save_runtime_session(session)
+        await watcher.wait_for(lambda changes: Change("s", "save", 1) in changes)
+        index = disk / ".sessionactors"
+        for name in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"):
+            (index / name).unlink(missing_ok=True)
+        # Writes made while the index is built anew may be missed; once the
+        # feed has caught up with the new index, each one is seen again.
+        for _ in range(40):
+            await store.save_runtime_session(session)
+            revision = session.revision
+            with trio.move_on_after(0.5):
+                await watcher.wait_for(lambda changes, r=revision: changes[-1].revision == r)
+                break
+        else:
+            pytest.fail(f"no write seen after the index was deleted: {watcher.changes}")
+        for n in range(5):
+            await store.append_token_usage_record("s", {"n": n})
+            await store.save_runtime_session(session)
+            await store.save_runtime_session(Session(id=f"other{n}"))
+        final = session.revision
+        await watcher.wait_for(lambda changes: Change("s", "save", final) in changes)
+        await watcher.wait_for(lambda changes: Change("other4", "save", 1) in changes)
+    check_order(watcher.changes)
+    assert sum(1 for c in watcher.changes if c.session_id.startswith("other")) == 5
+
+
+@file_only
+async def test_an_index_built_anew_by_a_listing_repeats_no_revision(
+    store: SessionStore, disk: Path
+) -> None:
+    session = Session(id="s")
+    async with watching(store) as watcher:
+        await store.save_runtime_session(session)
+        await watcher.wait_for(lambda changes: Change("s", "save", 1) in changes)
+        for name in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"):
+            (disk / ".sessionactors" / name).unlink(missing_ok=True)
+        assert [s.id for s in await store.list_sessions()] == ["s"]  # builds it anew
+        await trio.sleep(1.5)  # the feed reads the new index (at the latest each second)
+        await store.save_runtime_session(session)
+        await watcher.wait_for(lambda changes: Change("s", "save", 2) in changes)
+    assert watcher.changes == [Change("s", "save", 1), Change("s", "save", 2)]
