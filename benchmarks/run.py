@@ -1,4 +1,4 @@
-"""The benchmark suite of issues 4, 13, 16 and part two: sessionactors against its baselines.
+"""The benchmark suite of issues 4, 13, 15, 16 and part two: sessionactors against its baselines.
 
 Usage::
 
@@ -7,7 +7,7 @@ Usage::
 
 ``--only`` runs some sections alone (repeat it for several): ``workloads``
 (issue 4's, 1 to 5 below), ``journal`` (6), ``revisions`` (7), ``asyncio``
-(8) or ``ui`` (9); the others are null in the JSON, whose default name is then
+(8), ``ui`` (9) or ``archive`` (10); the others are null in the JSON, whose default name is then
 ``benchmarks/results/latest-<sections>.json``, so a partial run does not
 replace the last full one.
 
@@ -65,6 +65,13 @@ The workloads (issue 4), each for both designs, one module each in ``bench/``:
    kept under ``--cache`` (default ``benchmarks/results/cache/``, ignored by
    git; delete it to make it again); ``--quick`` makes 2,000 sessions in the
    scratch directory instead.
+10. moving a session (issue 15, ``bench/archive.py``): ``export_session``
+    then ``import_session`` of a 10,000-message session (about 300 B a
+    message) against ``cp -r`` of its directory in the same run, and against
+    a durable copy (``cp -r``, then ``os.fsync`` of each copied file and
+    directory); beside them ``load_session`` of that session, 10,000
+    ``Message(**d)`` and the start of a child process, which bound it.
+    ``--quick``: 1,000 messages, one round.
 
 Counters from ``statistics()`` (and the classic port's own) show how many
 snapshot writes, journal writes, log writes and fsyncs each design made.
@@ -89,6 +96,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from bench.archive import measure_archive
 from bench.asyncio_embedding import print_asyncio_table, run_asyncio_benchmarks
 from bench.config import FULL, QUICK, Config
 from bench.contended import measure_contended
@@ -99,8 +107,8 @@ from bench.latency import LATENCY_VARIANTS, measure_latency
 from bench.many_sessions import measure_many_sessions
 from bench.memory import measure_memory
 from bench.memory_child import run_worker
-from bench.report import report, revisions_report, ui_report
-from bench.results import LatencyResult, Revisions, Ui, Workloads
+from bench.report import archive_report, report, revisions_report, ui_report
+from bench.results import ArchiveMove, LatencyResult, Revisions, Ui, Workloads
 from bench.revisions import measure_revisions
 from bench.targets import check_targets
 from bench.token_usage import measure_token_usage
@@ -113,7 +121,8 @@ JOURNAL = "journal"
 REVISIONS = "revisions"
 ASYNCIO = "asyncio"
 UI = "ui"
-SECTIONS = (WORKLOADS, JOURNAL, REVISIONS, ASYNCIO, UI)
+ARCHIVE = "archive"
+SECTIONS = (WORKLOADS, JOURNAL, REVISIONS, ASYNCIO, UI, ARCHIVE)
 #: Where the ui section finds a PostgreSQL server when ``--postgres`` names none.
 POSTGRES_ENVIRONMENT = ("SESSIONACTORS_BENCH_POSTGRES_DSN", "SESSIONACTORS_TEST_POSTGRES_DSN")
 
@@ -215,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     revisions: Revisions | None = None
     asyncio_figures: dict[str, Any] | None = None
     ui: Ui | None = None
+    archive: ArchiveMove | None = None
     try:
         if WORKLOADS in sections:
             timed = trio.run(timed_workloads, config, base, progress)
@@ -252,9 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     postgres=postgres,
                 )
             )
+        if ARCHIVE in sections:
+            archive_dir = base / "archive"
+            archive_dir.mkdir()
+            archive = trio.run(partial(measure_archive, archive_dir, progress, quick=args.quick))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    checks = check_targets(workloads, revisions, ui)
+    checks = check_targets(workloads, revisions, ui, archive)
     progress("done")
     document = Document(
         meta=meta(
@@ -270,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         revisions=revisions,
         asyncio=asyncio_figures,
         ui=ui,
+        archive=archive,
         targets=checks,
     )
     write_document(document, out)
@@ -285,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ui is not None:
         print()
         print(ui_report(ui, checks))
+    if archive is not None:
+        print()
+        print(archive_report(archive, checks))
     print(f"\nfigures written to {out}")
     return 0
 

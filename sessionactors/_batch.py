@@ -13,7 +13,7 @@ import attrs
 import outcome
 
 from ._errors import LockBusy
-from ._messages import Delete, Fork, Op, Save
+from ._messages import Delete, Fork, Import, Op, Save
 from ._plan import Plan, SegmentPlan
 from ._steps import (
     AppendUsage,
@@ -28,6 +28,7 @@ from ._steps import (
     SessionExists,
     Step,
     WriteFork,
+    WriteImport,
     WriteMetadata,
     WriteSnapshot,
 )
@@ -81,7 +82,7 @@ def _run_segment(
     target: BatchTarget, ops: list[Op], start: int, end: int, *, wait: bool
 ) -> dict[int, outcome.Outcome[Any]]:
     storage, memory = target.storage, target.memory
-    creates = any(isinstance(op, (Save, Fork)) for op in ops[start : end + 1])
+    creates = any(isinstance(op, (Save, Fork, Import)) for op in ops[start : end + 1])
     indexed = [(index, ops[index]) for index in range(start, end + 1)]
     while True:
         plan: SegmentPlan | None = None
@@ -153,6 +154,8 @@ def _execute(storage: SessionStorage, step: Step) -> Any:
         return storage.read_source(step.source_id, step.revision)
     if isinstance(step, WriteFork):
         return storage.write_fork(step.session, step.source_id, step.transcript_of)
+    if isinstance(step, WriteImport):
+        return storage.write_import(step.session, step.commit, step.usage)
     if isinstance(step, AppendUsage):
         return storage.append_usage(step.data)
     if isinstance(step, ReadUsageLog):

@@ -63,15 +63,20 @@ class RevisionNotFoundError(SessionStoreError, LookupError):
 
 
 class VersionConflictError(SessionStoreError):
-    """An edit's ``if_metadata_version`` is not the persisted ``metadata_version``; nothing written.
+    """A precondition failed; nothing written.
+
+    An edit's ``if_metadata_version`` is not the persisted
+    ``metadata_version``, or a delete's ``if_revision`` not the latest revision.
 
     Attributes:
         expected: the version the caller named.
         current: the version persisted now.
     """
 
-    def __init__(self, session_id: str, *, expected: int, current: int) -> None:
-        super().__init__(f"session {session_id!r} is at metadata_version {current}, not {expected}")
+    def __init__(
+        self, session_id: str, *, expected: int, current: int, of: str = "metadata_version"
+    ) -> None:
+        super().__init__(f"session {session_id!r} is at {of} {current}, not {expected}")
         self.session_id = session_id
         self.expected = expected
         self.current = current

@@ -16,8 +16,10 @@ from ._model import Message, Session
 __all__ = [
     "Append",
     "Delete",
+    "Export",
     "Fork",
     "History",
+    "Import",
     "Load",
     "Op",
     "Pin",
@@ -180,4 +182,19 @@ class ReadUsage(Op):
 
 @attrs.define(eq=False)
 class Delete(Op):
-    pass
+    """``if_revision``: delete only a session at that latest revision (else a conflict)."""
+
+    if_revision: int | None = None
+
+
+@attrs.define(eq=False)
+class Export(Op):
+    """Answer: the session as persisted and its token-usage records, read in one hold."""
+
+
+@attrs.define(eq=False)
+class Import(Op):
+    """Make this session, revision 1 of kind ``"import"``, with its token-usage lines."""
+
+    session: Session
+    usage: bytes

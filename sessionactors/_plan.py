@@ -36,8 +36,10 @@ from ._merge import Authoritative, merge_authoritative, merge_transcript, pin, r
 from ._messages import (
     Append,
     Delete,
+    Export,
     Fork,
     History,
+    Import,
     Load,
     Op,
     Pin,
@@ -67,6 +69,7 @@ from ._steps import (
     Stored,
     Version,
     WriteFork,
+    WriteImport,
     WriteMetadata,
     WriteSnapshot,
 )
@@ -235,9 +238,19 @@ class SegmentPlan:
                 yield from self._fork(index, op)
             elif isinstance(op, ReadUsage):
                 yield from self.flush()
-                self.outcomes[index] = outcome.Value((yield ReadUsageLog()))
+                # Records where there is no session are what an import or a
+                # delete that stopped left: not the log of any session.
+                present = yield from self._exists()
+                self.outcomes[index] = outcome.Value((yield ReadUsageLog()) if present else [])
+            elif isinstance(op, Export):
+                session = yield from self._read_session()
+                if session is None:
+                    raise SessionNotFoundError(self.session_id)
+                self.outcomes[index] = outcome.Value((session, (yield ReadUsageLog())))
+            elif isinstance(op, Import):
+                yield from self._import(index, op)
             elif isinstance(op, Delete):
-                yield from self._delete(index)
+                yield from self._delete(index, op.if_revision)
             else:  # pragma: no cover - every Op kind is handled above
                 raise TypeError(f"unknown message {op!r}")
         except Exception as exc:
@@ -389,14 +402,38 @@ class SegmentPlan:
         )
         mark = edit_mark()
         version: Version | None = yield WriteFork(made, op.source_id, stored.version)
+        self._made(index, made, version, "fork", mark)
+
+    def _import(self, index: int, op: Import) -> Plan:
+        """Make this session from an archive (checked already): revision 1 with its records."""
+        yield from self.flush()
+        if (yield from self._exists()):
+            raise SessionExistsError(self.session_id)
+        made = op.session
+        made.revision = 1
+        mark = edit_mark()
+        version: Version | None = yield WriteImport(made, Commit("import", 1), op.usage)
+        self._made(index, made, version, "import", mark)
+
+    def _made(
+        self, index: int, made: Session, version: Version | None, kind: str, mark: int
+    ) -> None:
+        """``made`` is written as revision 1 of a new session, whose caller is given it."""
         self.memory.remember(version, made.messages, mark)
         self._head = Head.of(made, version)
         self.present = True
         self._written = self._latest = made
-        self._latest_kind = "fork"
+        self._latest_kind = kind
         self.outcomes[index] = outcome.Value(made)
 
-    def _delete(self, index: int) -> Plan:
+    def _delete(self, index: int, if_revision: int | None) -> Plan:
+        if if_revision is not None:
+            yield from self.flush()
+            head = yield from self._read_head()
+            if head is not None and head.revision != if_revision:
+                raise VersionConflictError(
+                    self.session_id, expected=if_revision, current=head.revision, of="revision"
+                )
         existed = yield from self._exists()
         if self.present:
             try:

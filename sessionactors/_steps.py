@@ -28,6 +28,7 @@ __all__ = [
     "Stored",
     "Version",
     "WriteFork",
+    "WriteImport",
     "WriteMetadata",
     "WriteSnapshot",
 ]
@@ -121,6 +122,19 @@ class WriteFork(Step):
     session: Session
     source_id: str
     transcript_of: Version | None
+
+
+@attrs.frozen
+class WriteImport(Step):
+    """Make this session, revision 1, with its token-usage lines. Answer: the :class:`Version`.
+
+    Both or neither: no reader ever sees the session without its records, nor
+    records where there is no session, whatever crashes (``usage`` may be empty).
+    """
+
+    session: Session
+    commit: Commit
+    usage: bytes
 
 
 @attrs.frozen

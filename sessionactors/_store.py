@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from ._actor import Actor
+from ._archive import decode_archive, encode_archive
 from ._batch import BatchTarget
 from ._errors import StoreClosedError
 from ._ids import validate_session_id
@@ -22,8 +23,10 @@ from ._merge import check_pinned, clean_title
 from ._messages import (
     Append,
     Delete,
+    Export,
     Fork,
     History,
+    Import,
     Load,
     Op,
     Pin,
@@ -415,10 +418,64 @@ class SessionStore(metaclass=NoPublicConstructor):
         if body_error is not None:
             raise body_error
 
-    async def delete_session(self, session_id: str) -> bool:
-        """Remove the session and its log; True if it existed."""
+    async def delete_session(self, session_id: str, *, if_revision: int | None = None) -> bool:
+        """Remove the session and its log; True if it existed.
+
+        Args:
+            if_revision: delete only if the session's latest revision is this
+                one (a prune that must not delete what was written since it
+                looked).
+
+        Raises:
+            VersionConflictError: ``if_revision`` is not the latest revision
+                (``current``); nothing is deleted.
+        """
         validate_session_id(session_id)
-        result: bool = await self._call(session_id, Delete())
+        if if_revision is not None:
+            _check_revision(if_revision)
+        result: bool = await self._call(session_id, Delete(if_revision))
+        return result
+
+    async def export_session(self, session_id: str) -> bytes:
+        """The session at its latest revision and its whole token-usage log, as one archive.
+
+        The archive (README, "The session archive") is JSON Lines, the same
+        for every backend; :meth:`import_session` makes the session from it
+        on any backend. The session and its records are read together.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        validate_session_id(session_id)
+        session, usage = await self._call(session_id, Export())
+        return await trio.to_thread.run_sync(encode_archive, session, usage, limiter=self._limiter)
+
+    async def import_session(self, data: bytes, *, session_id: str | None = None) -> Session:
+        """Make a session from an archive of :meth:`export_session`: revision 1, kind "import".
+
+        It keeps the archive's ``created_at``, ``updated_at`` and lineage and
+        gets its token-usage records, in order; ``session_id`` names it
+        instead of the archive's id. The archive is checked whole before
+        anything is written, and the session and its records are made
+        together: whatever fails or crashes, nothing is made or all of it.
+
+        Returns:
+            The session as written.
+
+        Raises:
+            ValueError: not an archive, or a damaged one (cut short, a line
+                missing or changed, bytes after its end, a value a save
+                would refuse).
+            UnsupportedFormatError: an archive of a newer format version.
+            SessionExistsError: the id is taken.
+        """
+        if session_id is not None:
+            validate_session_id(session_id)
+        archive = await trio.to_thread.run_sync(decode_archive, data, limiter=self._limiter)
+        session = archive.session
+        if session_id is not None:
+            session.id = session_id
+        result: Session = await self._call(session.id, Import(session, archive.usage))
         return result
 
     async def set_title(

@@ -9,18 +9,33 @@ whose history is not).
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 import trio
 from support import log_record, log_records
 
-from sessionactors import Revision, Session, open_store
+from sessionactors import Revision, Session, SessionStore, open_store
 
-__all__ = ["flip", "history", "load", "record_start", "rewrite_record", "run"]
+__all__ = [
+    "aged",
+    "flip",
+    "history",
+    "in_store",
+    "load",
+    "record_start",
+    "rewrite_record",
+    "run",
+    "run_bytes",
+]
+
+T = TypeVar("T")
 
 
 def run(*args: object) -> subprocess.CompletedProcess[str]:
@@ -36,7 +51,44 @@ def run(*args: object) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def load(root: Path, session_id: str, revision: int | None = None) -> Session:
+def run_bytes(*args: object, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """``python -m sessionactors ARGS`` with bytes in and out (an archive on stdin or stdout)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sessionactors", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+    )
+    assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    return result
+
+
+def in_store(location: Path | str, work: Callable[[SessionStore], Awaitable[T]]) -> T:
+    """``work`` run in a store of this (the test's) process on ``location``, closed after."""
+
+    async def go() -> T:
+        async with open_store(location, durability="flush") as store:
+            return await work(store)
+
+    return trio.run(go)
+
+
+def aged(archive: bytes, updated_at: datetime) -> bytes:
+    """``archive`` with its session's ``updated_at`` set to ``updated_at``, and still whole.
+
+    The end line's digest (of every byte before it) is made again, as an
+    export would have written it (README, "The session archive").
+    """
+    lines = archive.splitlines(keepends=True)
+    session = orjson.loads(lines[1])
+    session["session"]["updated_at"] = updated_at.isoformat()
+    lines[1] = orjson.dumps(session, option=orjson.OPT_APPEND_NEWLINE)
+    body = b"".join(lines[:-1])
+    end = {"end": {"lines": len(lines), "sha256": hashlib.sha256(body).hexdigest()}}
+    return body + orjson.dumps(end, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def load(root: Path | str, session_id: str, revision: int | None = None) -> Session:
     """The session (at ``revision``) as a fresh store reads it."""
 
     async def read() -> Session | None:

@@ -18,7 +18,7 @@ import threading
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,9 @@ def with_search_path(dsn: str, schema: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A ``postgresql://`` URL whose tables live in a fresh schema of this test."""
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A ``postgresql://`` URL whose tables live in a schema made for it, dropped afterwards."""
     import psycopg
 
     dsn = postgres_dsn()
@@ -71,6 +71,13 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A ``postgresql://`` URL whose tables live in a fresh schema of this test."""
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["file", "memory", "postgres"])

@@ -579,8 +579,8 @@ def test_a_failed_snapshot_fails_its_saves_and_appends_only() -> None:
         [
             (ReadSession, Stored(stored, V1)),
             (WriteSnapshot, error),
-            (ReadUsageLog, [{"n": 0}]),
             (SessionExists, True),  # what the failed write left is asked again
+            (ReadUsageLog, [{"n": 0}]),
             (AppendUsage, None),
         ],
     )

@@ -32,21 +32,28 @@ def text(seed: int, size: int) -> str:
     return " ".join(words)[:size]
 
 
-def make_message(index: int) -> Message:
-    """One message of about 1.5 KB once encoded; roles and content shapes vary."""
+def make_message(index: int, *, scale: float = 1.0) -> Message:
+    """One message of about 1.5 KB once encoded (``scale`` its texts: 0.13, about 300 B).
+
+    Roles and content shapes vary.
+    """
     created_at = EPOCH + timedelta(seconds=index)
     kind = index % 3
     if kind == 0:
-        content: Any = text(index, 1450)
+        content: Any = text(index, round(1450 * scale))
         role = "user"
     elif kind == 1:
         content = [
-            {"type": "text", "text": text(index, 1150)},
+            {"type": "text", "text": text(index, round(1150 * scale))},
             {"type": "tool_use", "id": f"call-{index}", "input": {"path": f"src/m{index}.py"}},
         ]
         role = "assistant"
     else:
-        content = {"tool_use_id": f"call-{index - 1}", "output": text(index, 1350), "ok": True}
+        content = {
+            "tool_use_id": f"call-{index - 1}",
+            "output": text(index, round(1350 * scale)),
+            "ok": True,
+        }
         role = "tool"
     return Message(
         id=f"msg-{index:05d}",

@@ -16,7 +16,7 @@ import trio
 import sessionactors
 
 from .config import Config
-from .results import Revisions, Ui, Workloads, converter
+from .results import ArchiveMove, Revisions, Ui, Workloads, converter
 from .targets import Checked
 
 
@@ -52,6 +52,8 @@ class Document:
     asyncio: dict[str, Any] | None
     #: Part two's workloads for a UI (``bench/ui.py``).
     ui: Ui | None
+    #: Issue 15's export and import against cp (``bench/archive.py``).
+    archive: ArchiveMove | None
     targets: tuple[Checked, ...]
 
 

@@ -1,7 +1,7 @@
 """The printed report: medians and ratios, the counters, coalescing, and the targets.
 
 :func:`report` prints issue 4's workloads; :func:`revisions_report` issue 13's;
-:func:`ui_report` part two's for a UI.
+:func:`ui_report` part two's for a UI; :func:`archive_report` issue 15's.
 """
 
 from __future__ import annotations
@@ -10,8 +10,25 @@ from collections.abc import Sequence
 
 from .designs import CLASSIC, OURS
 from .harness import KB, MB, median
-from .results import Calls, LatencyResult, Revisions, ThroughputResult, Ui, WatchLatency, Workloads
-from .targets import SECONDS, UI, UI_POSTGRES_TARGETS, UI_TARGETS, Checked
+from .results import (
+    ArchiveMove,
+    Calls,
+    LatencyResult,
+    Revisions,
+    ThroughputResult,
+    Ui,
+    WatchLatency,
+    Workloads,
+)
+from .targets import (
+    ARCHIVE_ISSUE,
+    ARCHIVE_TARGETS,
+    SECONDS,
+    UI,
+    UI_POSTGRES_TARGETS,
+    UI_TARGETS,
+    Checked,
+)
 
 # The statistics() counters the counter table shows, in its column order.
 COUNTERS = (
@@ -386,5 +403,97 @@ def ui_report(ui: Ui, checks: Sequence[Checked]) -> str:
             _ui_table(ui, [check for check in checks if check.issue == UI]),
             "",
             ui.postgres_note,
+        ]
+    )
+
+
+def _archive_table(a: ArchiveMove, checks: Sequence[Checked]) -> str:
+    (target,) = (target.name for target in ARCHIVE_TARGETS)
+    cp = f"cp -r {_ms(a.cp.value)}"
+    rounds = len(a.export_then_import.samples_s) or 1
+    written = a.counters.get("bytes_written", 0) / rounds
+    fsyncs = a.counters.get("fsyncs", 0) / rounds
+    rows = [
+        ["workload (fsync)", OURS, "baseline, same run", "ratio", "target", "result", "note"],
+        [
+            f"export + import, {a.messages:,} messages, {a.usage_records:,} usage records",
+            _ms(a.export_then_import.value),
+            cp,
+            f"{a.ratio_vs_cp:.1f}x cp",
+            *_verdict(checks, target),
+            "per round " + " ".join(f"{ratio:.0f}x" for ratio in a.paired_ratios),
+        ],
+        [
+            "the same against a durable copy",
+            "",
+            f"cp -r + fsync {_ms(a.durable_cp.value)}",
+            f"{a.ratio_vs_durable_cp:.1f}x",
+            "-",
+            "",
+            f"{a.durable_cp_fsyncs} fsyncs: each copied file and directory, and the parent",
+        ],
+        [
+            "export_session alone",
+            _ms(a.export_session.value),
+            cp,
+            f"{a.export_session.value / a.cp.value:.1f}x",
+            "-",
+            "",
+            f"encode_archive (worker thread) {_ms(a.encode.value)}; the rest (the store's "
+            f"read, the trips) about {_ms(a.export_session.value - a.encode.value)}",
+        ],
+        [
+            "import_session alone",
+            _ms(a.import_session.value),
+            cp,
+            f"{a.import_session.value / a.cp.value:.1f}x",
+            "-",
+            "",
+            f"decode_archive (worker thread) {_ms(a.decode.value)}; the rest (the store's "
+            f"write, the trips) about {_ms(a.import_session.value - a.decode.value)}; "
+            f"{fsyncs:.0f} fsyncs, {written / MB:.1f} MB written",
+        ],
+        [
+            "load_session of the same session",
+            _ms(a.load_session.value),
+            cp,
+            f"{a.load_ratio_vs_cp:.1f}x",
+            "-",
+            "",
+            "what an import that returns the Session costs at least",
+        ],
+        [
+            f"{a.messages:,} Message(**d) from ready dicts",
+            _ms(a.build_messages.value),
+            cp,
+            f"{a.build_ratio_vs_cp:.1f}x",
+            "-",
+            "",
+            "the objects alone: no JSON, no checks but the class's",
+        ],
+        [
+            "a child process doing nothing (true)",
+            "",
+            _ms(a.spawn.value),
+            f"{a.spawn.value / a.cp.value:.2f}x",
+            "-",
+            "",
+            "part of the cp baseline",
+        ],
+    ]
+    return _table(rows)
+
+
+def archive_report(archive: ArchiveMove, checks: Sequence[Checked]) -> str:
+    """Issue 15's table: export and import against cp -r, and what bounds them."""
+    return "\n".join(
+        [
+            "Moving a session (issue 15): medians, against cp -r of its directory in the same run.",
+            "",
+            _archive_table(archive, [check for check in checks if check.issue == ARCHIVE_ISSUE]),
+            "",
+            f"archive {archive.archive_bytes:,} B; the session's directory "
+            f"{archive.directory_bytes:,} B in {archive.directory_files} files "
+            f"(archive {archive.archive_ratio:.2f}x); median message {archive.message_bytes:.0f} B",
         ]
     )

@@ -371,6 +371,59 @@ class Ui:
     counter: CounterUpdates
 
 
+@attrs.frozen(kw_only=True)
+class Timings:
+    """Timed runs of one kind: the median (``value``) and every sample, in seconds."""
+
+    value: float
+    samples_s: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class ArchiveMove:
+    """Issue 15: export and import of a long session against ``cp -r`` of its directory.
+
+    ``export_then_import`` is both calls, timed together; ``export_session``
+    and ``import_session`` each alone, in the same rounds. ``encode`` and
+    ``decode`` are the store's ``encode_archive`` and ``decode_archive``
+    calls inside them (the worker thread's share). ``durable_cp`` is ``cp -r``
+    then ``os.fsync`` of every copied file and directory and of the
+    directory the copy was made in (``durable_cp_fsyncs`` of them).
+    ``load_session``, ``build_messages`` (as many ``Message(**d)`` as the
+    session has, from ready values) and ``spawn`` (a child process doing
+    nothing, which ``cp`` pays too) say what stops the target. ``counters``
+    are the store's over the timed round trips; ``paired_ratios`` each
+    round's own ratio of the round trip to ``cp``.
+    """
+
+    description: str
+    unit: str = "s per call"
+    messages: int
+    usage_records: int
+    message_bytes: float
+    archive_bytes: int
+    directory_bytes: int
+    directory_files: int
+    export_then_import: Timings
+    export_session: Timings
+    import_session: Timings
+    encode: Timings
+    decode: Timings
+    cp: Timings
+    durable_cp: Timings
+    durable_cp_fsyncs: int
+    load_session: Timings
+    build_messages: Timings
+    spawn: Timings
+    counters: Counters
+    ratio_vs_cp: float
+    ratio_vs_durable_cp: float
+    paired_ratios: tuple[float, ...]
+    load_ratio_vs_cp: float
+    build_ratio_vs_cp: float
+    archive_ratio: float
+
+
 converter = cattrs.Converter()
 _throughput_fields = make_dict_unstructure_fn(
     ThroughputResult, converter, classic_unlocked=override(rename=CLASSIC_UNLOCKED)

@@ -3,7 +3,8 @@
 ``TARGETS`` are issue 4's, on :class:`Workloads`; ``REVISION_TARGETS`` issue
 13's, on :class:`Revisions` (format 3: revisions, history and forks);
 ``UI_TARGETS`` part two's for a UI, on :class:`Ui` (their ``issue`` is
-``"ui"``; ``UI_POSTGRES_TARGETS`` only when PostgreSQL was measured).
+``"ui"``; ``UI_POSTGRES_TARGETS`` only when PostgreSQL was measured);
+``ARCHIVE_TARGETS`` issue 15's, on :class:`ArchiveMove` (moving a session).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Generic, TypeVar
 import attrs
 
 from .harness import KB, MB
-from .results import Revisions, Ui, Workloads
+from .results import ArchiveMove, Revisions, Ui, Workloads
 
-Figures = TypeVar("Figures", Workloads, Revisions, Ui)
+Figures = TypeVar("Figures", Workloads, Revisions, Ui, ArchiveMove)
 
 THROUGHPUT_RATIO = "throughput ratio"
 LATENCY_RATIO = "latency ratio"
@@ -24,6 +25,7 @@ SPEEDUP = "speedup"
 #: A figure in seconds (printed in ms): its name starts with this.
 SECONDS = "seconds"
 UI = "ui"  # part two's targets' ``issue``
+ARCHIVE_ISSUE = 15
 AT_LEAST = True  # the figure must reach the limit
 AT_MOST = False  # the figure must stay at or under the limit
 
@@ -135,8 +137,20 @@ UI_POSTGRES_TARGETS: tuple[Target[Ui], ...] = (
 # fmt: on
 
 
+# Issue 15 (``bench/archive.py``), durability="fsync": against cp -r in the same run.
+# fmt: off
+ARCHIVE_TARGETS: tuple[Target[ArchiveMove], ...] = (
+    Target("export + import of a 10,000-message session <= 3x cp -r of its directory",
+           LATENCY_RATIO, AT_MOST, 3.0, lambda a: a.ratio_vs_cp, ARCHIVE_ISSUE),
+)
+# fmt: on
+
+
 def check_targets(
-    workloads: Workloads | None, revisions: Revisions | None = None, ui: Ui | None = None
+    workloads: Workloads | None,
+    revisions: Revisions | None = None,
+    ui: Ui | None = None,
+    archive: ArchiveMove | None = None,
 ) -> tuple[Checked, ...]:
     """Every target of the tables whose workloads ran, checked against their figures."""
     checked: list[Checked] = []
@@ -148,4 +162,6 @@ def check_targets(
         checked += [target.check(ui) for target in UI_TARGETS]
         if ui.watch_postgres is not None:
             checked += [target.check(ui) for target in UI_POSTGRES_TARGETS]
+    if archive is not None:
+        checked += [target.check(archive) for target in ARCHIVE_TARGETS]
     return tuple(checked)

@@ -186,9 +186,12 @@ class SessionStore(metaclass=NoPublicConstructor):
         )
         return result
 
-    async def delete_session(self, session_id: str) -> bool:
-        """Remove the session and its log; True if it existed."""
-        return await self._call(self._store.delete_session, session_id)
+    async def delete_session(self, session_id: str, *, if_revision: int | None = None) -> bool:
+        """Remove the session and its log; True if it existed (see the trio store)."""
+        result: bool = await self._call(
+            self._method("delete_session", if_revision=if_revision), session_id
+        )
+        return result
 
     async def set_title(
         self, session_id: str, title: str, *, if_metadata_version: int | None = None

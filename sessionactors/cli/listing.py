@@ -22,7 +22,7 @@ from .._model import converter
 from .common import EXIT_OK, UsageError, sessions_naming_skips, store_location, with_store
 from .text import Column, clean, header, number, print_json, row, utc
 
-__all__ = ["cursor_of", "parse_cursor", "run"]
+__all__ = ["cursor_of", "parse_cursor", "percent_encoded", "run"]
 
 _LIST_COLUMNS: tuple[Column, ...] = (
     ("ID", 15, False),
@@ -39,14 +39,14 @@ _LIST_COLUMNS: tuple[Column, ...] = (
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
-def _percent_encoded(text: str) -> str:
+def percent_encoded(text: str) -> str:
     """``text`` as UTF-8, each byte outside :data:`_PLAIN` as ``%XX``: a shell word as it is."""
     return "".join(chr(byte) if byte in _PLAIN else f"%{byte:02X}" for byte in text.encode())
 
 
 def cursor_of(summary: SessionSummary) -> str:
     """Where a page after ``summary`` starts: ``UPDATED_AT/ID``, the id percent-encoded."""
-    return f"{summary.updated_at.isoformat()}/{_percent_encoded(summary.id)}"
+    return f"{summary.updated_at.isoformat()}/{percent_encoded(summary.id)}"
 
 
 def parse_cursor(text: str) -> SessionSummary:

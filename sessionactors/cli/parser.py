@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import CorruptSessionError, SessionStoreError
-from . import demo, fork, history, listing, rewind, show, usage, verify, watch
+from . import archive, demo, du, fork, history, listing, prune, rewind, show, usage, verify, watch
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -20,6 +20,7 @@ from .common import (
     Warnings,
     is_url,
 )
+from .durations import duration
 
 __all__ = ["build_parser", "main"]
 
@@ -39,13 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Look into a sessionactors store: its sessions, their revisions, their "
-        "token usage, and whether anything is damaged; watch their changes; rewind a "
-        "session or fork it.",
+        "token usage, the bytes they take, and whether anything is damaged; watch their "
+        "changes; rewind a session or fork it; move a session to another store (export, "
+        "import); delete the sessions not used for a while (prune).",
         epilog="Exit status: 0 done; 1 problems found (a damaged or unreadable file, an OS "
         "error): list, usage and verify then name each session they skip or find at fault, "
         "with the reason, on stderr (verify on stdout), and still show all the others; "
         "2 usage error (bad arguments, a missing root, an invalid or unknown session id, "
-        "a revision not kept, a new id that is taken).",
+        "a revision not kept, a new id that is taken, an archive that cannot be imported).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     root_help = "the store's directory"
@@ -210,6 +212,91 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one JSON object a line: time, session_id, kind, revision",
     )
     command.set_defaults(handler=watch.run)
+
+    command = commands.add_parser(
+        "export",
+        help="write one session as an archive (JSON Lines), to move it to another store",
+        description="Write the session ID at its latest revision, with its whole token-usage "
+        "log, as one archive: JSON Lines of a documented format, the same for every backend "
+        '(README, "The session archive"). `import` makes the session from it in any store, '
+        "so an export from a directory imported into a postgresql:// URL (or the other way) "
+        "moves a session between machines and backends. To stdout unless -o is given.",
+    )
+    command.add_argument("root", metavar="ROOT", help=url_root_help)
+    command.add_argument("id", metavar="ID", help="the session's id")
+    command.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write FILE instead of stdout, durably (a temporary file, synced, renamed), "
+        "replacing it if it exists",
+    )
+    command.set_defaults(handler=archive.run_export)
+
+    command = commands.add_parser(
+        "import",
+        help="make a session from an archive of export",
+        description="Make the session of the archive FILE (- for stdin) in the store, as "
+        "revision 1 (kind import), with its token-usage records; its created_at, updated_at "
+        "and lineage are the archive's. The archive is checked whole first: a damaged one, "
+        "one of a newer format, or an id that is taken is refused (exit 2) and nothing is "
+        "made. Prints the session's id and how many messages it holds.",
+    )
+    command.add_argument("root", metavar="ROOT", help=url_root_help)
+    command.add_argument("file", metavar="FILE", help="the archive; - reads stdin")
+    command.add_argument(
+        "--id", metavar="NEW_ID", help="make it under this id rather than the archive's"
+    )
+    command.set_defaults(handler=archive.run_import)
+
+    command = commands.add_parser(
+        "prune",
+        help="delete the sessions not updated for a while; --dry-run shows what would go",
+        description="Delete the sessions whose last write (updated_at) is older than "
+        "DURATION, oldest first; a session that cannot be read is never deleted. "
+        "--archive DIR first writes each one's export to DIR/<id>.jsonl (the id "
+        "percent-encoded; ~2, ~3 ... added when the name is taken), durably, and only then "
+        "deletes it. A session written while the prune runs (a save, a title, a pin) is "
+        "kept, and any archive of it removed. On a terminal a progress bar is drawn on "
+        "stderr. Prints each session's outcome, then how many were deleted, the bytes "
+        "freed and how many were kept.",
+    )
+    command.add_argument("root", metavar="ROOT", help=url_root_help)
+    command.add_argument(
+        "--older-than",
+        type=duration,
+        required=True,
+        metavar="DURATION",
+        help="not updated for this long: a whole number and a unit, s m h d or w "
+        "(30d, 12h, 90m, 45s, 2w; 1d12h sums them)",
+    )
+    command.add_argument("--keep-pinned", action="store_true", help="never delete a pinned session")
+    command.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="export each session to DIR (made if missing) before deleting it",
+    )
+    command.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what would be deleted, with the bytes each would free; change nothing",
+    )
+    command.set_defaults(handler=prune.run)
+
+    command = commands.add_parser(
+        "du",
+        help="the bytes each session takes: transcript, history, token usage",
+        description="Per session, the largest first: the bytes of its transcript (what its "
+        "latest revision reads), its history (kept for older revisions), its token-usage "
+        "log, anything else (leftovers of interrupted writes, damaged files kept aside), "
+        "the total, and the bytes it shares with other sessions; then the total. On files, "
+        "each file's size (st_size), each file counted once however many forks link it: in "
+        "the row of the session that wrote it. On PostgreSQL, an estimate: the sizes of "
+        "the session's rows (pg_column_size), without indexes.",
+    )
+    command.add_argument("root", metavar="ROOT", help=url_root_help)
+    command.add_argument("--json", action="store_true", help="print JSON for machines")
+    command.set_defaults(handler=du.run)
 
     command = commands.add_parser(
         "demo",

@@ -8,50 +8,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 from .. import SessionStoreError
 from ..storage.files import Problem, SessionReport, Severity, session_names, verify_session
 from .common import EXIT_OK, EXIT_PROBLEMS, existing_root
-from .text import WIDTH
+from .progress import Progress
 
 __all__ = ["PROGRESS_MIN_SESSIONS", "Progress", "run"]
 
 #: ``verify`` draws a progress bar on a terminal from this many sessions on.
 PROGRESS_MIN_SESSIONS = 100
-
-
-class Progress:
-    """A one-line progress bar on a terminal; does nothing elsewhere."""
-
-    def __init__(self, total: int, stream: TextIO, *, minimum: int) -> None:
-        self.total = total
-        self.stream = stream
-        self.enabled = total >= minimum and stream.isatty()
-        self._drawn = False
-        self._last = 0.0
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self._last < 0.1 and done < self.total):
-            return
-        self._last = now
-        counter = f" {done}/{self.total}"
-        bar_width = WIDTH - 1 - len("verify [] ") - len(counter)
-        filled = bar_width * done // max(self.total, 1)
-        bar = "#" * filled + "." * (bar_width - filled)
-        self.stream.write(f"\rverify [{bar}]{counter}")
-        self.stream.flush()
-        self._drawn = True
-
-    def clear(self) -> None:
-        if self._drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._drawn = False
 
 
 def _problem_line(problem: Problem, *, repair: bool) -> str:

@@ -378,6 +378,13 @@ class MemorySession:
         self.counts.bytes_written += len(stored.head)
         return stored.version
 
+    def write_import(self, session: Session, commit: Commit, usage: bytes) -> Version:
+        """Both in this process's memory, under the lock: no reader sees one without the other."""
+        version = self.write_snapshot(session, commit, append_from=None, trusted=True)
+        if usage:
+            self.append_usage(usage)
+        return version
+
     def append_usage(self, data: bytes) -> None:
         lines = data.splitlines()
         self._space.usage.setdefault(self.session_id, []).extend(lines)

@@ -212,6 +212,14 @@ class SessionStorage(Protocol):
         """
         ...
 
+    def write_import(self, session: Session, commit: Commit, usage: bytes) -> Version | None:
+        """Make this session (revision 1, checked) with the token-usage lines ``usage``.
+
+        Both take effect or neither, whatever crashes: no reader sees the
+        session without its records, nor the records where there is no session.
+        """
+        ...
+
     def append_usage(self, data: bytes) -> None:
         """Append whole token-usage lines (compact JSON, each ending in a newline)."""
         ...

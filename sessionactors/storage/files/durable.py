@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..._errors import CorruptSessionError
+from .layout import temp_name
 
 __all__ = [
     "CREATE_EMPTY",
@@ -94,6 +95,28 @@ def create_whole(
         with contextlib.suppress(OSError):
             os.unlink(name, dir_fd=dir_fd)
         raise
+
+
+def replace_whole(
+    dir_fd: int,
+    directory: str,
+    name: str,
+    data: bytes | bytearray,
+    sync: Callable[[int], None],
+    sync_directory: Callable[[], None],
+) -> None:
+    """Make ``name`` hold ``data``, whole: under a temporary name, synced, then renamed over it.
+
+    A crash leaves ``name`` as it was or as ``data`` (and maybe a temporary
+    file, which the sweep removes), never a part of it.
+    """
+    temp = temp_name(name)
+
+    def put_in_place() -> None:
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        sync_directory()
+
+    create_whole(dir_fd, directory, temp, data, sync, put_in_place)
 
 
 def refused(path: str, exc: OSError) -> CorruptSessionError | None:

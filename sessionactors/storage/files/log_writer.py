@@ -20,9 +20,8 @@ import orjson
 from ..._errors import CorruptSessionError
 from ..._model import Session, converter
 from ..protocol import IoCounts
-from .durable import append_synced, create_whole, open_at
+from .durable import append_synced, open_at, replace_whole
 from .generations import FORMAT, gen_name
-from .layout import temp_name
 from .records import COMMIT, HEADER, encode_record
 
 __all__ = ["append_records", "commit_record", "create_generation", "header_record", "new_gen_id"]
@@ -136,13 +135,7 @@ def create_generation(
     durable; a crash before leaves a temporary file, which is swept.
     """
     name = gen_name(seq, gen)
-    temp = temp_name(name)
-
-    def put_in_place() -> None:
-        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        sync_directory()
-
-    create_whole(dir_fd, directory, temp, data, sync, put_in_place)
+    replace_whole(dir_fd, directory, name, data, sync, sync_directory)
     counts.journal_rewrites += 1
     counts.bytes_written += len(data)
     return name

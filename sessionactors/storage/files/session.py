@@ -393,6 +393,8 @@ class SessionFiles(SessionDirectory):
         """
         self._registered()
         self._sweep()
+        if session.revision == 1:
+            self._drop_stray_usage()
         replaces = append_from is None and not trusted and transcript_of is None
         tip = self._tip() or self._migrate(keep_damaged=replaces)
         if transcript_of is not None:
@@ -518,6 +520,7 @@ class SessionFiles(SessionDirectory):
         """
         self._registered()
         self._sweep()
+        self._drop_stray_usage()
         source_directory = os.path.join(self.root, source_id)
         with directory_at(source_directory) as source_fd:
             chain = None
@@ -543,6 +546,43 @@ class SessionFiles(SessionDirectory):
         data += commit_record(session, kind="fork", msg_end=msg_end, commit_bytes=0)
         name = self._create(1, gen, data)
         return (name, msg_end, len(session.messages))
+
+    def write_import(self, session: Session, commit: Commit, data: bytes) -> Version:
+        """Make this session with the token-usage lines ``data`` (locked, new).
+
+        The records go in first and the session's generation last: until it
+        is in place there is no session, and records where there is none
+        are a leftover that no read returns and the next write of a new
+        session removes (:meth:`_drop_stray_usage`). So a crash leaves the
+        whole session or none.
+        """
+        self._registered()
+        self._sweep()
+        self._drop_stray_usage()
+        if data:
+            usage.write_usage(
+                self._fd(),
+                self.directory,
+                data,
+                counts=self.counts,
+                sync=self._sync,
+                sync_directory=self._sync_directory,
+            )
+        try:
+            return self._whole_generation(session, commit, None)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                usage.remove_usage(self._fd())
+            raise
+
+    def _drop_stray_usage(self) -> None:
+        """Remove a token-usage log where a new session is about to be made (locked).
+
+        It is what an import or a delete that did not finish left: the new
+        session must not start with another's records.
+        """
+        if usage.remove_usage(self._fd()):
+            logger.info("%s: removed a token-usage log left without its session", self.directory)
 
     def _link_chain(
         self,

@@ -9,10 +9,10 @@ from typing import Any
 
 from ..._model import decode_record
 from ..protocol import IoCounts
-from .durable import append_synced, cut_torn_tail, open_at, read_at
+from .durable import append_synced, cut_torn_tail, open_at, read_at, replace_whole
 from .layout import LOG_FILE
 
-__all__ = ["append_usage", "read_usage"]
+__all__ = ["append_usage", "read_usage", "remove_usage", "write_usage"]
 
 
 def append_usage(
@@ -51,6 +51,33 @@ def append_usage(
         os.close(fd)
     counts.append_batches += 1
     counts.bytes_written += len(data)
+
+
+def write_usage(
+    dir_fd: int,
+    directory: str,
+    data: bytes,
+    *,
+    counts: IoCounts,
+    sync: Callable[[int], None],
+    sync_directory: Callable[[], None],
+) -> None:
+    """Make the log hold exactly ``data`` (whole lines), durably (locked).
+
+    A crash leaves the log as it was or as ``data``, never a part of it.
+    """
+    replace_whole(dir_fd, directory, LOG_FILE, data, sync, sync_directory)
+    counts.append_batches += 1
+    counts.bytes_written += len(data)
+
+
+def remove_usage(dir_fd: int) -> bool:
+    """Remove the log (locked); whether there was one."""
+    try:
+        os.unlink(LOG_FILE, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def read_usage(dir_fd: int, directory: str, log_path: str) -> list[dict[str, Any]]:

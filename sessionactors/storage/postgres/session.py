@@ -344,6 +344,13 @@ class PostgresSession:
         if commit.keep_from > 1:
             conn.execute(DROP_REVISIONS, {"id": self.session_id, "keep": commit.keep_from})
 
+    def write_import(self, session: Session, commit: Commit, usage: bytes) -> Version:
+        """Both in this transaction: they commit together or not at all."""
+        version = self.write_snapshot(session, commit, append_from=None, trusted=True)
+        if usage:
+            self.append_usage(usage)
+        return version
+
     def append_usage(self, data: bytes) -> None:
         records = data.decode().split("\n")
         records.pop()  # empty after the final newline
