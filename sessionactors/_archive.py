@@ -94,7 +94,7 @@ def encode_archive(session: Session, usage: list[dict[str, Any]]) -> bytes:
     return out.getvalue()
 
 
-def decode_archive(data: bytes | bytearray | memoryview) -> Archive:
+def decode_archive(data: bytes | bytearray | memoryview | str) -> Archive:
     """Check ``data`` whole and give what it holds; nothing is written here.
 
     Raises:
@@ -103,6 +103,8 @@ def decode_archive(data: bytes | bytearray | memoryview) -> Archive:
             a save would refuse.
         UnsupportedFormatError: an archive of a newer version of this format.
     """
+    if isinstance(data, str):
+        data = data.encode()  # an archive read in text mode: its UTF-8 is its bytes
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"an archive is bytes, got {type(data).__name__}")
     lines = _lines(bytes(data) if not isinstance(data, bytes) else data)

@@ -450,7 +450,7 @@ class SessionStore(metaclass=NoPublicConstructor):
         session, usage = await self._call(session_id, Export())
         return await trio.to_thread.run_sync(encode_archive, session, usage, limiter=self._limiter)
 
-    async def import_session(self, data: bytes, *, session_id: str | None = None) -> Session:
+    async def import_session(self, data: bytes | str, *, session_id: str | None = None) -> Session:
         """Make a session from an archive of :meth:`export_session`: revision 1, kind "import".
 
         It keeps the archive's ``created_at``, ``updated_at`` and lineage and
@@ -458,6 +458,7 @@ class SessionStore(metaclass=NoPublicConstructor):
         instead of the archive's id. The archive is checked whole before
         anything is written, and the session and its records are made
         together: whatever fails or crashes, nothing is made or all of it.
+        ``data`` may be a ``str`` (an archive read as text): its UTF-8 is taken.
 
         Returns:
             The session as written.

@@ -27,6 +27,7 @@ from sessionactors import (
     SessionNotFoundError,
     StoreClosedError,
     StoreStatistics,
+    VersionConflictError,
     aio,
 )
 
@@ -292,6 +293,23 @@ def test_a_save_takes_the_session_as_it_stood_at_the_call(tmp_path: Path, mode: 
             record["tokens"] = 2
             await append
             assert await store.read_token_usage("s") == [{"tokens": 1}]
+
+    run(main)
+
+
+def test_an_archive_moves_through_the_asyncio_door(tmp_path: Path, mode: str) -> None:
+    async def main() -> None:
+        async with aio.open_store(tmp_path, mode=mode, durability="flush") as store:
+            session = Session(id="s", messages=[msg("a")], metadata={"step": 1})
+            await store.save_runtime_session(session)
+            await store.append_token_usage_record("s", {"tokens": 1})
+            data = await store.export_session("s")
+            copy = await store.import_session(data, session_id="copy")
+            assert copy.revision == 1 and copy.messages == session.messages
+            assert await store.read_token_usage("copy") == [{"tokens": 1}]
+            with pytest.raises(VersionConflictError):
+                await store.delete_session("copy", if_revision=2)
+            assert await store.delete_session("copy", if_revision=1)
 
     run(main)
 

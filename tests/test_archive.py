@@ -29,6 +29,7 @@ from sessionactors import (
     UnsupportedFormatError,
     VersionConflictError,
 )
+from sessionactors.storage.files.verify import verify_session
 
 LONG_AGO = datetime(2023, 5, 1, 8, 30, tzinfo=timezone(timedelta(hours=-4)))
 
@@ -307,8 +308,10 @@ async def test_import_arguments_are_checked_first(store: SessionStore) -> None:
     with pytest.raises(ValueError):
         await store.import_session(data, session_id="../x")
     with pytest.raises(TypeError):
-        await store.import_session("a str, not bytes", session_id="x")  # type: ignore[arg-type]
+        await store.import_session(["not", "bytes"], session_id="x")  # type: ignore[arg-type]
     assert [s.id for s in await store.list_sessions()] == ["src"]
+    # An archive read as text is taken as its UTF-8.
+    assert (await store.import_session(data.decode(), session_id="x")).id == "x"
 
 
 @file_only
@@ -324,6 +327,19 @@ async def test_records_left_without_their_session_are_nobody_s(
     assert await store.read_token_usage("left") == []
     await store.append_token_usage_record("left", {"fresh": 1})
     assert await store.read_token_usage("left") == [{"fresh": 1}]
+
+
+def test_verify_names_records_left_without_their_session_and_repair_removes_them(
+    root: Path,
+) -> None:
+    (root / "left").mkdir(parents=True)
+    (root / "left" / "token-usage.jsonl").write_bytes(b'{"stale": 1}\n')
+    [problem] = verify_session(root, "left", repair=False).problems
+    assert problem.path == root / "left" / "token-usage.jsonl"
+    assert problem.repair is not None and "without its session" in problem.message
+    report = verify_session(root, "left", repair=True)
+    assert (report.problems, len(report.repaired)) == ([], 1)
+    assert not (root / "left").exists()
 
 
 # --- between backends -----------------------------------------------------------------------

@@ -255,7 +255,7 @@ class SessionStore(metaclass=NoPublicConstructor):
         result: bytes = await self._call(self._method("export_session"), session_id)
         return result
 
-    async def import_session(self, data: bytes, *, session_id: str | None = None) -> Session:
+    async def import_session(self, data: bytes | str, *, session_id: str | None = None) -> Session:
         """Create a session from an archive of :meth:`export_session`."""
         result: Session = await self._call(
             self._method("import_session", session_id=session_id), data

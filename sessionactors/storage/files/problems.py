@@ -34,6 +34,7 @@ class Repair(enum.Enum):
     REMOVE_UNNEEDED_GENERATION = "removed; no kept revision needs it"
     REMOVE_UNNEEDED_LINK = "link removed; the other session's file is as it was"
     REMOVE_OLDER_FORMAT = "removed; the log holds the session"
+    REMOVE_STRAY_USAGE = "removed, and its directory if nothing else is in it"
 
 
 @attrs.frozen

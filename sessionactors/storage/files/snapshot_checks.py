@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._errors import CorruptSessionError
-from .layout import FORMAT
+from .layout import FORMAT, LOG_FILE
 from .problems import Problem, Repair, SessionDir, Severity
 from .session import SessionFiles
 from .slots import read_slots, read_snapshot_at
@@ -36,6 +36,18 @@ def check_snapshot(where: SessionDir) -> Iterator[Problem]:
         yield Problem(where.session_path, f"cannot be read: {exc.strerror or exc}")
         return
     if snapshot is None:
+        usage = where.path / LOG_FILE
+        if usage.is_file():
+            yield Problem(
+                usage,
+                "a token-usage log without its session: what an import or a delete stopped"
+                " by a crash leaves; no read returns it, and a session made under this id"
+                " removes it first",
+                repair=Repair.REMOVE_STRAY_USAGE,
+                transient=True,  # an import writes the records, then the session
+                severity=Severity.LEFTOVER,
+            )
+            return
         yield Problem(
             where.path,
             "no log and no session.json: not a session (an abandoned or foreign directory)",

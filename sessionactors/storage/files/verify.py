@@ -78,6 +78,17 @@ def _remove_file(problem: Problem) -> None:
     fsync_dir(problem.path.parent)
 
 
+def _remove_stray_usage(problem: Problem) -> None:
+    """Remove records left without their session, and their directory once it is empty."""
+    _remove_file(problem)
+    directory = problem.path.parent
+    try:
+        os.rmdir(directory)
+    except OSError:
+        return  # something else is in it: reported on its own
+    fsync_dir(directory.parent)
+
+
 def _clear_older_slot(problem: Problem) -> None:
     """Make an older slot left empty or torn absent (the checks, under the lock,
     found the newer slot whole and the session reading whole).
@@ -103,6 +114,7 @@ _REPAIRS: dict[Repair, Callable[[Problem], None]] = {
     Repair.TRUNCATE_UNCOUNTED: _truncate_uncounted,
     Repair.REMOVE_TEMP_FILE: _remove_file,
     Repair.REMOVE_ORPHAN_JOURNAL: _remove_file,
+    Repair.REMOVE_STRAY_USAGE: _remove_stray_usage,
     Repair.CLEAR_OLDER_SLOT: _clear_older_slot,
     Repair.CUT_LOG_TAIL: cut_log_tail,
     Repair.REMOVE_UNNEEDED_GENERATION: remove_name,
@@ -148,7 +160,9 @@ def verify_session(
                         _REPAIRS[problem.repair](problem)
                         repaired.append(problem)
                 if repaired:
-                    problems = run_checks(where)
+                    # A repair may have removed the directory (records left
+                    # without their session): nothing is left to check then.
+                    problems = run_checks(where) if where.path.exists() else []
     except OSError:
         if repair:
             raise
