@@ -9,6 +9,7 @@ a deleted session. :class:`~.session.SessionFiles` executes the steps on it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import os
@@ -75,6 +76,9 @@ class SessionDirectory:
     # name): every write of one hold shares it, so queued updates cost one
     # fsync, not one each.
     _unsynced: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    # Work done on another thread while the hold's appends are synced (its
+    # publish), waited for before the lock is let go.
+    _beside_sync: concurrent.futures.Future[None] | None = None
     _dir_fd: int | None = None  # the directory files are opened in: the locked one, or a reader's
     # Paths as strings, made once: pathlib costs more than the syscalls here.
     directory: str = attrs.field(init=False)
@@ -135,6 +139,11 @@ class SessionDirectory:
             for fd, _ in unsynced.values():
                 os.close(fd)
 
+    def _await_beside_sync(self) -> None:
+        beside, self._beside_sync = self._beside_sync, None
+        if beside is not None:
+            beside.result()
+
     def _sync_root(self) -> None:
         if self.fsync:
             fsync_dir(self.root)
@@ -188,6 +197,7 @@ class SessionDirectory:
                         self.counts = counted
                         raise SegmentRolledBack(exc, retry=False) from exc
                 finally:
+                    self._await_beside_sync()
                     if made and self.counts.snapshots_written == written and not self.exists():
                         self.remove_directory()  # every save failed: leave nothing
             finally:

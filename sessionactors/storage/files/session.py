@@ -774,8 +774,16 @@ class SessionFiles(SessionDirectory):
             self.index.register()
 
     def publish(self, summary: SessionSummary | None, kind: str | None, *, usage: bool) -> None:
-        """Tell the root's index (and so its watchers) what this hold changed (locked)."""
-        if self.index is not None:
+        """Tell the root's index (and so its watchers) what this hold changed (locked).
+
+        When the hold's appends wait for their fsync at its end, the index is
+        written beside it, on the index's thread (see ``publish_beside``).
+        """
+        if self.index is None:
+            return
+        if self._unsynced and self._beside_sync is None:
+            self._beside_sync = self.index.publish_beside(self.session_id, summary, kind, usage)
+        else:
             self.index.publish(self.session_id, summary, kind, usage)
 
     def append_usage(self, data: bytes) -> None:
