@@ -22,16 +22,12 @@ import orjson
 from .. import InvalidSessionIdError, Session, SessionStore, UnsupportedFormatError
 from .common import EXIT_OK, UsageError, store_location, with_store
 from .durable import write_durably
-from .text import clean
+from .text import clean, plural
 
 __all__ = ["run_export", "run_import"]
 
 #: FILE meaning stdin.
 STDIN = "-"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _header(data: bytes) -> dict[str, Any]:
@@ -54,9 +50,9 @@ def run_export(args: argparse.Namespace) -> int:
     header = _header(data)
     print(
         f"exported {args.id!r} at revision {header['revision']} to {clean(args.output)}: "
-        f"{_plural(header['messages'], 'message')}, "
-        f"{_plural(header['usage_records'], 'token-usage record')}, "
-        f"{_plural(len(data), 'byte')}"
+        f"{plural(header['messages'], 'message')}, "
+        f"{plural(header['usage_records'], 'token-usage record')}, "
+        f"{plural(len(data), 'byte')}"
     )
     return EXIT_OK
 
@@ -91,7 +87,7 @@ def run_import(args: argparse.Namespace) -> int:
     records: int = _header(data)["usage_records"]
     print(
         f"imported {made.id!r} (revision {made.revision}): "
-        f"{_plural(len(made.messages), 'message')}, "
-        f"{_plural(records, 'token-usage record')}, title {made.title!r}"
+        f"{plural(len(made.messages), 'message')}, "
+        f"{plural(records, 'token-usage record')}, title {made.title!r}"
     )
     return EXIT_OK

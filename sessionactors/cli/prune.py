@@ -44,7 +44,7 @@ from .durable import fsync_directory, remove_durably, write_new_durably
 from .freed import Space, measure
 from .listing import percent_encoded
 from .progress import Progress
-from .text import WIDTH, Column, clean, header, number, row, utc
+from .text import WIDTH, Column, clean, header, number, plural, row, utc
 
 __all__ = ["Report", "archive_name", "prune_selected", "run", "select"]
 
@@ -190,10 +190,6 @@ async def prune_selected(
         done(session_id, "deleted")
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def _archive_directory(text: str) -> Path:
     """``--archive DIR``: made if missing (its parent must exist), and durably so.
 
@@ -226,8 +222,8 @@ def _dry_run(selected: Sequence[SessionSummary], space: Space, since: str) -> No
         print(row(values, _COLUMNS))
     total = space.together(summary.id for summary in selected)
     _say(
-        f"would delete {_plural(len(selected), 'session')} not updated since {since}, "
-        f"freeing {_plural(total, 'byte')}; nothing was changed (dry run)"
+        f"would delete {plural(len(selected), 'session')} not updated since {since}, "
+        f"freeing {plural(total, 'byte')}; nothing was changed (dry run)"
     )
     if space.estimate is not None:
         _say(f"PostgreSQL: an estimate: {space.estimate}")
@@ -245,7 +241,7 @@ def _say(text: str) -> None:
 
 def _summary(report: Report, space: Space) -> str:
     freed = space.together(report.deleted)
-    text = f"deleted {_plural(len(report.deleted), 'session')}, freed {_plural(freed, 'byte')}"
+    text = f"deleted {plural(len(report.deleted), 'session')}, freed {plural(freed, 'byte')}"
     if space.estimate is not None:
         text += " (an estimate)"
     text += f", kept {len(report.kept)} written meanwhile"

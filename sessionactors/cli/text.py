@@ -24,6 +24,7 @@ __all__ = [
     "header",
     "json_bytes",
     "number",
+    "plural",
     "print_json",
     "row",
     "utc",
@@ -131,3 +132,8 @@ def json_bytes(value: Any, *, indent: bool = True) -> bytes:
 def print_json(value: Any) -> None:
     """Print ``value`` as indented JSON on stdout."""
     sys.stdout.write(json_bytes(value).decode() + "\n")
+
+
+def plural(count: int, word: str) -> str:
+    """``count`` and ``word``, with an s unless there is one: "1 session", "2 sessions"."""
+    return f"{count} {word}{'' if count == 1 else 's'}"

@@ -15,6 +15,7 @@ from .. import SessionStoreError
 from ..storage.files import Problem, SessionReport, Severity, session_names, verify_session
 from .common import EXIT_OK, EXIT_PROBLEMS, existing_root
 from .progress import Progress
+from .text import plural
 
 __all__ = ["PROGRESS_MIN_SESSIONS", "Progress", "run"]
 
@@ -25,10 +26,6 @@ PROGRESS_MIN_SESSIONS = 100
 def _problem_line(problem: Problem, *, repair: bool) -> str:
     hint = " (repairable)" if problem.repair is not None and not repair else ""
     return f"{problem.path}: {problem.message}{hint}"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _verify_one(root: Path, name: str, *, repair: bool, history: int | None) -> SessionReport:
@@ -45,12 +42,12 @@ def _verify_one(root: Path, name: str, *, repair: bool, history: int | None) -> 
 
 def _remaining(problems: Sequence[Problem], *, repaired: bool) -> str:
     """The summary's count of what is left: how many problems, and how many are damage."""
-    text = _plural(len(problems), "problem") + (" left" if repaired else "")
+    text = plural(len(problems), "problem") + (" left" if repaired else "")
     leftovers = sum(problem.severity is Severity.LEFTOVER for problem in problems)
     if leftovers:
         damage = len(problems) - leftovers
         of_writes = "an interrupted write" if leftovers == 1 else "interrupted writes"
-        text += f": {damage or 'no'} damage, {_plural(leftovers, 'leftover')} of {of_writes}"
+        text += f": {damage or 'no'} damage, {plural(leftovers, 'leftover')} of {of_writes}"
     repairable = sum(problem.repair is not None for problem in problems)
     if repairable:
         text += f" ({repairable} repairable with --repair)"
@@ -78,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         repaired += len(report.repaired)
         progress.update(done)
     progress.clear()
-    summary = f"checked {_plural(len(names), 'session')} in {args.root}: "
+    summary = f"checked {plural(len(names), 'session')} in {args.root}: "
     if repaired:
         summary += f"repaired {repaired}, "
     if not remaining:
