@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import outcome
 import trio
@@ -77,7 +78,7 @@ class Actor:
                 break
         for op in ops:
             if not op.reply.abandoned:
-                op.finish(outcome.Error(error))
+                _answer(op, outcome.Error(error))
 
     async def _serve(self) -> None:
         while True:
@@ -114,4 +115,19 @@ class Actor:
         stats.batches += 1
         stats.io += counts
         for op, result in zip(ops, outcomes, strict=True):
-            op.finish(result)
+            _answer(op, result)
+
+
+def _answer(op: Op, result: outcome.Outcome[Any]) -> None:
+    """Give ``op`` its result; if that fails, give it the failure, never nothing.
+
+    ``finish`` updates the caller's object (a save's) before it answers: should
+    that raise, the caller would wait forever and the batch's later callers
+    with it. The write itself took effect; the caller is told why its object
+    is not as the write left it.
+    """
+    try:
+        op.finish(result)
+    except Exception as exc:
+        if not op.reply.answered:
+            op.reply.set(outcome.Error(exc))

@@ -51,6 +51,10 @@ class Reply:
         self._result = result
         self._done.set()
 
+    @property
+    def answered(self) -> bool:
+        return self._result is not None
+
     async def wait(self) -> Any:
         try:
             await self._done.wait()

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 import attrs
+import outcome
 import pytest
 import trio
 import trio.testing
@@ -23,6 +24,7 @@ from support import msg
 
 import sessionactors
 import sessionactors._batch
+import sessionactors._messages
 import sessionactors._runner
 from sessionactors import (
     ActorCrashedError,
@@ -596,6 +598,60 @@ async def test_a_crashing_actor_fails_its_waiters_and_is_replaced(
     assert await store.read_token_usage("victim") == [{"n": 0}, {"n": 2}]
     assert ids(await store.load_session("bystander")) == ["q"]
     assert store.statistics().live_actors == 2
+
+
+async def test_a_caller_whose_object_cannot_be_updated_is_told_and_the_batch_answered(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch, gates: Callable[[str], Gate]
+) -> None:
+    """Answering a save updates its caller's object first; should that fail, nobody waits."""
+    original = sessionactors._messages.Save.finish
+    broken = Session(id="s", messages=[msg("a")], metadata={"who": "broken"})
+
+    refused: list[Any] = []
+
+    def finish(op: Any, result: Any) -> None:
+        if op.session is broken:
+            refused.append(op)
+            raise RuntimeError("the caller's object refused the update")
+        original(op, result)
+
+    monkeypatch.setattr(sessionactors._messages.Save, "finish", finish)
+    gate = gates("s")
+    outcomes: dict[str, BaseException | str] = {}
+    all_answered = trio.Event()
+
+    async def call(name: str, operation: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await operation()
+        except Exception as exc:
+            outcomes[name] = exc
+        else:
+            outcomes[name] = "returned"
+        if len(outcomes) == 3:
+            all_answered.set()
+
+    fine = Session(id="s", messages=[msg("a")])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, "first", partial(store.save_runtime_session, fine))
+        await gate.wait_entered()
+        # Queued behind the first, in this order: one batch, answered together
+        # (the refused caller last, so that without the guard only it would wait).
+        nursery.start_soon(call, "append", partial(store.append_token_usage_record, "s", {}))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(call, "broken", partial(store.save_runtime_session, broken))
+        await trio.testing.wait_all_tasks_blocked()
+        gate.open()
+        with trio.move_on_after(30):
+            await all_answered.wait()
+        if "broken" not in outcomes:  # never answered (the bug this guards): end its wait
+            for op in refused:
+                op.reply.set(outcome.Error(AssertionError("the caller was never answered")))
+    assert outcomes["first"] == "returned" and outcomes["append"] == "returned"
+    assert isinstance(outcomes["broken"], RuntimeError)
+    # The write took effect: only the caller's object was not updated.
+    loaded = await store.load_session("s")
+    assert loaded is not None and loaded.metadata == {"who": "broken"}
+    assert store.statistics().actor_crashes == 0
 
 
 @pytest.mark.parametrize("where", ["mailbox", "thread"])
