@@ -524,6 +524,20 @@ async def test_cancellation_at_many_points_is_all_or_nothing(
 # --- a crashing actor ----------------------------------------------------------------------------
 
 
+async def record(
+    outcomes: dict[str, BaseException | str],
+    name: str,
+    operation: Callable[[], Awaitable[object]],
+) -> None:
+    """Run ``operation``; ``outcomes[name]`` is then "returned" or the exception it raised."""
+    try:
+        await operation()
+    except Exception as exc:
+        outcomes[name] = exc
+    else:
+        outcomes[name] = "returned"
+
+
 async def test_a_crashing_actor_fails_its_waiters_and_is_replaced(
     store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -548,14 +562,7 @@ async def test_a_crashing_actor_fails_its_waiters_and_is_replaced(
     monkeypatch.setattr(sessionactors._runner, "run_batch", buggy)
 
     outcomes: dict[str, BaseException | str] = {}
-
-    async def call(name: str, operation: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await operation()
-        except Exception as exc:
-            outcomes[name] = exc
-        else:
-            outcomes[name] = "returned"
+    call = partial(record, outcomes)
 
     calls: dict[str, Callable[[], Awaitable[object]]] = {
         "checkpoint": lambda: store.checkpoint_runtime_session(
@@ -621,12 +628,7 @@ async def test_a_caller_whose_object_cannot_be_updated_is_told_and_the_batch_ans
     all_answered = trio.Event()
 
     async def call(name: str, operation: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await operation()
-        except Exception as exc:
-            outcomes[name] = exc
-        else:
-            outcomes[name] = "returned"
+        await record(outcomes, name, operation)
         if len(outcomes) == 3:
             all_answered.set()
 
