@@ -27,6 +27,7 @@ __all__ = [
     "edit_mark",
     "encode_message",
     "structure_session",
+    "summary_of",
     "utc_now",
 ]
 
@@ -219,6 +220,26 @@ class Revision:
     pinned: bool
     title_version: int
     metadata_version: int
+
+
+def summary_of(session: Session, *, message_count: int | None = None) -> SessionSummary:
+    """What ``list_sessions`` shows of ``session``.
+
+    ``message_count``: its transcript's length, where the session at hand
+    holds its fields but not its messages.
+    """
+    return SessionSummary(
+        id=session.id,
+        title=session.title,
+        pinned=session.pinned,
+        title_version=session.title_version,
+        metadata_version=session.metadata_version,
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        message_count=len(session.messages) if message_count is None else message_count,
+        revision=session.revision,
+        forked_from=session.forked_from,
+    )
 
 
 def _unstructure_datetime(value: datetime) -> str:

@@ -50,8 +50,8 @@ from ._messages import (
     Saved,
     Update,
 )
-from ._model import Message, Session, edit_mark, utc_now
-from ._planned import group_of, own_messages, summary_of, with_group
+from ._model import Message, Session, edit_mark, summary_of, utc_now
+from ._planned import group_of, own_messages, with_group
 from ._steps import (
     AppendUsage,
     Commit,

@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Protocol
 
 from ._merge import Authoritative
-from ._model import Message, Session, SessionSummary, converter
+from ._model import Message, Session, converter
 from .storage.protocol import Head
 
-__all__ = ["Lineage", "group_of", "own_messages", "summary_of", "with_group"]
+__all__ = ["Lineage", "group_of", "own_messages", "with_group"]
 
 _new = object.__new__
 _set = object.__setattr__
@@ -72,19 +72,3 @@ def group_of(current: Session | Head | None) -> Authoritative | None:
     if isinstance(current, Head):
         return current.group
     return None if current is None else Authoritative.of(current)
-
-
-def summary_of(session: Session) -> SessionSummary:
-    """What ``list_sessions`` shows of ``session``."""
-    return SessionSummary(
-        id=session.id,
-        title=session.title,
-        pinned=session.pinned,
-        title_version=session.title_version,
-        metadata_version=session.metadata_version,
-        created_at=session.created_at,
-        updated_at=session.updated_at,
-        message_count=len(session.messages),
-        revision=session.revision,
-        forked_from=session.forked_from,
-    )

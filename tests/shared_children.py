@@ -1,20 +1,61 @@
-"""Runs ``children/shared_child.py`` once per role, all at once, on one session.
+"""Child processes that start together: :func:`run_together`, and ``shared_child.py`` by role.
 
-Used by the shared-root test (file store) and the multi-host test (PostgreSQL):
-the children start, wait at a file barrier until all are ready, go together,
-and the long-running ones (the runtimes) stop once the finite ones are done.
+Each child waits at a file barrier until all are ready, then they go
+together. :func:`run_shared_children` runs ``children/shared_child.py`` once
+per role on one session (the shared-root and multi-host tests): the
+long-running ones (the runtimes) stop once the finite ones are done.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trio
 
 CHILD = Path(__file__).parent / "children" / "shared_child.py"
+
+
+async def run_together(
+    commands: Mapping[str, Sequence[str]], workdir: Path, *, timeout: float = 60
+) -> dict[str, str]:
+    """Run ``python COMMAND BARRIER`` for each name at once; each child's stdout.
+
+    A child touches ``BARRIER/ready-NAME`` once set up and starts at
+    ``BARRIER/go``, made once all are ready. Every child must exit with
+    status 0 (else its stderr is shown); one still running at a failure is
+    killed.
+    """
+    barrier = workdir / "barrier"
+    barrier.mkdir()
+    processes: dict[str, trio.Process] = {}
+    try:
+        for name, command in commands.items():
+            with (
+                (workdir / f"{name}.out").open("wb") as out,
+                (workdir / f"{name}.err").open("wb") as err,
+            ):
+                processes[name] = await trio.lowlevel.open_process(
+                    [sys.executable, *command, str(barrier)], stdout=out, stderr=err
+                )
+        with trio.fail_after(timeout):
+            while len(list(barrier.glob("ready-*"))) < len(commands):
+                assert all(p.returncode is None for p in processes.values()), "a child died"
+                await trio.sleep(0.01)
+            (barrier / "go").touch()
+            for process in processes.values():
+                await process.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            for process in processes.values():
+                if process.returncode is None:
+                    process.kill()
+                await process.wait()
+    for name, process in processes.items():
+        assert process.returncode == 0, (workdir / f"{name}.err").read_text(errors="replace")
+    return {name: (workdir / f"{name}.out").read_text(errors="replace") for name in commands}
 
 
 async def run_shared_children(

@@ -6,11 +6,10 @@ Runs on the file store and PostgreSQL (processes share no memory store).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-import trio
+from shared_children import run_together
 
 import sessionactors
 from sessionactors import Session
@@ -26,46 +25,13 @@ async def test_revisions_are_numbered_in_commit_order_across_processes(
 ) -> None:
     async with sessionactors.open_store(location, durability="flush") as store:
         await store.save_runtime_session(Session(id="s"))
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
     names = [f"p{n}" for n in range(CHILDREN)]
-    outputs = {name: tmp_path / f"{name}.out" for name in names}
-    processes = []
-    try:
-        for name in names:
-            with outputs[name].open("wb") as out:
-                processes.append(
-                    await trio.lowlevel.open_process(
-                        [
-                            sys.executable,
-                            str(CHILD),
-                            name,
-                            str(location),
-                            "s",
-                            str(SAVES),
-                            str(barrier),
-                        ],
-                        stdout=out,
-                    )
-                )
-        with trio.fail_after(60):
-            while len(list(barrier.glob("ready-*"))) < CHILDREN:
-                assert all(p.returncode is None for p in processes), "a child died"
-                await trio.sleep(0.01)
-            (barrier / "go").touch()
-            for process in processes:
-                await process.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-                await process.wait()
-    assert all(process.returncode == 0 for process in processes)
+    commands = {name: [str(CHILD), name, str(location), "s", str(SAVES)] for name in names}
+    outputs = await run_together(commands, tmp_path)
 
     by_revision: dict[int, tuple[str, int]] = {}
     for name in names:
-        got = json.loads(outputs[name].read_text())
+        got = json.loads(outputs[name])
         revisions = [revision for revision, _ in got]
         # One process's saves are one caller's: each is a later revision.
         assert revisions == sorted(revisions) and len(set(revisions)) == SAVES, got

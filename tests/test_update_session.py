@@ -16,7 +16,6 @@ the process test on the file store and PostgreSQL.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import StoreFactory
+from shared_children import run_together
 from support import NOT_PLAIN_JSON, msg, session_files
 
 import sessionactors
@@ -363,32 +363,11 @@ async def test_two_processes_of_fifty_concurrent_increments_reach_one_hundred(
 ) -> None:
     async with sessionactors.open_store(location, durability="flush") as store:
         await store.save_runtime_session(Session(id="s", metadata={"n": 0}))
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
     names = ["p0", "p1"]
-    outputs = {name: tmp_path / f"{name}.out" for name in names}
-    processes = []
-    try:
-        for name in names:
-            with outputs[name].open("wb") as out:
-                args = [sys.executable, str(CHILD), name, str(location), "s", "50", str(barrier)]
-                processes.append(await trio.lowlevel.open_process(args, stdout=out))
-        with trio.fail_after(60):
-            while len(list(barrier.glob("ready-*"))) < len(names):
-                assert all(p.returncode is None for p in processes), "a child died"
-                await trio.sleep(0.01)
-            (barrier / "go").touch()
-            for process in processes:
-                await process.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-                await process.wait()
-    assert all(process.returncode == 0 for process in processes)
+    commands = {name: [str(CHILD), name, str(location), "s", "50"] for name in names}
+    outputs = await run_together(commands, tmp_path)
 
-    got = [pair for name in names for pair in json.loads(outputs[name].read_text())]
+    got = [pair for name in names for pair in json.loads(outputs[name])]
     assert sorted(n for _, n in got) == list(range(1, 101))  # each increment saw the one before
     assert all(revision == n + 1 for revision, n in got)
     async with sessionactors.open_store(location, durability="flush", history=1000) as store:

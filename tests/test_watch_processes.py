@@ -18,12 +18,12 @@ The basics of a watch (kinds, one session, leaving the block): test_watch.py.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 from conftest import StoreFactory
+from shared_children import run_together
 from test_watch import WAIT, check_order, watching
 
 import sessionactors
@@ -47,38 +47,11 @@ def final_seen(changes: list[Change], session_id: str, final: int | None) -> boo
 
 async def run_writers(location: str | Path, workdir: Path) -> list[dict[str, int | None]]:
     """Run the children at once; each one's report of its last revisions."""
-    barrier = workdir / "barrier"
-    barrier.mkdir()
     names = [f"p{n}" for n in range(CHILDREN)]
-    processes: list[trio.Process] = []
-    try:
-        for name in names:
-            with (
-                (workdir / f"{name}.out").open("wb") as out,
-                (workdir / f"{name}.err").open("wb") as err,
-            ):
-                args = [name, str(location), str(CHILD_SESSIONS), str(CHILD_WRITES), str(barrier)]
-                processes.append(
-                    await trio.lowlevel.open_process(
-                        [sys.executable, str(CHILD), *args], stdout=out, stderr=err
-                    )
-                )
-        with trio.fail_after(60):
-            while len(list(barrier.glob("ready-*"))) < CHILDREN:
-                assert all(p.returncode is None for p in processes), "a child died"
-                await trio.sleep(0.01)
-            (barrier / "go").touch()
-            for process in processes:
-                await process.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-                await process.wait()
-    for name, process in zip(names, processes, strict=True):
-        assert process.returncode == 0, (workdir / f"{name}.err").read_text(errors="replace")
-    return [json.loads((workdir / f"{name}.out").read_text()) for name in names]
+    sizes = [str(CHILD_SESSIONS), str(CHILD_WRITES)]
+    commands = {name: [str(CHILD), name, str(location), *sizes] for name in names}
+    outputs = await run_together(commands, workdir)
+    return [json.loads(outputs[name]) for name in names]
 
 
 @pytest.mark.parametrize("backend", ["file", "postgres"])

@@ -8,19 +8,15 @@ session's row sizes, an estimate (:mod:`..storage.postgres.disk_use`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import attrs
 import trio
 
-from .. import CorruptSessionError
-from ..storage.files.disk_use import StoredFile, freed, session_files
+from ..storage.files.disk_use import StoredFile, freed, store_files
 
 __all__ = ["Space", "measure"]
-
-logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -54,16 +50,4 @@ async def measure(location: Path | str, session_ids: Sequence[str]) -> Space:
         counted = await trio.to_thread.run_sync(session_bytes, location)
         return Space(None, {counts.session_id: counts.total for counts in counted}, ESTIMATE)
 
-    def read() -> dict[str, list[StoredFile]]:
-        found = {}
-        for session_id in session_ids:
-            try:
-                files = session_files(location, session_id)
-            except (OSError, CorruptSessionError) as exc:
-                logger.warning("session %r: its bytes are not counted: %s", session_id, exc)
-                continue
-            if files is not None:
-                found[session_id] = files
-        return found
-
-    return Space(await trio.to_thread.run_sync(read), None)
+    return Space(await trio.to_thread.run_sync(store_files, location, session_ids), None)

@@ -35,6 +35,7 @@ from .._model import (
     decode_record,
     encode_message,
     structure_session,
+    summary_of,
 )
 from .protocol import Commit, Head, IoCounts, Stored, Version, published
 
@@ -117,18 +118,7 @@ _transcripts = itertools.count(1)
 
 
 def _store(session: Session, messages: tuple[bytes, ...], transcript: int, kind: str) -> _Stored:
-    summary = SessionSummary(
-        id=session.id,
-        title=session.title,
-        pinned=session.pinned,
-        title_version=session.title_version,
-        metadata_version=session.metadata_version,
-        created_at=session.created_at,
-        updated_at=session.updated_at,
-        message_count=len(messages),
-        revision=session.revision,
-        forked_from=session.forked_from,
-    )
+    summary = summary_of(session, message_count=len(messages))
     fields = converter.unstructure(attrs.evolve(session, messages=[]), Session)
     del fields["messages"]
     return _Stored(

@@ -151,14 +151,14 @@ def _part(name: str, listing: Listing, transcript: set[str]) -> Part:
     return "other"
 
 
-def store_files(root: Path) -> dict[str, list[StoredFile]]:
-    """Every session directory's files, by directory name; one that cannot be read is left out.
+def store_files(root: Path, names: Iterable[str] | None = None) -> dict[str, list[StoredFile]]:
+    """Each session directory's files (``names``, or every one), by name.
 
-    A directory that cannot be read is warned about (its name and why), so
-    one never hides the others.
+    A directory that cannot be read is left out and warned about (its name
+    and why), so one never hides the others.
     """
     found: dict[str, list[StoredFile]] = {}
-    for name in sorted(session_ids(root)):
+    for name in sorted(session_ids(root) if names is None else names):
         try:
             files = session_files(root, name)
         except (OSError, CorruptSessionError) as exc:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ..._errors import CorruptSessionError, InvalidSessionIdError, RevisionNotFoundError
-from ..._model import Revision, Session, SessionSummary, structure_session
+from ..._model import Revision, Session, SessionSummary, structure_session, summary_of
 from ..protocol import Commit, Head, Stored, Version
 from . import journal, slots, usage
 from .directory import SessionDirectory
@@ -323,20 +323,9 @@ class SessionFiles(SessionDirectory):
             snapshot = self.read_snapshot()
             if snapshot is None:
                 return None
+            # Revision 1, no lineage: see _legacy_session_head.
             session = _legacy_session_head(snapshot)
-            summary = SessionSummary(
-                id=session.id,
-                title=session.title,
-                pinned=session.pinned,
-                title_version=session.title_version,
-                metadata_version=session.metadata_version,
-                created_at=session.created_at,
-                updated_at=session.updated_at,
-                message_count=snapshot.message_count,
-                revision=1,
-                forked_from=None,
-            )
-            return summary, "save"
+            return summary_of(session, message_count=snapshot.message_count), "save"
 
     def read_source(
         self, source_id: str, revision: int | None
