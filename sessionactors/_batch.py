@@ -135,7 +135,7 @@ def _execute(storage: SessionStorage, step: Step) -> Any:
     if isinstance(step, ReadHead):
         return storage.read_head()
     if isinstance(step, ReadSession):
-        return storage.read_session()
+        return storage.read_session(step.tail)
     if isinstance(step, WriteSnapshot):
         return storage.write_snapshot(
             step.session,

@@ -108,6 +108,9 @@ class Save(Op):
     # caller's tasks may go on changing ``session`` (appending messages,
     # setting metadata) while the worker thread writes this.
     snapshot: Session
+    #: A checkpoint's caller is given the merged transcript (False: it does
+    #: not want it, so the persisted messages need not be its own objects).
+    transcript_back: bool = True
 
     @property
     def messages(self) -> list[Message]:
@@ -158,6 +161,8 @@ class Update(Op):
 @attrs.define(eq=False)
 class Load(Op):
     revision: int | None = None
+    #: Only the transcript's last ``tail`` messages (None: all of them).
+    tail: int | None = None
 
 
 @attrs.define(eq=False)

@@ -188,6 +188,18 @@ class SegmentPlan:
             self.memory.remember(stored.version, session.messages, edit_mark())
         return session
 
+    def _read_tail(self, tail: int) -> Generator[Step, Any, Session | None]:
+        """The persisted session holding its last ``tail`` messages only (none is remembered)."""
+        yield from self.flush()
+        if self._head is None:
+            return None
+        stored: Stored | None = yield ReadSession(tail)
+        if stored is None:
+            self._head = None
+            return None
+        self._head = Head.of(stored.session, stored.version)
+        return stored.session
+
     def _kept(self, session_id: str, head: Head, revision: int) -> None:
         """Refuse a revision outside the kept window of a session at ``head``."""
         if not 1 <= revision <= head.revision:
@@ -226,7 +238,8 @@ class SegmentPlan:
             elif isinstance(op, Update):
                 yield from self._update(index, op)
             elif isinstance(op, Load):
-                self.outcomes[index] = outcome.Value((yield from self._load(op.revision)))
+                loaded = yield from self._load(op.revision, op.tail)
+                self.outcomes[index] = outcome.Value(loaded)
             elif isinstance(op, History):
                 head = yield from self._settled_head()
                 oldest = max(1, head.revision - self.history + 1)
@@ -273,7 +286,7 @@ class SegmentPlan:
             if self.pending is not None:
                 prior = own_messages(self.pending.messages, op.messages)
             elif current is not None:
-                prior = yield from self._persisted_messages(op.messages)
+                prior = yield from self._persisted_messages(op.messages, own=op.transcript_back)
             else:
                 prior = []
             merged = merge_transcript(prior, op.messages)
@@ -284,22 +297,29 @@ class SegmentPlan:
         self.pending_kind = "checkpoint" if op.checkpoint else "save"
         self.pending_transcript = None
         self.pending_checked = len(op.messages) if start == 0 and merged is None else 0
-        self.waiting_snapshot.append((index, Saved(group, updated_at, merged)))
+        back = merged if op.transcript_back else None
+        self.waiting_snapshot.append((index, Saved(group, updated_at, back)))
 
-    def _persisted_messages(self, incoming: list[Message]) -> Generator[Step, Any, list[Message]]:
+    def _persisted_messages(
+        self, incoming: list[Message], *, own: bool
+    ) -> Generator[Step, Any, list[Message]]:
         """The persisted transcript, for a checkpoint bringing ``incoming``.
 
         When what this actor knows is persisted and ``incoming`` starts with
         it (the same objects or equal ones), that prefix of ``incoming``;
         otherwise the transcript is read, as fresh objects. Either way no
-        caller gets another caller's objects.
+        caller gets another caller's objects. Unless ``own`` (the caller is
+        given no transcript back), the known messages themselves serve, so
+        a checkpoint of new messages alone reads nothing.
         """
         head = yield from self._read_head()
         known = None if head is None else self.memory.current(head.version)
         if known is not None:
-            own = known.persisted(incoming)
-            if own is not None:
-                return own
+            mine = known.persisted(incoming)
+            if mine is not None:
+                return mine
+            if not own and known.unchanged():
+                return list(known.messages)
         session = yield from self._read_session(fresh=True)
         return [] if session is None else session.messages
 
@@ -344,7 +364,9 @@ class SegmentPlan:
         self.pending_transcript = transcript
         self.pending_checked = len(session.messages)
 
-    def _load(self, revision: int | None) -> Generator[Step, Any, Session | None]:
+    def _load(self, revision: int | None, tail: int | None) -> Generator[Step, Any, Session | None]:
+        if revision is None and tail is not None:
+            return (yield from self._read_tail(tail))
         if revision is None:
             return (yield from self._read_session())
         yield from self.flush()

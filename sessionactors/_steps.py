@@ -50,7 +50,13 @@ class SessionExists(Step):
 
 @attrs.frozen
 class ReadSession(Step):
-    """Answer: the session as :class:`Stored`, or None when there is none."""
+    """Answer: the session as :class:`Stored`, or None when there is none.
+
+    ``tail``: only the transcript's last ``tail`` messages are decoded and
+    given (the version still names the whole transcript); None: all of them.
+    """
+
+    tail: int | None = None
 
 
 @attrs.frozen

@@ -203,7 +203,18 @@ class SessionStore(metaclass=NoPublicConstructor):
         """
         await self._save(session, checkpoint=True)
 
-    async def _save(self, session: Session, *, checkpoint: bool) -> None:
+    async def _checkpoint_new(self, session: Session) -> None:
+        """A checkpoint that leaves ``session.messages`` as they are (sessionactors.agents' adds).
+
+        Its caller brings new messages and wants no transcript back, so
+        while the actor knows the persisted transcript, nothing is read:
+        the add costs its own messages, not the conversation's length.
+        """
+        await self._save(session, checkpoint=True, transcript_back=False)
+
+    async def _save(
+        self, session: Session, *, checkpoint: bool, transcript_back: bool = True
+    ) -> None:
         if not isinstance(session, Session):
             raise TypeError(f"expected a Session, got {type(session).__name__}")
         session_id = validate_session_id(session.id)
@@ -212,7 +223,9 @@ class SessionStore(metaclass=NoPublicConstructor):
         # is what was checked. (Its new messages are checked in the batch.)
         snapshot = copy_for_save(session)
         self._stats.saves_requested += 1
-        await self._call(session_id, Save(session, checkpoint, snapshot))
+        await self._call(
+            session_id, Save(session, checkpoint, snapshot, transcript_back=transcript_back)
+        )
 
     async def append_token_usage_record(
         self, session_id: str, record: str | Mapping[str, Any]
@@ -259,6 +272,18 @@ class SessionStore(metaclass=NoPublicConstructor):
         if revision is not None:
             _check_revision(revision)
         result: Session | None = await self._call(session_id, Load(revision=revision))
+        return result
+
+    async def _load_tail(self, session_id: str, count: int) -> Session | None:
+        """The persisted session holding only its last ``count`` messages.
+
+        sessionactors.agents reads with it: only those messages are decoded,
+        so reading a conversation's latest turns costs them, not its length.
+        """
+        validate_session_id(session_id)
+        if type(count) is not int or count < 0:
+            raise ValueError(f"count must be an int >= 0, got {count!r}")
+        result: Session | None = await self._call(session_id, Load(tail=count))
         return result
 
     async def session_history(self, session_id: str, *, limit: int | None = None) -> list[Revision]:

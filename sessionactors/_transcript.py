@@ -45,13 +45,17 @@ class KnownTranscript:
         message.
         """
         count = len(self.messages)
-        if len(messages) < count:
-            return 0
-        if edited_since(self.mark) and max(map(_stamp_of, self.messages), default=0) > self.mark:
+        if len(messages) < count or not self.unchanged():
             return 0
         if messages[:count] != self.messages:
             return 0
         return count
+
+    def unchanged(self) -> bool:
+        """Whether no known message had a field assigned since it was written or read."""
+        if not edited_since(self.mark):
+            return True
+        return max(map(_stamp_of, self.messages), default=0) <= self.mark
 
     def persisted(self, incoming: Sequence[Message]) -> list[Message] | None:
         """For a checkpoint: ``incoming``'s own objects for the known transcript.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-__all__ = ["NoPublicConstructor"]
+__all__ = ["NoPublicConstructor", "last"]
 
 T = TypeVar("T")
 
@@ -24,3 +25,10 @@ class NoPublicConstructor(type):
     def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
         made: T = super().__call__(*args, **kwargs)  # type: ignore[misc]
         return made
+
+
+def last(items: Sequence[T], count: int | None) -> Sequence[T]:
+    """The last ``count`` of ``items``: all of them for None, none for 0."""
+    if count is None or count >= len(items):
+        return items
+    return items[len(items) - count :] if count > 0 else items[:0]

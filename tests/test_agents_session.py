@@ -25,7 +25,6 @@ from agents.models.interface import Model
 from agents.usage import Usage
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 
-import sessionactors._store
 from sessionactors import InvalidSessionIdError, Session, aio
 from sessionactors.agents import AgentsSession
 
@@ -237,44 +236,33 @@ def test_adds_and_pops_at_once_in_one_process_lose_nothing(tmp_path: Path) -> No
             results = await asyncio.gather(*adds, *pops)
             popped = [item["content"] for item in results[30:] if item is not None]
             left = [item["content"] for item in await writers[1].get_items()]
-            assert len(popped) == 10
             assert sorted(popped + left) == sorted(["seed", *(f"item {n}" for n in range(30))])
 
     run(main)
 
 
-def test_pop_item_uses_update_session_once_the_store_has_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A stand-in for contract v2's update_session (load, change, save), so the
-    # path AgentsSession takes once the core has it is checked already.
-    used: list[str] = []
-
-    async def update_session(self: Any, session_id: str, fn: Callable[[Session], object]) -> Any:
-        used.append(session_id)
-        session = await self.load_session(session_id)
-        if session is None:
-            raise sessionactors.SessionNotFoundError(session_id)
-        fn(session)
-        await self.save_runtime_session(session)
-        return session
-
-    monkeypatch.setattr(
-        sessionactors._store.SessionStore, "update_session", update_session, raising=False
-    )
-
+def test_adds_and_pops_from_two_stores_at_once_lose_nothing(tmp_path: Path) -> None:
+    # Two stores on one root, as two processes would be: each pop is one
+    # update_session, atomic against the other store's adds.
     async def main() -> None:
-        async with aio.open_store(tmp_path, durability="flush") as store:
-            session = AgentsSession(store, "chat")
-            assert await session.pop_item() is None  # no session: None, as the SDK's
-            await session.add_items(ITEMS[:3])
-            assert await session.pop_item() == ITEMS[2]
-            await session.clear_session()
-            assert await session.get_items() == []
-            assert await session.pop_item() is None
+        async with (
+            aio.open_store(tmp_path, durability="flush") as one,
+            aio.open_store(tmp_path, durability="flush") as other,
+        ):
+            adder, popper = AgentsSession(one, "chat"), AgentsSession(other, "chat")
+            await adder.add_items([{"role": "user", "content": "seed"}])
+            adds = [adder.add_items([{"role": "user", "content": f"item {n}"}]) for n in range(30)]
+            pops = [popper.pop_item() for _ in range(10)]
+            results = await asyncio.gather(*adds, *pops)
+            popped = [item["content"] for item in results[30:] if item is not None]
+            left = [item["content"] for item in await adder.get_items()]
+            assert sorted(popped + left) == sorted(["seed", *(f"item {n}" for n in range(30))])
+            assert await popper.get_items() == await adder.get_items()
+            await popper.clear_session()
+            assert await adder.get_items() == []
+            assert await adder.pop_item() is None
 
     run(main)
-    assert used == ["chat"] * 4
 
 
 # --- under the SDK's Runner -----------------------------------------------------------------

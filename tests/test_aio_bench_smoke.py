@@ -28,10 +28,11 @@ def test_quick_asyncio_benchmark_measures_every_design(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "Targets (issue 16)" in done.stdout
     figures = json.loads(out.read_text(encoding="utf-8"))
-    assert set(figures["save_latency"]["median_s"]) == {"trio", "aio-guest", "aio-thread"}
+    designs = {"trio", "aio-guest", "aio-thread", "thread-round-trip"}
+    assert set(figures["save_latency"]["median_s"]) == designs
     assert all(value > 0 for value in figures["save_latency"]["median_s"].values())
     rates = figures["agents_sessions"]["turns_per_s"]
-    assert set(rates) == {"sqlite-session", "aio-guest", "aio-thread"}
+    assert set(rates) == {"sqlite-session", "aio-guest", "aio-thread", "floor"}
     assert all(value > 0 for value in rates.values())
     assert len(figures["targets"]) == 4
     assert not list(tmp_path.glob("sessionactors-aio-bench-*"))  # its scratch dir is gone

@@ -14,6 +14,13 @@ the designs taking turns round after round (their order rotated), with
   20 items and adding 2, for 50 turns; ``AgentsSession`` (both modes) against
   the SDK's ``SQLiteSession`` on one database file (its defaults: WAL, the
   sqlite3 module's ``synchronous=FULL``). Target: >= 3x its turns per second.
+  Beside them, the floor of any session on the aio store: the same turns
+  making two store calls that find nothing (``load_session`` of an id never
+  saved: a crossing, the actor, a worker thread, the lock's probe), with no
+  byte of a session read or written.
+* the floor of the save's overhead: one asyncio round trip to a worker
+  thread and back (``run_in_executor`` of a no-op), as the aio store's
+  crossing to its trio thread and back must make at least.
 
 ``--quick`` runs a tiny version in a few seconds; its figures mean nothing.
 """
@@ -44,8 +51,10 @@ TRIO = "trio"
 GUEST = "aio-guest"
 THREAD = "aio-thread"
 SQLITE = "sqlite-session"
-SAVE_DESIGNS = (TRIO, GUEST, THREAD)
-AGENTS_DESIGNS = (SQLITE, GUEST, THREAD)
+FLOOR = "floor"  # two store calls a turn that find nothing (thread mode)
+ROUND_TRIP = "thread-round-trip"  # asyncio to a worker thread and back, doing nothing
+SAVE_DESIGNS = (TRIO, GUEST, THREAD, ROUND_TRIP)
+AGENTS_DESIGNS = (SQLITE, GUEST, THREAD, FLOOR)
 SAVE_TARGET = 1.3  # aio latency / trio latency, at most
 AGENTS_TARGET = 3.0  # AgentsSession turns per second / SQLiteSession's, at least
 
@@ -103,7 +112,23 @@ async def _timed_saves(store: Any, size: Size) -> list[float]:
     return samples
 
 
+def _nothing() -> None:
+    pass
+
+
+async def _timed_round_trips(size: Size) -> list[float]:
+    loop = asyncio.get_running_loop()
+    samples = []
+    for _ in range(size.saves):
+        started = time.perf_counter()
+        await loop.run_in_executor(None, _nothing)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
 def _save_latency(design: str, root: Path, size: Size) -> list[float]:
+    if design == ROUND_TRIP:
+        return asyncio.run(_timed_round_trips(size))
     if design == TRIO:
 
         async def in_trio() -> list[float]:
@@ -137,6 +162,7 @@ def measure_save_latency(base: Path, size: Size) -> dict[str, Any]:
         "overhead_us": {
             design: (medians[design] - medians[TRIO]) * 1e6 for design in (GUEST, THREAD)
         },
+        "round_trip_us": medians[ROUND_TRIP] * 1e6,
     }
 
 
@@ -180,6 +206,27 @@ async def _with_sqlite(root: Path, size: Size) -> float:
             session.close()
 
 
+class _CallsFindingNothing:
+    """A conversation's turn as two aio store calls for an id never saved: the floor."""
+
+    def __init__(self, store: aio.SessionStore, session_id: str) -> None:
+        self._store = store
+        self._session_id = session_id
+
+    async def get_items(self, limit: int) -> list[Any]:
+        await self._store.load_session(self._session_id)
+        return []
+
+    async def add_items(self, items: list[Any]) -> None:
+        await self._store.load_session(self._session_id)
+
+
+async def _with_floor(root: Path, size: Size) -> float:
+    async with aio.open_store(root, durability="fsync", mode="thread") as store:
+        calls = [_CallsFindingNothing(store, f"c{n}") for n in range(size.conversations)]
+        return await _conversations(calls, size)
+
+
 async def _with_agents_session(root: Path, size: Size, mode: aio.Mode) -> float:
     async with aio.open_store(root, durability="fsync", mode=mode) as store:
         sessions = [AgentsSession(store, f"c{n}") for n in range(size.conversations)]
@@ -192,6 +239,7 @@ def measure_agents_sessions(base: Path, size: Size) -> dict[str, Any]:
         SQLITE: lambda root: _with_sqlite(root, size),
         GUEST: lambda root: _with_agents_session(root, size, "guest"),
         THREAD: lambda root: _with_agents_session(root, size, "thread"),
+        FLOOR: lambda root: _with_floor(root, size),
     }
     turns_done = size.conversations * size.agents_turns
     rates: dict[str, list[float]] = {design: [] for design in AGENTS_DESIGNS}
@@ -206,7 +254,7 @@ def measure_agents_sessions(base: Path, size: Size) -> dict[str, Any]:
         f"each: read the last {size.read_last} items, add 2; fsync (SQLite: WAL, FULL)",
         "turns_per_s": medians,
         "ratio_vs_sqlite": {
-            design: medians[design] / medians[SQLITE] for design in (GUEST, THREAD)
+            design: medians[design] / medians[SQLITE] for design in (GUEST, THREAD, FLOOR)
         },
     }
 
@@ -243,8 +291,8 @@ def print_asyncio_table(results: dict[str, Any]) -> None:
     save, agents = results["save_latency"], results["agents_sessions"]
     print(f"\nFrom asyncio: one-message durable save ({save['description']})")
     for design in SAVE_DESIGNS:
-        line = f"  {design:<12} {save['median_s'][design] * 1000:8.3f} ms"
-        if design != TRIO:
+        line = f"  {design:<17} {save['median_s'][design] * 1000:8.3f} ms"
+        if design in (GUEST, THREAD):
             line += (
                 f"  {save['ratio_vs_trio'][design]:.2f}x trio,"
                 f" {save['overhead_us'][design]:+.0f} us per call"
@@ -252,7 +300,7 @@ def print_asyncio_table(results: dict[str, Any]) -> None:
         print(line)
     print(f"\nAgents SDK sessions ({agents['description']})")
     for design in AGENTS_DESIGNS:
-        line = f"  {design:<14} {agents['turns_per_s'][design]:8.0f} turns/s"
+        line = f"  {design:<17} {agents['turns_per_s'][design]:8.0f} turns/s"
         if design != SQLITE:
             line += f"  {agents['ratio_vs_sqlite'][design]:.2f}x SQLiteSession"
         print(line)

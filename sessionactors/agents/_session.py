@@ -13,7 +13,6 @@ from .._ids import validate_session_id
 from .._model import Message, Session
 from ..aio import SessionStore
 from ._items import item_of, message_of
-from ._locks import session_lock
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -32,16 +31,17 @@ class AgentsSession:
 
     Safe with other writers, in this process or others, on the same store root:
 
-    * ``add_items`` is one ``checkpoint_runtime_session`` carrying only the
-      new items, each under a fresh unique message id: the store appends the
-      messages whose id is not persisted, so adds from several processes
-      interleave whole items and lose none.
-    * ``pop_item`` and ``clear_session`` read the session, then write it.
-      When the store offers ``update_session`` they use it, and are atomic.
-      Until then: within one aio store, adds, pops and clears of a session
-      take one asyncio lock, so none is lost; but an item another store or
-      process adds between a pop's read and its write is lost (a clear
-      clears it, which is what a clear after it would do).
+    * ``add_items`` is one checkpoint carrying only the new items, each
+      under a fresh unique message id: the store appends the messages whose
+      id is not persisted, so adds from several processes interleave whole
+      items and lose none. It is the store's ``_checkpoint_new``, which
+      gives no transcript back: while the session's actor knows the
+      persisted transcript, an add reads none of it.
+    * ``get_items(limit)`` reads and decodes the latest ``limit`` messages
+      only (the store's ``_load_tail``): a turn costs what it reads, not the
+      conversation's length.
+    * ``pop_item`` and ``clear_session`` are each one ``update_session``:
+      atomic against every other writer.
     * The UI's title and pin are never clobbered (the store's merge rule).
       The session's ``metadata`` and ``runtime_state`` are written back as
       this object last read them, as any runtime save does.
@@ -81,13 +81,12 @@ class AgentsSession:
         ``session_settings.limit``; 0 gives no item; a negative limit, all.
         """
         wanted = resolve_session_limit(limit, self.session_settings)
-        session = await self._load()
+        # With a limit only the latest items are read and decoded: a turn
+        # costs what it reads, not the conversation's length.
+        session = await self._load(None if wanted is None or wanted < 0 else wanted)
         if session is None:
             return []
-        messages = session.messages
-        if wanted is not None and wanted >= 0:
-            messages = messages[len(messages) - wanted :] if wanted else []
-        return [item_of(message) for message in messages]
+        return [item_of(message) for message in session.messages]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append ``items`` to the conversation, durably (per the store's durability).
@@ -98,45 +97,39 @@ class AgentsSession:
         if not items:
             return
         messages = [message_of(item) for item in items]
-        async with session_lock(self._store, self.session_id):
-            fields = self._fields or await self._load() or Session(id=self.session_id)
-            await self._store.checkpoint_runtime_session(attrs.evolve(fields, messages=messages))
+        fields = self._fields or await self._load(0) or Session(id=self.session_id)
+        await self._store._checkpoint_new(attrs.evolve(fields, messages=messages))
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove the conversation's last item and return it; None if there is none."""
-        async with session_lock(self._store, self.session_id):
-            popped = await self._rewrite(_pop_last)
+        popped = await self._rewrite(_pop_last)
         return None if popped is None else item_of(popped)
 
     async def clear_session(self) -> None:
         """Remove every item of the conversation (the session's title and pin stay)."""
-        async with session_lock(self._store, self.session_id):
-            await self._rewrite(_clear)
+        await self._rewrite(_clear)
 
-    async def _load(self) -> Session | None:
-        session = await self._store.load_session(self.session_id)
+    async def _load(self, last: int | None = None) -> Session | None:
+        """The session (with ``last``: holding its last ``last`` messages only)."""
+        if last is None:
+            session = await self._store.load_session(self.session_id)
+        else:
+            session = await self._store._load_tail(self.session_id, last)
         self._fields = None if session is None else attrs.evolve(session, messages=[])
         return session
 
     async def _rewrite(self, change: Any) -> Message | None:
-        """Apply ``change`` to the persisted session; what it returns (a removed message)."""
-        if _has_update_session(self._store):
-            removed: list[Message | None] = [None]
+        """Apply ``change`` to the persisted session atomically; what it returned (a message)."""
+        removed: list[Message | None] = [None]
 
-            def apply(session: Session) -> None:
-                removed[0] = change(session)
+        def apply(session: Session) -> None:
+            removed[0] = change(session)
 
-            try:
-                await self._store.update_session(self.session_id, apply)
-            except SessionNotFoundError:
-                return None
-            return removed[0]
-        session = await self._load()
-        if session is None or not session.messages:
+        try:
+            await self._store.update_session(self.session_id, apply)
+        except SessionNotFoundError:
             return None
-        result: Message | None = change(session)
-        await self._store.save_runtime_session(session)
-        return result
+        return removed[0]
 
 
 def _pop_last(session: Session) -> Message | None:
@@ -145,8 +138,3 @@ def _pop_last(session: Session) -> Message | None:
 
 def _clear(session: Session) -> None:
     session.messages.clear()
-
-
-def _has_update_session(store: SessionStore) -> bool:
-    """Whether the trio store behind ``store`` has ``update_session`` yet (contract v2)."""
-    return callable(getattr(store._store, "update_session", None))

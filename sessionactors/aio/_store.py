@@ -94,7 +94,7 @@ class SessionStore(metaclass=NoPublicConstructor):
         and copied then), and ``session`` is updated in place before this
         returns.
         """
-        await self._save(self._store.save_runtime_session, session, checkpoint=False)
+        await self._save(self._store.save_runtime_session, session, transcript_back=False)
 
     async def checkpoint_runtime_session(self, session: Session) -> None:
         """Like :meth:`save_runtime_session`, but the transcript never shrinks.
@@ -102,14 +102,18 @@ class SessionStore(metaclass=NoPublicConstructor):
         See :meth:`sessionactors.SessionStore.checkpoint_runtime_session`;
         ``session.messages`` is replaced in place by the merged transcript.
         """
-        await self._save(self._store.checkpoint_runtime_session, session, checkpoint=True)
+        await self._save(self._store.checkpoint_runtime_session, session, transcript_back=True)
+
+    async def _checkpoint_new(self, session: Session) -> None:
+        """The trio store's ``_checkpoint_new``: ``session.messages`` stay as they are."""
+        await self._save(self._store._checkpoint_new, session, transcript_back=False)
 
     async def _save(
         self,
         save: Callable[[Session], Awaitable[None]],
         session: Session,
         *,
-        checkpoint: bool,
+        transcript_back: bool,
     ) -> None:
         # The trio store checks and copies a session when its call starts,
         # which here is a crossing later: other asyncio tasks could change
@@ -137,7 +141,7 @@ class SessionStore(metaclass=NoPublicConstructor):
             if written:  # the trio store sets at least updated_at on a write
                 for name, value in written.items():
                     setattr(session, name, value)
-                if checkpoint:
+                if transcript_back:
                     session.messages[:] = stand_in.messages
 
     async def append_token_usage_record(
@@ -164,6 +168,11 @@ class SessionStore(metaclass=NoPublicConstructor):
         result: Session | None = await self._call(
             self._method("load_session", revision=revision), session_id
         )
+        return result
+
+    async def _load_tail(self, session_id: str, count: int) -> Session | None:
+        """The trio store's ``_load_tail``: the session with its last ``count`` messages."""
+        result: Session | None = await self._call(self._store._load_tail, session_id, count)
         return result
 
     async def list_sessions(

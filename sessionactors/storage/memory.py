@@ -37,6 +37,7 @@ from .._model import (
     structure_session,
     summary_of,
 )
+from .._util import last
 from .protocol import Commit, Head, IoCounts, Stored, Version, published
 
 __all__ = ["SCHEME", "MemoryBackend", "MemorySession", "MemorySpace"]
@@ -101,10 +102,11 @@ class _Stored:
             metadata_version=summary.metadata_version,
         )
 
-    def decode(self, session_id: str) -> Stored:
+    def decode(self, session_id: str, tail: int | None = None) -> Stored:
+        """The session as new objects (with ``tail``: its last ``tail`` messages only)."""
         where = f"{SCHEME} session {session_id!r}"
         data = orjson.loads(self.head)
-        data["messages"] = [orjson.loads(line) for line in self.messages]
+        data["messages"] = [orjson.loads(line) for line in last(self.messages, tail)]
         return Stored(structure_session(where, data), self.version)
 
 
@@ -289,9 +291,9 @@ class MemorySession:
         stored = self._stored()
         return None if stored is None else stored.as_head()
 
-    def read_session(self) -> Stored | None:
+    def read_session(self, tail: int | None = None) -> Stored | None:
         stored = self._stored()
-        return None if stored is None else stored.decode(self.session_id)
+        return None if stored is None else stored.decode(self.session_id, tail)
 
     def read_revision(self, revision: int) -> Stored | None:
         for stored in self._space.history(self.session_id):

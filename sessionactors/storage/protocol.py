@@ -164,7 +164,15 @@ class SessionStorage(Protocol):
 
     def read_head(self) -> Head | None: ...
 
-    def read_session(self) -> Stored | None: ...
+    def read_session(self, tail: int | None = None) -> Stored | None:
+        """The latest revision; with ``tail``, holding only its last ``tail`` messages.
+
+        Only those messages are decoded (a reader of a conversation's latest
+        turns pays for them, not for the transcript); the count is still
+        checked against the revision's, and the version names the whole
+        transcript.
+        """
+        ...
 
     def read_revision(self, revision: int) -> Stored | None:
         """The session as revision ``revision`` left it; None when it is not kept."""

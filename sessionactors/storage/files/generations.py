@@ -23,7 +23,7 @@ records the offset it counts is never changed by later writes of either.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ import orjson
 from ..._errors import CorruptSessionError, UnsupportedFormatError
 from ..._merge import Authoritative
 from ..._model import Revision, Session, SessionSummary, converter, structure_session
+from ..._util import last
 from ..protocol import Head, Version
 from .durable import open_at, read_prefix, refused
 from .records import COMMIT, HEADER, MESSAGE, parse_record
@@ -43,6 +44,7 @@ __all__ = [
     "Generation",
     "Header",
     "Listing",
+    "decoded_session",
     "gen_name",
     "link_name",
     "list_log",
@@ -529,20 +531,30 @@ def transcript(
 
 
 def session_at(
-    dir_fd: int, directory: str, listing: Listing, generation: Generation, commit: CommitRecord
+    dir_fd: int,
+    directory: str,
+    listing: Listing,
+    generation: Generation,
+    commit: CommitRecord,
+    tail: int | None = None,
 ) -> Session:
-    """The session as ``commit`` left it: its fields and its transcript, decoded."""
+    """The session as ``commit`` left it: its fields and transcript (its last ``tail``), decoded."""
     lines = transcript(dir_fd, directory, listing, generation, commit.offset)
     if len(lines) != commit.count:
         raise CorruptSessionError(
             generation.path,
             f"{len(lines)} messages where revision {commit.revision} counts {commit.count}",
         )
+    return decoded_session(generation.path, commit, last(lines, tail))
+
+
+def decoded_session(path: str, commit: CommitRecord, lines: Sequence[bytes]) -> Session:
+    """The session of ``commit``'s fields and the message records ``lines``, decoded."""
     try:
         messages = [orjson.loads(line) for line in lines]
     except orjson.JSONDecodeError as exc:
-        raise CorruptSessionError(generation.path, f"unreadable message: {exc}") from None
-    return structure_session(generation.path, {**commit.fields, "messages": messages})
+        raise CorruptSessionError(path, f"unreadable message: {exc}") from None
+    return structure_session(path, {**commit.fields, "messages": messages})
 
 
 def _read_error(path: str, exc: OSError) -> Exception:

@@ -19,6 +19,7 @@ import attrs
 
 from ..._errors import CorruptSessionError, InvalidSessionIdError, RevisionNotFoundError
 from ..._model import Revision, Session, SessionSummary, structure_session, summary_of
+from ..._util import last
 from ..protocol import Commit, Head, Stored, Version
 from . import journal, slots, usage
 from .directory import SessionDirectory
@@ -28,6 +29,7 @@ from .generations import (
     Generation,
     Header,
     Listing,
+    decoded_session,
     link_name,
     list_log,
     parse_gen,
@@ -39,6 +41,7 @@ from .generations import (
 )
 from .index import INDEX_DIR, ListingIndex
 from .layout import SLOT_FILES
+from .log_tail import last_messages
 from .log_writer import (
     append_records,
     commit_record,
@@ -204,18 +207,23 @@ class SessionFiles(SessionDirectory):
         snapshot = self.read_snapshot()
         return None if snapshot is None else _legacy_head(snapshot)
 
-    def read_session(self) -> Stored | None:
-        """The latest revision, as new objects, and the version of its transcript."""
+    def read_session(self, tail: int | None = None) -> Stored | None:
+        """The latest revision (its last ``tail`` messages), as new objects, and its version."""
         if self._dir_fd is None:
             with self._visiting() as present:
-                return self.read_session() if present else None
+                return self.read_session(tail) if present else None
         tip = self._tip()
-        if tip is not None:
-            generation = self._generation(tip.name, tip.last.end)
-            return Stored(self._session_at(tip, generation, tip.last), tip.version)
-        return self._legacy_session()
+        if tip is None:
+            return self._legacy_session(tail)
+        if tail is not None:
+            lines = last_messages(self._fd(), self.directory, tip.name, tip.header, tip.last, tail)
+            if lines is not None:
+                path = os.path.join(self.directory, tip.name)
+                return Stored(decoded_session(path, tip.last, lines), tip.version)
+        generation = self._generation(tip.name, tip.last.end)
+        return Stored(self._session_at(tip, generation, tip.last, tail), tip.version)
 
-    def _legacy_session(self) -> Stored | None:
+    def _legacy_session(self, tail: int | None = None) -> Stored | None:
         snapshot = self.read_snapshot()
         if snapshot is None:
             return None
@@ -225,18 +233,21 @@ class SessionFiles(SessionDirectory):
             messages = journal.read_journal(self._fd(), self.directory, snapshot)
             session = structure_session(snapshot.path, {**snapshot.head, "messages": messages})
         session.revision = 1
+        session.messages = list(last(session.messages, tail))  # an older format: read whole
         return Stored(session, version(snapshot))
 
     def _generation(self, name: str, end: int | None = None) -> Generation:
         return read_generation(self._fd(), self.directory, name, self.session_id, end)
 
-    def _session_at(self, tip: _Tip, generation: Generation, commit: CommitRecord) -> Session:
+    def _session_at(
+        self, tip: _Tip, generation: Generation, commit: CommitRecord, tail: int | None = None
+    ) -> Session:
         """The session ``commit`` left, its bases found in the listing ``tip`` was read with.
 
         Not a listing read again: without the lock, a writer may have made a
         generation and removed what it no longer needs meanwhile.
         """
-        return session_at(self._fd(), self.directory, tip.listing, generation, commit)
+        return session_at(self._fd(), self.directory, tip.listing, generation, commit, tail)
 
     def _generations(self, tip: _Tip) -> Any:
         """The generations holding this session's revisions, newest first, while they last."""

@@ -65,8 +65,8 @@ READ_EXTRA = (
 )
 #: A transcript's first ``count`` messages: (session_id, transcript, count).
 READ_TRANSCRIPT = (
-    f"SELECT body::text FROM {MESSAGES}"
-    f" WHERE session_id = %s AND transcript = %s AND position < %s ORDER BY position"
+    f"SELECT body::text FROM {MESSAGES} WHERE session_id = %s AND transcript = %s"
+    f" AND position >= %s AND position < %s ORDER BY position"
 )
 _REVISION_COLUMNS = """title, title_version, pinned, metadata_version, created_at, updated_at,
     message_count, transcript, metadata::text, runtime_state::text"""
@@ -357,8 +357,11 @@ def decode_session(
     row: RevisionRow,
     extra: tuple[Any, ...] | None,
     bodies: list[tuple[Any, ...]],
+    tail: int | None = None,
 ) -> Session:
     """Revision ``revision`` from its row, its free JSON and its message rows.
+
+    ``tail``: the rows are the transcript's last ``tail`` messages only.
 
     Raises:
         CorruptSessionError: unreadable JSON, a wrong count of messages, bad values.
@@ -370,10 +373,11 @@ def decode_session(
         messages = [orjson.loads(body[0]) for body in bodies]
     except orjson.JSONDecodeError as exc:
         raise CorruptSessionError(where_, f"unreadable JSON: {exc}") from None
-    if len(messages) != row.message_count:
+    expected = row.message_count if tail is None else min(tail, row.message_count)
+    if len(messages) != expected:
         raise CorruptSessionError(
             where_,
-            f"revision {revision}: {len(messages)} messages, {row.message_count} counted",
+            f"revision {revision}: {len(messages)} messages, {expected} counted",
         )
     group = row.group
     data = {

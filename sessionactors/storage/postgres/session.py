@@ -104,14 +104,16 @@ class PostgresSession:
         head = self._head
         return None if head is None else head_of(self.session_id, head)
 
-    def read_session(self) -> Stored | None:
+    def read_session(self, tail: int | None = None) -> Stored | None:
         head = self._head
         if head is None:
             return None
+        count = head.message_count
+        first = 0 if tail is None else max(0, count - tail)
         with self._transaction.statements() as conn:
             extra_cursor = conn.execute(READ_EXTRA, (self.session_id, head.revision))
             body_cursor = conn.execute(
-                READ_TRANSCRIPT, (self.session_id, head.transcript, head.message_count)
+                READ_TRANSCRIPT, (self.session_id, head.transcript, first, count)
             )
         session = decode_session(
             self.session_id,
@@ -120,6 +122,7 @@ class PostgresSession:
             head.latest,
             extra_cursor.fetchone(),
             body_cursor.fetchall(),
+            tail,
         )
         return Stored(session, version_of(head.latest))
 
@@ -176,7 +179,7 @@ class PostgresSession:
         # dropped by the source's history meanwhile, missing (never others).
         with self._transaction.statements(pipeline=False) as conn:
             cursor = conn.execute(
-                READ_TRANSCRIPT, (source_id, found.transcript, found.message_count)
+                READ_TRANSCRIPT, (source_id, found.transcript, 0, found.message_count)
             )
         bodies = cursor.fetchall()
         if len(bodies) != found.message_count:
