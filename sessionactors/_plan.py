@@ -561,6 +561,8 @@ class SegmentPlan:
             trusted=known is not None,
             transcript_of=self.pending_transcript,
         )
-        self.memory.remember(version, messages, mark)
+        # An unchanged transcript (a save of equal copies) keeps the copies known equal to it.
+        same = known if append_from is not None and append_from == len(messages) else None
+        self.memory.remember(version, messages, mark, same_as=same)
         self._head = Head.of(snapshot, version)
         self.present = True  # whatever the lock saw: the session is there now

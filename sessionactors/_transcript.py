@@ -12,12 +12,21 @@ from typing import Any
 
 import attrs
 
-from ._model import Message, edited_since
+from ._model import Message, edit_mark, edited_since
 from ._steps import Version
 
 __all__ = ["KnownTranscript", "TranscriptMemory"]
 
 _stamp_of = operator.attrgetter("_stamp")
+
+
+def _unedited(messages: list[Message], mark: int) -> bool:
+    """Whether none of ``messages`` had a field assigned since ``mark`` was taken."""
+    return not edited_since(mark) or max(map(_stamp_of, messages), default=0) <= mark
+
+
+#: How many copies of a transcript one actor remembers (cleared when full).
+_COPIES_KEPT = 256
 
 
 @attrs.define
@@ -29,11 +38,19 @@ class KnownTranscript:
     only while storage still shows that version. ``messages`` holds the very
     Message objects, so none can be replaced by another at the same address;
     every stamp below ``mark`` means none had a field assigned since.
+
+    ``copies``: other callers' lists found equal to ``messages`` (each task
+    holding its own copy of the session), by the ids of their objects, with
+    the mark taken when they were found equal. The list keeps its objects
+    alive, so no id is reused while it is here; a copy whose messages had
+    no field assigned since is equal still, so comparing it again costs a
+    tuple of ids, not an ``__eq__`` a message.
     """
 
     version: tuple[Any, ...]
     messages: list[Message]
     mark: int
+    copies: dict[tuple[int, ...], tuple[list[Message], int]] = attrs.Factory(dict)
 
     def prefix(self, messages: Sequence[Message]) -> int:
         """The known transcript's length if ``messages`` starts with it, else 0.
@@ -42,20 +59,38 @@ class KnownTranscript:
         and ``messages`` begins with those very objects or with equal ones
         (another caller's copy). Identical objects compare in C without
         calling ``__eq__``, so the common case costs a pointer comparison a
-        message.
+        message; a copy found equal before, a tuple of its ids.
         """
         count = len(self.messages)
         if len(messages) < count or not self.unchanged():
             return 0
-        if messages[:count] != self.messages:
+        head = list(messages[:count])
+        if not head or head[0] is self.messages[0]:
+            return count if head == self.messages else 0
+        key = tuple(map(id, head))
+        found = self.copies.get(key)
+        if found is not None and _unedited(*found):
+            return count
+        if head != self.messages:
             return 0
+        self.add_copy(key, head, edit_mark())
         return count
+
+    def add_copy(self, key: tuple[int, ...], messages: list[Message], mark: int) -> None:
+        if len(self.copies) >= _COPIES_KEPT:
+            self.copies.clear()
+        self.copies[key] = (messages, mark)
+
+    def carry_copies(self, before: KnownTranscript) -> None:
+        """``before`` held this very transcript: its copies, and its messages, are copies of it."""
+        self.copies = before.copies
+        key = tuple(map(id, before.messages))
+        if key != tuple(map(id, self.messages)):
+            self.add_copy(key, before.messages, before.mark)
 
     def unchanged(self) -> bool:
         """Whether no known message had a field assigned since it was written or read."""
-        if not edited_since(self.mark):
-            return True
-        return max(map(_stamp_of, self.messages), default=0) <= self.mark
+        return _unedited(self.messages, self.mark)
 
     def persisted(self, incoming: Sequence[Message]) -> list[Message] | None:
         """For a checkpoint: ``incoming``'s own objects for the known transcript.
@@ -91,8 +126,21 @@ class TranscriptMemory:
             return None
         return known
 
-    def remember(self, version: Version | None, messages: list[Message], mark: int) -> None:
-        self.known = None if version is None else KnownTranscript(version, list(messages), mark)
+    def remember(
+        self,
+        version: Version | None,
+        messages: list[Message],
+        mark: int,
+        *,
+        same_as: KnownTranscript | None = None,
+    ) -> None:
+        """``messages`` are persisted at ``version``; ``same_as``: what was known, equal to them."""
+        if version is None:
+            self.known = None
+            return
+        self.known = KnownTranscript(version, list(messages), mark)
+        if same_as is not None:
+            self.known.carry_copies(same_as)
 
     def forget(self) -> None:
         self.known = None

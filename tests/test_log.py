@@ -272,6 +272,30 @@ async def test_an_equal_copy_of_the_transcript_appends(tmp_path: Path) -> None:
         assert await store.load_session("s") == edited
 
 
+async def test_a_copy_found_equal_before_is_still_a_change_once_a_field_is_assigned(
+    tmp_path: Path,
+) -> None:
+    """Tasks saving their own equal copies in turn: each change of one is still written."""
+    async with open_store(tmp_path, durability="flush") as store:
+        first = Session(id="s", messages=[_message(n) for n in range(5)])
+        second = Session(id="s", messages=[_message(n) for n in range(5)])
+        for _ in range(3):  # each copy is found equal to what the other wrote
+            await store.save_runtime_session(first)
+            await store.save_runtime_session(second)
+        await store.save_runtime_session(first)  # what is written: first's objects
+        before = store.statistics()
+        second.messages[2].content = "assigned"
+        await store.save_runtime_session(second)
+        assert store.statistics().journal_rewrites == before.journal_rewrites + 1
+        assert await store.load_session("s") == second
+        await store.save_runtime_session(first)  # first still holds the old value: a change
+        assert store.statistics().journal_rewrites == before.journal_rewrites + 2
+        assert await store.load_session("s") == first
+        first.messages[4] = Message(id="m4", role="user", content="replaced")
+        await store.save_runtime_session(first)
+        assert await store.load_session("s") == first
+
+
 async def test_another_writer_invalidates_what_the_actor_knows(tmp_path: Path) -> None:
     async with (
         open_store(tmp_path, durability="flush") as first,
