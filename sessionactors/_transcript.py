@@ -7,7 +7,6 @@ the messages it shares with what was written, without reading storage.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -52,7 +51,7 @@ class KnownTranscript:
     mark: int
     copies: dict[tuple[int, ...], tuple[list[Message], int]] = attrs.Factory(dict)
 
-    def prefix(self, messages: Sequence[Message]) -> int:
+    def prefix(self, messages: list[Message]) -> int:
         """The known transcript's length if ``messages`` starts with it, else 0.
 
         It starts with it when no known message had a field assigned since
@@ -64,7 +63,7 @@ class KnownTranscript:
         count = len(self.messages)
         if len(messages) < count or not self.unchanged():
             return 0
-        head = list(messages[:count])
+        head = messages[:count]
         if not head or head[0] is self.messages[0]:
             return count if head == self.messages else 0
         key = tuple(map(id, head))
@@ -92,7 +91,7 @@ class KnownTranscript:
         """Whether no known message had a field assigned since it was written or read."""
         return _unedited(self.messages, self.mark)
 
-    def persisted(self, incoming: Sequence[Message]) -> list[Message] | None:
+    def persisted(self, incoming: list[Message]) -> list[Message] | None:
         """For a checkpoint: ``incoming``'s own objects for the known transcript.
 
         None when ``incoming`` does not start with it; the planner then reads
@@ -115,7 +114,7 @@ class TranscriptMemory:
 
     known: KnownTranscript | None = None
 
-    def checked_prefix(self, messages: Sequence[Message]) -> int:
+    def checked_prefix(self, messages: list[Message]) -> int:
         """How many leading ``messages`` are known unchanged since written (checked then)."""
         return 0 if self.known is None else self.known.prefix(messages)
 
