@@ -24,8 +24,11 @@ def _unedited(messages: list[Message], mark: int) -> bool:
     return not edited_since(mark) or max(map(_stamp_of, messages), default=0) <= mark
 
 
-#: How many copies of a transcript one actor remembers (cleared when full).
+#: How many copies of a transcript one actor remembers (cleared when full), and
+#: how many messages they may hold in all: a copy keeps its caller's objects
+#: alive, so an actor remembers fewer copies of a longer transcript.
 _COPIES_KEPT = 256
+_COPIES_MESSAGES = 32_768
 
 
 @attrs.define
@@ -76,7 +79,8 @@ class KnownTranscript:
         return count
 
     def add_copy(self, key: tuple[int, ...], messages: list[Message], mark: int) -> None:
-        if len(self.copies) >= _COPIES_KEPT:
+        kept = min(_COPIES_KEPT, max(1, _COPIES_MESSAGES // max(1, len(messages))))
+        if len(self.copies) >= kept:
             self.copies.clear()
         self.copies[key] = (messages, mark)
 

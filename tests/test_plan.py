@@ -36,7 +36,7 @@ from sessionactors._messages import (
     Save,
     Saved,
 )
-from sessionactors._model import Message, Session
+from sessionactors._model import Message, Session, edit_mark
 from sessionactors._plan import SegmentPlan
 from sessionactors._steps import (
     AppendUsage,
@@ -852,3 +852,14 @@ def test_a_fork_of_no_source_or_no_kept_revision_writes_nothing(
 ) -> None:
     result = run([Fork("src", 2, None)], [(SessionExists, False), (ReadSource, found)])
     assert isinstance(result.error(0), error)
+
+
+def test_copies_found_equal_are_remembered_within_a_bound_of_messages() -> None:
+    """Each copy keeps its caller's objects alive: a long transcript keeps few of them."""
+    count = 10_000
+    known = KnownTranscript(V1, [msg(f"m{n}") for n in range(count)], edit_mark())
+    for _ in range(8):
+        copy = [msg(f"m{n}") for n in range(count)]
+        assert known.prefix(copy) == count
+        assert known.prefix(copy) == count  # found again, among the copies
+    assert len(known.copies) >= 1 and len(known.copies) * count <= 32_768
