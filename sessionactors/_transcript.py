@@ -42,17 +42,17 @@ class KnownTranscript:
     every stamp below ``mark`` means none had a field assigned since.
 
     ``copies``: other callers' lists found equal to ``messages`` (each task
-    holding its own copy of the session), by the ids of their objects, with
-    the mark taken when they were found equal. The list keeps its objects
-    alive, so no id is reused while it is here; a copy whose messages had
-    no field assigned since is equal still, so comparing it again costs a
-    tuple of ids, not an ``__eq__`` a message.
+    holding its own copy of the session), by the id of their first message,
+    with the mark taken when they were found equal. A list saved again holds
+    the very objects of its copy, which compare in C by identity, so it costs
+    a pointer comparison a message, not an ``__eq__``; a copy none of whose
+    messages had a field assigned since is equal to the transcript still.
     """
 
     version: tuple[Any, ...]
     messages: list[Message]
     mark: int
-    copies: dict[tuple[int, ...], tuple[list[Message], int]] = attrs.Factory(dict)
+    copies: dict[int, tuple[list[Message], int]] = attrs.Factory(dict)
 
     def prefix(self, messages: list[Message]) -> int:
         """The known transcript's length if ``messages`` starts with it, else 0.
@@ -61,7 +61,7 @@ class KnownTranscript:
         and ``messages`` begins with those very objects or with equal ones
         (another caller's copy). Identical objects compare in C without
         calling ``__eq__``, so the common case costs a pointer comparison a
-        message; a copy found equal before, a tuple of its ids.
+        message, and so does a copy found equal before.
         """
         count = len(self.messages)
         if len(messages) < count or not self.unchanged():
@@ -69,27 +69,25 @@ class KnownTranscript:
         head = messages[:count]
         if not head or head[0] is self.messages[0]:
             return count if head == self.messages else 0
-        key = tuple(map(id, head))
-        found = self.copies.get(key)
-        if found is not None and _unedited(*found):
+        found = self.copies.get(id(head[0]))
+        if found is not None and _unedited(*found) and head == found[0]:
             return count
         if head != self.messages:
             return 0
-        self.add_copy(key, head, edit_mark())
+        self.add_copy(head, edit_mark())
         return count
 
-    def add_copy(self, key: tuple[int, ...], messages: list[Message], mark: int) -> None:
+    def add_copy(self, messages: list[Message], mark: int) -> None:
         kept = min(_COPIES_KEPT, max(1, _COPIES_MESSAGES // max(1, len(messages))))
         if len(self.copies) >= kept:
             self.copies.clear()
-        self.copies[key] = (messages, mark)
+        self.copies[id(messages[0])] = (messages, mark)
 
     def carry_copies(self, before: KnownTranscript) -> None:
         """``before`` held this very transcript: its copies, and its messages, are copies of it."""
         self.copies = before.copies
-        key = tuple(map(id, before.messages))
-        if key != tuple(map(id, self.messages)):
-            self.add_copy(key, before.messages, before.mark)
+        if before.messages and before.messages[0] is not self.messages[0]:
+            self.add_copy(before.messages, before.mark)
 
     def unchanged(self) -> bool:
         """Whether no known message had a field assigned since it was written or read."""
