@@ -32,6 +32,8 @@ __all__ = [
     "Update",
 ]
 
+_set = object.__setattr__
+
 
 @attrs.define(eq=False)
 class Reply:
@@ -122,11 +124,17 @@ class Save(Op):
         if isinstance(result, outcome.Value):
             saved: Saved = result.value
             session = self.session
-            saved.group.assign(session)
-            session.updated_at = saved.updated_at
-            session.revision = saved.revision
-            session.forked_from = saved.forked_from
-            session.forked_from_revision = saved.forked_from_revision
+            group = saved.group
+            # The store's own values, each checked when it was made: set
+            # without the validator an assignment runs (this runs for every save).
+            _set(session, "title", group.title)
+            _set(session, "title_version", group.title_version)
+            _set(session, "pinned", group.pinned)
+            _set(session, "metadata_version", group.metadata_version)
+            _set(session, "updated_at", saved.updated_at)
+            _set(session, "revision", saved.revision)
+            _set(session, "forked_from", saved.forked_from)
+            _set(session, "forked_from_revision", saved.forked_from_revision)
             if saved.messages is not None:
                 session.messages[:] = saved.messages
             result = outcome.Value(None)

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import attrs
 import orjson
 import pytest
 import trio
 import trio.testing
 from conftest import Gate
-from support import session_files
+from support import rich_session, session_files
 
 import sessionactors._plan
 import sessionactors._runner
@@ -529,3 +530,21 @@ async def test_a_title_that_is_not_utf8_is_refused_before_anything_is_written(
     session.metadata_version = 10
     session.messages[0] = Message(id="m0", role="user", content="edited")
     await assert_refused(store, disk, "s", lambda: store.save_runtime_session(session), ValueError)
+
+
+def test_the_save_copy_has_every_field_of_the_session_and_its_own_json() -> None:
+    session = attrs.evolve(
+        rich_session(),
+        title_version=3,
+        pinned=True,
+        metadata_version=4,
+        revision=9,
+        forked_from="origin",
+        forked_from_revision=2,
+    )
+    copy = copy_for_save(session)
+    # Each field is asked for by name: a field the copy left out would take its default.
+    for field in attrs.fields(Session):
+        assert getattr(copy, field.name) == getattr(session, field.name), field.name
+    assert copy.messages is not session.messages and copy.metadata is not session.metadata
+    assert copy.runtime_state is not session.runtime_state
