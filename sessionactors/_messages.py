@@ -12,6 +12,7 @@ import trio
 
 from ._merge import Authoritative
 from ._model import Message, Session
+from ._planned import set_written
 
 __all__ = [
     "Append",
@@ -31,8 +32,6 @@ __all__ = [
     "Saved",
     "Update",
 ]
-
-_set = object.__setattr__
 
 
 @attrs.define(eq=False)
@@ -124,17 +123,9 @@ class Save(Op):
         if isinstance(result, outcome.Value):
             saved: Saved = result.value
             session = self.session
-            group = saved.group
             # The store's own values, each checked when it was made: set
             # without the validator an assignment runs (this runs for every save).
-            _set(session, "title", group.title)
-            _set(session, "title_version", group.title_version)
-            _set(session, "pinned", group.pinned)
-            _set(session, "metadata_version", group.metadata_version)
-            _set(session, "updated_at", saved.updated_at)
-            _set(session, "revision", saved.revision)
-            _set(session, "forked_from", saved.forked_from)
-            _set(session, "forked_from_revision", saved.forked_from_revision)
+            set_written(session, saved.group, saved.updated_at, saved.revision, saved)
             if saved.messages is not None:
                 session.messages[:] = saved.messages
             result = outcome.Value(None)

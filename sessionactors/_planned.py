@@ -10,7 +10,7 @@ from ._merge import Authoritative
 from ._model import Message, Session, converter
 from .storage.protocol import Head
 
-__all__ = ["Lineage", "group_of", "own_messages", "with_group"]
+__all__ = ["Lineage", "group_of", "own_messages", "set_written", "with_group"]
 
 _new = object.__new__
 _set = object.__setattr__
@@ -42,19 +42,30 @@ def with_group(
     """
     made: Session = _new(Session)
     _set(made, "id", session.id)
-    _set(made, "title", group.title)
-    _set(made, "title_version", group.title_version)
-    _set(made, "pinned", group.pinned)
-    _set(made, "metadata_version", group.metadata_version)
     _set(made, "created_at", session.created_at)
-    _set(made, "updated_at", updated_at)
     _set(made, "messages", session.messages)
     _set(made, "metadata", session.metadata)
     _set(made, "runtime_state", session.runtime_state)
-    _set(made, "revision", 0)
-    _set(made, "forked_from", None if lineage is None else lineage.forked_from)
-    _set(made, "forked_from_revision", None if lineage is None else lineage.forked_from_revision)
+    set_written(made, group, updated_at, 0, lineage)
     return made
+
+
+def set_written(
+    session: Session,
+    group: Authoritative,
+    updated_at: datetime,
+    revision: int,
+    lineage: Lineage | None,
+) -> None:
+    """Set what a write made of ``session`` (the store's checked values; no validators run)."""
+    _set(session, "title", group.title)
+    _set(session, "title_version", group.title_version)
+    _set(session, "pinned", group.pinned)
+    _set(session, "metadata_version", group.metadata_version)
+    _set(session, "updated_at", updated_at)
+    _set(session, "revision", revision)
+    _set(session, "forked_from", None if lineage is None else lineage.forked_from)
+    _set(session, "forked_from_revision", None if lineage is None else lineage.forked_from_revision)
 
 
 def own_messages(prior: list[Message], incoming: list[Message]) -> list[Message]:
