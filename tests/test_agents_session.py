@@ -1,5 +1,5 @@
 """``sessionactors.agents.AgentsSession``: the OpenAI Agents SDK's ``Session`` on an aio store
-(docs/asyncio.md, "With the OpenAI Agents SDK").
+(README, "With the OpenAI Agents SDK").
 
 It is checked against the SDK's own ``SQLiteSession``, call for call, and
 under a real ``Runner.run`` with a scripted model (no network); items read

@@ -1,4 +1,4 @@
-"""``sessionactors.aio`` under plain ``asyncio.run`` (docs/asyncio.md): what the trio suite,
+"""``sessionactors.aio`` under plain ``asyncio.run`` (README, "From asyncio"): what the trio suite,
 run through it by test_aio_conformance.py, cannot show from trio.
 
 Cancellation by asyncio, draining on leaving the block, two stores at once,

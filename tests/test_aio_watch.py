@@ -1,10 +1,11 @@
-"""The bridge that gives asyncio the trio store's ``watch`` (contract v2; docs/asyncio.md).
+"""The bridge that gives asyncio the trio store's ``watch`` (contract v2; README, "From asyncio").
 
-The trio store has no ``watch`` yet, so these tests give its class a stand-in
-of the same shape (an async context manager yielding an async iterator, here
-an async generator fed by a queue) and check the bridge: changes arrive in
-order, leaving the block closes the trio watch, errors come out as
-themselves, a cancelled ``__anext__`` loses no change, and nothing is left.
+Most tests give the trio store's class a stand-in watch of the same shape (an
+async context manager yielding an async iterator, here an async generator fed
+by a queue), so each can drive the bridge exactly: changes arrive in order,
+leaving the block closes the trio watch, errors come out as themselves, a
+cancelled ``__anext__`` loses no change, and nothing is left. The last test
+runs the bridge on the trio store's own watch.
 """
 
 from __future__ import annotations
@@ -168,3 +169,32 @@ def test_watch_is_refused_once_the_store_is_closed(tmp_path: Path, stand_in: Sta
             store.watch("s")
 
     run(main)
+
+
+def test_the_real_watch_hears_saves_and_edits_from_asyncio(tmp_path: Path, mode: str) -> None:
+    """The bridge on the trio store's own watch: what asyncio writes, asyncio hears, in order.
+
+    The contract lets a watcher be handed a later revision without the ones
+    before it, never without the last: here the title's revision 2 and the
+    usage, after the save's revision 1 or without it.
+    """
+    before = set(threading.enumerate())
+
+    async def main() -> list[tuple[str, str, int | None]]:
+        heard: list[tuple[str, str, int | None]] = []
+        async with aio.open_store(tmp_path, mode=mode) as store, store.watch("s") as changes:
+            await store.save_runtime_session(sessionactors.Session(id="s"))
+            await store.set_title("s", "Named")
+            await store.append_token_usage_record("s", {"input_tokens": 1})
+            async with asyncio.timeout(30):  # a change never heard fails, not hangs
+                async for change in changes:
+                    heard.append((change.session_id, change.kind, change.revision))
+                    if change.kind == "usage":
+                        break
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        return heard
+
+    heard = run(main)
+    assert heard[-2:] == [("s", "title", 2), ("s", "usage", None)]
+    assert heard[:-2] in ([], [("s", "save", 1)])
+    assert leftover_threads(before) == []

@@ -1,4 +1,6 @@
-"""The mapping between the Agents SDK's items and the session's messages (docs/asyncio.md).
+"""The mapping between the Agents SDK's items and the session's messages.
+
+README's "With the OpenAI Agents SDK" shows it as a table.
 
 An item (``TResponseInputItem``: a JSON object) is one message, whole:
 

@@ -27,7 +27,7 @@ class AgentsSession:
     ``Runner.run(agent, input, session=AgentsSession(store, "chat-1"))``
     reads the conversation before a turn and adds the turn's items after.
     Each item is one message (the mapping is in ``sessionactors.agents._items``
-    and docs/asyncio.md) and reads back equal to the item given.
+    and README's "With the OpenAI Agents SDK") and reads back equal to the item given.
 
     Safe with other writers, in this process or others, on the same store root:
 

@@ -4,7 +4,7 @@
 whose methods are asyncio awaitables with the trio store's behaviour and
 errors. Trio runs beside the asyncio loop, by default in a thread of its
 own (``mode="guest"``: as the loop's guest, ``trio.lowlevel.start_guest_run``),
-one trio run per loop shared by every store open on it. docs/asyncio.md says
+one trio run per loop shared by every store open on it. README's "From asyncio" says
 why, and what each costs.
 """
 

@@ -155,22 +155,39 @@ class Call(Generic[T]):
                 self._scope = scope
                 try:
                     value = await self._fn(*self._args)
-                except trio.Cancelled:
-                    # Ours (asyncio asked) or, if not, the run's: answer, then
-                    # let the cancellation go on to whichever scope it belongs to.
-                    self._run.to_asyncio(
-                        self._answer,
-                        CANCELLED
-                        if self._cancel_requested
-                        else outcome.Error(StoreClosedError("the store's trio run was cancelled")),
-                    )
-                    raise
                 except BaseException as exc:
-                    # Every error is the caller's, as itself: a store call's
-                    # errors are its answer, not a crash of the trio side.
-                    result = outcome.Error(exc)
+                    if not _cancelled(exc):
+                        # Every error is the caller's, as itself: a store call's
+                        # errors are its answer, not a crash of the trio side.
+                        result = outcome.Error(exc)
+                    else:
+                        # Ours (asyncio asked) or, if not, the run's: answer, then
+                        # let the cancellation go on to whichever scope it belongs to.
+                        self._run.to_asyncio(
+                            self._answer,
+                            CANCELLED
+                            if self._cancel_requested
+                            else outcome.Error(
+                                StoreClosedError("the store's trio run was cancelled")
+                            ),
+                        )
+                        raise
                 else:
                     result = outcome.Value(value)
             if scope.cancelled_caught:
                 return  # answered above
         self._run.to_asyncio(self._answer, result)
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is a cancellation: trio's ``Cancelled``, or a group holding only those.
+
+    A nursery inside the call (the store's ``watch`` keeps one) raises the
+    cancellations of its tasks as a group; the cancel scope they belong to
+    takes them all the same, so such a group is a cancellation, not an error.
+    """
+    if isinstance(exc, trio.Cancelled):
+        return True
+    # A BaseExceptionGroup (Python's, or on 3.10 the backport trio raises) splits.
+    split = getattr(exc, "split", None)
+    return split is not None and split(trio.Cancelled)[1] is None

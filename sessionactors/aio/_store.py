@@ -319,7 +319,7 @@ async def open_store(
         history: revisions kept per session (the store's default if None).
         mode: how trio runs beside asyncio. ``"thread"`` (the default): in a
             thread of its own; each call crosses to it and back (about 190 us
-            per call here, docs/asyncio.md), and the store keeps working while
+            per call here, README's "From asyncio"), and the store keeps working while
             the loop runs other code. ``"guest"``: as a guest of this loop
             (``trio.lowlevel.start_guest_run``), on the loop's thread in
             slices the loop schedules, with its I/O waits in a helper thread
