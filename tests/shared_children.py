@@ -19,14 +19,19 @@ CHILD = Path(__file__).parent / "children" / "shared_child.py"
 
 
 async def run_together(
-    commands: Mapping[str, Sequence[str]], workdir: Path, *, timeout: float = 60
+    commands: Mapping[str, Sequence[str]],
+    workdir: Path,
+    *,
+    timeout: float = 60,
+    finite: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """Run ``python COMMAND BARRIER`` for each name at once; each child's stdout.
 
     A child touches ``BARRIER/ready-NAME`` once set up and starts at
-    ``BARRIER/go``, made once all are ready. Every child must exit with
-    status 0 (else its stderr is shown); one still running at a failure is
-    killed.
+    ``BARRIER/go``, made once all are ready. With ``finite``, the children
+    so named end by themselves, and ``BARRIER/stop`` is made once they have,
+    for the others. Every child must exit with status 0 (else its stderr is
+    shown); one still running at a failure is killed.
     """
     barrier = workdir / "barrier"
     barrier.mkdir()
@@ -45,6 +50,10 @@ async def run_together(
                 assert all(p.returncode is None for p in processes.values()), "a child died"
                 await trio.sleep(0.01)
             (barrier / "go").touch()
+            if finite is not None:
+                for name in finite:
+                    await processes[name].wait()
+                (barrier / "stop").touch()
             for process in processes.values():
                 await process.wait()
     finally:
@@ -72,39 +81,6 @@ async def run_shared_children(
     ``finite`` names the children that end by themselves; the others run
     until those are done. Every child must exit with status 0.
     """
-    barrier = workdir / "barrier"
-    barrier.mkdir()
-    processes: dict[str, trio.Process] = {}
-    try:
-        for role, name in roles:
-            with (
-                (workdir / f"{name}.out").open("wb") as out,
-                (workdir / f"{name}.err").open("wb") as err,
-            ):
-                processes[name] = await trio.lowlevel.open_process(
-                    [sys.executable, str(CHILD), role, name, location, session_id, str(barrier)],
-                    stdout=out,
-                    stderr=err,
-                )
-        with trio.fail_after(timeout):
-            while sum(1 for p in barrier.iterdir() if p.name.startswith("ready-")) < len(roles):
-                assert all(p.returncode is None for p in processes.values()), "a child died"
-                await trio.sleep(0.01)
-            (barrier / "go").touch()
-            for name in finite:
-                await processes[name].wait()
-            (barrier / "stop").touch()
-            for process in processes.values():
-                await process.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for process in processes.values():
-                if process.returncode is None:
-                    process.kill()
-                await process.wait()
-    for name, process in processes.items():
-        assert process.returncode == 0, (workdir / f"{name}.err").read_text(errors="replace")
-    return {
-        name: json.loads((workdir / f"{name}.out").read_text(errors="replace"))["done"]
-        for _, name in roles
-    }
+    commands = {name: [str(CHILD), role, name, location, session_id] for role, name in roles}
+    outputs = await run_together(commands, workdir, timeout=timeout, finite=finite)
+    return {name: json.loads(output)["done"] for name, output in outputs.items()}
