@@ -143,6 +143,7 @@ def _execute(storage: SessionStorage, step: Step) -> Any:
             append_from=step.append_from,
             trusted=step.trusted,
             transcript_of=step.transcript_of,
+            replaced=step.replaced,
         )
     if isinstance(step, WriteMetadata):
         return storage.write_metadata(step.session, step.commit)

@@ -274,8 +274,8 @@ class SegmentPlan:
             # An edit or a rewind is a revision of its own, which its caller
             # is given: a save is never folded into it.
             yield from self.flush()
-        start = self.memory.checked_prefix(op.messages)
-        check_messages(op.messages, start=start)  # the rest was checked at the call
+        changed, start = self.memory.to_check(op.messages)
+        check_messages(op.messages, start, changed)
         current: Session | Head | None = self.pending
         if current is None:
             current = yield from self._read_head()
@@ -538,15 +538,17 @@ class SegmentPlan:
             self.waiting_lines.clear()
 
     def _write_snapshot(self, snapshot: Session, commit: Commit) -> Plan:
-        """Append the new messages when the persisted transcript is a known prefix, else all."""
+        """Write the new and changed messages when the persisted transcript is known, else all."""
         head = yield from self._read_head()
         messages = snapshot.messages
         known = None if head is None else self.memory.current(head.version)
         append_from = None
+        replaced: tuple[int, ...] = ()
         if self.pending_transcript is not None:
             pass  # the storage has these messages already, at that version
-        elif known is not None and known.prefix(messages) == len(known.messages):
-            append_from = len(known.messages)
+        elif known is not None and (changes := known.changes(messages)) is not None:
+            # Only the messages changed or added are written (checked at their call).
+            append_from, replaced = len(known.messages), tuple(changes)
         else:
             # All of it is written: all of it is checked (but what this batch
             # has just checked), since a message known unchanged may still
@@ -560,9 +562,10 @@ class SegmentPlan:
             append_from=append_from,
             trusted=known is not None,
             transcript_of=self.pending_transcript,
+            replaced=replaced,
         )
         # An unchanged transcript (a save of equal copies) keeps the copies known equal to it.
-        same = known if append_from is not None and append_from == len(messages) else None
+        same = known if append_from == len(messages) and not replaced else None
         self.memory.remember(version, messages, mark, same_as=same)
         self._head = Head.of(snapshot, version)
         self.present = True  # whatever the lock saw: the session is there now

@@ -94,7 +94,8 @@ class WriteSnapshot(Step):
     """Write ``session`` whole, durably, as a new revision. Answer: the :class:`Version` persisted.
 
     ``append_from``: the persisted transcript is ``session.messages[:append_from]``
-    unchanged, so only the messages after it are new (None: write them all).
+    unchanged but at the positions ``replaced``, so only the messages there
+    and after it are new (None: write them all).
     ``trusted``: the persisted transcript is the one this actor last wrote or
     read; otherwise the storage looks at what it replaces (it may be damage
     to keep, or another process's leftovers). ``transcript_of``: the
@@ -107,6 +108,7 @@ class WriteSnapshot(Step):
     append_from: int | None
     trusted: bool
     transcript_of: Version | None = None
+    replaced: tuple[int, ...] = ()
 
 
 @attrs.frozen

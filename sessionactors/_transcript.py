@@ -1,7 +1,8 @@
 """What an actor knows of its session's transcript: the messages it last wrote or read.
 
-It lets a save append only its new messages, and spares checking again
-the messages it shares with what was written, without reading storage.
+It lets a save write only its new messages and the ones it changed, and
+spares checking again the messages it shares with what was written,
+without reading storage.
 """
 
 from __future__ import annotations
@@ -77,6 +78,30 @@ class KnownTranscript:
         self.add_copy(head, edit_mark())
         return count
 
+    def changes(self, messages: list[Message]) -> list[int] | None:
+        """The positions of the known transcript where ``messages`` holds another message now.
+
+        ``[]`` when ``messages`` starts with the known transcript. None when
+        it is shorter, or changes more than half of it (writing it all is
+        then about as cheap). A position is changed unless its known message
+        had no field assigned since and ``messages`` holds it there (or an
+        equal copy).
+        """
+        count = len(self.messages)
+        if self.prefix(messages) == count:
+            return []
+        if len(messages) < count:
+            return None
+        mark = self.mark
+        most = count // 2
+        changed: list[int] = []
+        for index, (mine, known) in enumerate(zip(messages[:count], self.messages, strict=True)):
+            if known._stamp > mark or (mine is not known and mine != known):
+                if len(changed) == most:
+                    return None
+                changed.append(index)
+        return changed
+
     def add_copy(self, messages: list[Message], mark: int) -> None:
         kept = min(_COPIES_KEPT, max(1, _COPIES_MESSAGES // max(1, len(messages))))
         if len(self.copies) >= kept:
@@ -116,9 +141,17 @@ class TranscriptMemory:
 
     known: KnownTranscript | None = None
 
-    def checked_prefix(self, messages: list[Message]) -> int:
-        """How many leading ``messages`` are known unchanged since written (checked then)."""
-        return 0 if self.known is None else self.known.prefix(messages)
+    def to_check(self, messages: list[Message]) -> tuple[list[int], int]:
+        """What of ``messages`` was not checked when written: positions, and where the rest starts.
+
+        The messages known unchanged since they were written were checked
+        then; all of them (``([], 0)``) when little of the transcript is known.
+        """
+        changes = None if self.known is None else self.known.changes(messages)
+        if changes is None:
+            return [], 0
+        assert self.known is not None
+        return changes, len(self.known.messages)
 
     def current(self, version: Version | None) -> KnownTranscript | None:
         """The known transcript if it is the one persisted at ``version``."""

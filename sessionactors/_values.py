@@ -6,6 +6,7 @@ A save's session, a token-usage record: refused (``TypeError``,
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -283,8 +284,8 @@ def check_session(session: Session, messages: Sequence[Message], start: int = 0)
     check_messages(messages, start)
 
 
-def check_messages(messages: Sequence[Message], start: int = 0) -> None:
-    """Check ``messages[start:]`` (see :func:`check_json`).
+def check_messages(messages: Sequence[Message], start: int = 0, also: Sequence[int] = ()) -> None:
+    """Check ``messages[start:]`` and those at the positions ``also`` (see :func:`check_json`).
 
     The planner, writing a whole transcript anew, checks it all again (but what
     the same batch has just checked): a message known unchanged may still
@@ -296,7 +297,7 @@ def check_messages(messages: Sequence[Message], start: int = 0) -> None:
             that is not plain JSON.
         ValueError: a value that would not read back equal.
     """
-    for index in range(start, len(messages)):
+    for index in itertools.chain(also, range(start, len(messages))):
         message = messages[index]
         if type(message) is not Message:
             raise TypeError(f"messages[{index}] is a {type(message).__name__}, not a Message")

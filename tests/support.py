@@ -57,7 +57,17 @@ def log_path(root: Path, session_id: str) -> Path:
     return root / session_id / "token-usage.jsonl"
 
 
-# --- a session's log (format 3), read and written by hand -----------------------------------
+def edit_every_message(session: Session, content: Any = "edited") -> None:
+    """Assign ``content`` to every message: the next save writes the transcript whole.
+
+    A save changing at most half the persisted messages appends their
+    replacements instead (the file store: to its current generation).
+    """
+    for message in session.messages:
+        message.content = content
+
+
+# --- a session's log (format 4), read and written by hand -----------------------------------
 
 
 def generations(directory: Path) -> list[Path]:

@@ -28,8 +28,8 @@ async def _build(store: SessionStore) -> None:
     await store.save_runtime_session(session)  # 1: generation 1
     session.messages.append(msg("m30", "appended"))
     await store.save_runtime_session(session)  # 2: appended to generation 1
-    session.messages[0] = msg("m0", "edited")
-    await store.save_runtime_session(session)  # 3: generation 2, whole
+    session.messages = [msg(m.id, "edited") for m in session.messages]
+    await store.save_runtime_session(session)  # 3: generation 2, whole (every message changed)
     await store.rewind_session("big", 1)  # 4: generation 3, based on generation 1
     for tokens in (100, 200, 300):
         await store.append_token_usage_record("big", {"model": "m", "input_tokens": tokens})

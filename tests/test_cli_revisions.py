@@ -148,7 +148,8 @@ def test_history_sees_every_revision_on_disk_whatever_the_default(tmp_path: Path
         async with open_store(root, durability="flush", history=150) as store:
             session = Session(id="long", messages=[msg("m1", "0"), msg("m2", "tail")])
             for number in range(110):
-                session.messages[0] = msg("m1", str(number))  # a new generation each
+                # Both messages changed: a new generation each.
+                session.messages = [msg("m1", str(number)), msg("m2", f"tail {number}")]
                 await store.save_runtime_session(session)
 
     trio.run(write)

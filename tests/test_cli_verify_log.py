@@ -40,7 +40,7 @@ def msg(message_id: str, content: str) -> Message:
 async def _build(root: Path) -> None:
     async with open_store(root, durability="flush") as store:
         # s: revisions 1-4 in its first generation (three saves, a rename), 5 in a
-        # second (an old message edited), 6 in a third (a rewind: a header and a
+        # second (most old messages edited), 6 in a third (a rewind: a header and a
         # commit whose transcript is the first generation's at revision 3).
         s = Session(id="s", messages=[msg("m1", "alpha")])
         await store.save_runtime_session(s)
@@ -49,16 +49,16 @@ async def _build(root: Path) -> None:
         s.messages.append(msg("m3", "charlie"))
         await store.save_runtime_session(s)
         await store.set_title("s", "Named")
-        s.messages[0] = msg("m1", "ALPHA")
+        s.messages[:2] = [msg("m1", "ALPHA"), msg("m2", "BRAVO")]
         await store.save_runtime_session(s)
         await store.rewind_session("s", 3)
         # f: s at revision 2, linking s's first generation; g: a fork of f.
         await store.fork_session("s", "f", revision=2)
         await store.fork_session("f", "g")
-        # e: three generations, each whole (every save edits an old message).
+        # e: three generations, each whole (every save edits both old messages).
         e = Session(id="e", messages=[msg("m1", "one"), msg("m2", "two")])
         for content in ("one", "uno", "eins"):
-            e.messages[0] = msg("m1", content)
+            e.messages[:] = [msg("m1", content), msg("m2", content * 2)]
             await store.save_runtime_session(e)
         # t: one generation, two commits (a save, an append).
         t = Session(id="t", messages=[msg("m1", "first")])
@@ -553,7 +553,7 @@ def test_a_changed_letter_in_a_link_an_older_revision_needs(tmp_path: Path) -> N
             s.messages.append(msg("m2", "bravo"))
             await store.save_runtime_session(s)
             h = await store.fork_session("s", "h")
-            h.messages[0] = msg("m1", "other")
+            h.messages[:] = [msg("m1", "other"), msg("m2", "others")]
             await store.save_runtime_session(h)  # a whole generation of its own
 
     trio.run(write)

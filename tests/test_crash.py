@@ -772,9 +772,15 @@ async def test_fsync_durability_syncs_before_a_call_returns(
                 assert position(events, "fsync", str(directory)) < position(events, "write", usage)
             else:
                 assert ("fsync", str(directory)) not in events
-        # An edit of an old message, and a rewind: each a new generation, made whole.
+        # An edit of one old message: its replacement appended, as a new message is.
         events.clear()
         session.messages[0].content = "edited"
+        await store.save_runtime_session(session)
+        assert events == [("write", log), ("fdatasync", log)]
+        # An edit of most old messages, and a rewind: each a new generation, made whole.
+        events.clear()
+        for message in session.messages[1:]:
+            message.content = "edited"
         await store.save_runtime_session(session)
         edit = made_whole(events, directory)
         assert not [n for n, p in events if p == log and n in BY_FD]  # the old one untouched

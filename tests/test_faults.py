@@ -26,6 +26,7 @@ from support import (
     EVERY_BAD_ID,
     EVERY_BAD_RECORD,
     deep,
+    edit_every_message,
     log_record,
     session_files,
     write_format_2,
@@ -203,7 +204,9 @@ async def run_beside_s2(
 
 
 @pytest.mark.parametrize("fault", APPEND_TO_LOG_FAULTS.values(), ids=APPEND_TO_LOG_FAULTS.keys())
-@pytest.mark.parametrize("operation", ["save", "checkpoint", "set_title", "set_pinned"])
+@pytest.mark.parametrize(
+    "operation", ["save", "save editing an old message", "checkpoint", "set_title", "set_pinned"]
+)
 async def test_os_error_while_appending_to_the_log_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: tuple[str, int, bool], operation: str
 ) -> None:
@@ -216,6 +219,8 @@ async def test_os_error_while_appending_to_the_log_changes_nothing(
         big = Message(id="new", role="user", content="z" * 100_000)  # a half write is real
         caller = Session(id="s1", messages=[*copy.deepcopy(before.messages), big])
         caller.metadata = {"model": "changed"}
+        if operation == "save editing an old message":  # its replacement is appended too
+            caller.messages[1].content = "edited"
         untouched = copy.deepcopy(caller)
         if function == "ftruncate":
             # The bytes after the last commit are cut before an append: a
@@ -226,6 +231,7 @@ async def test_os_error_while_appending_to_the_log_changes_nothing(
         files = session_files(tmp_path, "s1")
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "save": lambda: store.save_runtime_session(caller),
+            "save editing an old message": lambda: store.save_runtime_session(caller),
             "checkpoint": lambda: store.checkpoint_runtime_session(caller),
             "set_title": lambda: store.set_title("s1", "renamed"),
             "set_pinned": lambda: store.set_pinned("s1", True),
@@ -252,7 +258,7 @@ async def test_os_error_while_appending_to_the_log_changes_nothing(
         await calls[operation]()
         after = await store.load_session("s1")
         assert after is not None and after.revision == 3
-        if operation in ("save", "checkpoint"):
+        if operation.startswith("save") or operation == "checkpoint":
             assert after.messages == caller.messages and after.title == "from the ui"
         elif operation == "set_title":
             assert (after.title, after.title_version) == ("renamed", before.title_version + 1)
@@ -277,7 +283,7 @@ NEW_GENERATION_FAULTS = {
 }
 #: The writes that make a new generation, and the session they make it in.
 NEW_GENERATION_WRITES = {
-    "edit an old message": "s1",
+    "edit most old messages": "s1",
     "rewind": "s1",
     "fork": "s3",
     "move a format-2 session": "s4",
@@ -298,10 +304,12 @@ async def test_os_error_while_making_a_generation_changes_nothing(
         before = await seed(store)
         caller = copy.deepcopy(before)
         caller.messages[1].content = "edited " + "z" * 100_000
+        for message in caller.messages[2:4]:  # most of them: written whole, not replaced
+            message.content = "edited"
         old_caller = Session(id="s4", messages=[*old.messages, Message(id="n", role="user")])
         untouched = (copy.deepcopy(caller), copy.deepcopy(old_caller))
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
-            "edit an old message": lambda: store.save_runtime_session(caller),
+            "edit most old messages": lambda: store.save_runtime_session(caller),
             "rewind": lambda: store.rewind_session("s1", 1),
             "fork": lambda: store.fork_session("s1", "s3"),
             "move a format-2 session": lambda: store.save_runtime_session(old_caller),
@@ -324,7 +332,7 @@ async def test_os_error_while_making_a_generation_changes_nothing(
 
         # The same call now succeeds.
         result = await calls[operation]()
-        if operation == "edit an old message":
+        if operation == "edit most old messages":
             assert await store.load_session("s1") == caller
         elif operation == "rewind":
             assert result.revision == 3 and result.messages == before.messages
@@ -367,7 +375,7 @@ async def test_a_generation_that_cannot_be_removed_after_a_write_fails_nothing(
         injector = Fault("unlink", errno.EIO, lambda path: path == str(first))
         injector.install(monkeypatch)
         edited = copy.deepcopy(before)
-        edited.messages[0].content = "edited"
+        edit_every_message(edited)
         await store.save_runtime_session(edited)  # a new generation: the old one is not needed
         assert injector.injected == 1
         assert edited.revision == 3
@@ -571,7 +579,7 @@ NO_REVISION: dict[str, Callable[[bytes], bytes]] = {
         good, 31, lambda body: body.replace(b'"created_at":"', b'"created_at":"X', 1)
     ),
     "a newer format": lambda good: _rewrite_record(
-        good, 0, lambda body: body.replace(b'"format":3', b'"format":4')
+        good, 0, lambda body: body.replace(b'"format":4', b'"format":5')
     ),
     "another session's file": lambda good: _rewrite_record(
         good, 0, lambda body: body.replace(b'"session":"b"', b'"session":"z"')
@@ -955,7 +963,7 @@ async def test_a_delete_that_fails_half_way_leaves_the_session_whole_or_gone(
         await seed(store)  # revisions 1 and 2, generation 1
         edited = await store.load_session("s1")
         assert edited is not None
-        edited.messages[0].content = "edited"
+        edit_every_message(edited)
         await store.save_runtime_session(edited)  # revision 3, generation 2
         await store.rewind_session("s1", 2)  # revision 4, generation 3, based on 1
         revisions = {r: await store.load_session("s1", revision=r) for r in (1, 2, 3, 4)}

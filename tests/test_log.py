@@ -24,6 +24,7 @@ import pytest
 import trio
 from support import (
     current_generation,
+    edit_every_message,
     format_2_head,
     format_2_slot,
     generations,
@@ -167,9 +168,10 @@ async def test_a_save_appends_only_the_new_messages_and_its_commit(tmp_path: Pat
 
 @pytest.mark.parametrize(
     "change",
-    ["edit field", "replace object", "remove", "insert", "compact", "clear"],
+    ["edit most fields", "replace most objects", "remove", "insert", "compact", "clear"],
 )
 async def test_any_other_change_makes_a_new_generation(tmp_path: Path, change: str) -> None:
+    """Other than appending, or changing at most half the messages (test_edited_messages.py)."""
     directory = tmp_path / "s"
     async with open_store(tmp_path, durability="flush") as store:
         session = Session(id="s", messages=[_message(n) for n in range(10)])
@@ -177,10 +179,11 @@ async def test_any_other_change_makes_a_new_generation(tmp_path: Path, change: s
         first = copy.deepcopy(session)
         [old] = generations(directory)
         old_bytes = old.read_bytes()
-        if change == "edit field":
-            session.messages[4].content = "edited in the middle"
-        elif change == "replace object":
-            session.messages[4] = Message(id="m4", role="user", content="another object")
+        if change == "edit most fields":
+            for message in session.messages[2:8]:
+                message.content = "edited in the middle"
+        elif change == "replace most objects":
+            session.messages[2:8] = [Message(id=f"n{n}", role="user") for n in range(6)]
         elif change == "remove":
             del session.messages[3]
         elif change == "insert":
@@ -264,11 +267,14 @@ async def test_an_equal_copy_of_the_transcript_appends(tmp_path: Path) -> None:
         await store.checkpoint_runtime_session(other)
         assert all(a is b for a, b in zip(other.messages, mine, strict=True))
         assert store.statistics().journal_rewrites == before.journal_rewrites
-        # An equal copy whose message differs in value is a change: a new generation.
+        # A copy whose message differs in value is a change: that message is replaced.
         edited = Session(id="s", messages=[_message(n) for n in range(7)])
         edited.messages[3] = Message(id="m3", role="user", content="changed")
+        appends = store.statistics().journal_appends
         await store.save_runtime_session(edited)
-        assert store.statistics().journal_rewrites == before.journal_rewrites + 1
+        assert store.statistics().journal_rewrites == before.journal_rewrites
+        assert store.statistics().journal_appends == appends + 1
+        assert log_records(current_generation(tmp_path / "s"))[-2][1][0] == 3
         assert await store.load_session("s") == edited
 
 
@@ -286,10 +292,10 @@ async def test_a_copy_found_equal_before_is_still_a_change_once_a_field_is_assig
         before = store.statistics()
         second.messages[2].content = "assigned"
         await store.save_runtime_session(second)
-        assert store.statistics().journal_rewrites == before.journal_rewrites + 1
+        assert store.statistics().journal_appends == before.journal_appends + 1  # replaced
         assert await store.load_session("s") == second
         await store.save_runtime_session(first)  # first still holds the old value: a change
-        assert store.statistics().journal_rewrites == before.journal_rewrites + 2
+        assert store.statistics().journal_appends == before.journal_appends + 2
         assert await store.load_session("s") == first
         first.messages[4] = Message(id="m4", role="user", content="replaced")
         await store.save_runtime_session(first)
@@ -495,7 +501,7 @@ async def test_damage_in_any_generation_a_read_needs_is_corrupt_and_kept(
     async with open_store(tmp_path, durability="flush") as store:
         session = Session(id="s", messages=[_message(n, size=20) for n in range(4)])
         await store.save_runtime_session(session)  # revision 1, generation 1
-        session.messages[1].content = "edited"
+        edit_every_message(session)
         await store.save_runtime_session(session)  # revision 2, generation 2
         if place == "a rewind's base":
             await store.rewind_session("s", 2)  # revision 3, generation 3, based on 2
@@ -567,6 +573,7 @@ SOURCE_WRITES = [
     "append (cutting a torn tail)",
     "set_title",
     "edit an old message",
+    "edit most old messages",
     "rewind",
     "compact",
     "delete",
@@ -601,8 +608,14 @@ async def test_no_write_to_the_source_changes_a_fork(tmp_path: Path, write: str)
             assert _message_record(_message(99)) not in generation.read_bytes()  # cut
         elif write == "set_title":
             await store.set_title("src", "renamed")
-        elif write == "edit an old message":
+        elif write == "edit an old message":  # its replacement appended, past what forks count
             source.messages[0].content = "edited"
+            await store.save_runtime_session(source)
+            assert generations(tmp_path / "src") == [generation]
+            assert log_records(generation)[-2][0] == b"r"
+        elif write == "edit most old messages":  # a new generation
+            for message in source.messages[:4]:
+                message.content = "edited"
             await store.save_runtime_session(source)
             source.messages.append(_message(8))
             await store.save_runtime_session(source)
@@ -806,12 +819,12 @@ async def test_history_keeps_the_newest_revisions_and_removes_what_none_needs(
         await check([1])
         session.messages.append(_message(3))
         await save()  # 2: appended
-        session.messages[0].content = "edit"
+        edit_every_message(session, "edit")
         await save()  # 3: generation 2 (its previous: 1)
         session.messages.append(_message(4))
         await save()  # 4: appended to 2; revision 2 is in generation 1
         await check([1, 2])
-        session.messages[1].content = "edit"
+        edit_every_message(session, "edit again")
         await save()  # 5: generation 3; nothing kept is in 1 any more
         await check([2, 3])
         session = await store.rewind_session("s", 4)  # 6: generation 4, based on 2
@@ -825,7 +838,7 @@ async def test_history_keeps_the_newest_revisions_and_removes_what_none_needs(
         session = await store.set_title("s", "t")  # 8
         written[8] = _copy(session)
         await check([2, 4])  # 5 is out of the window: 3 goes; 2 stays, the base of 4
-        session.messages[0].content = "another edit"
+        edit_every_message(session, "another edit")
         await save()  # 9: generation 5, written whole
         session.messages.append(_message(6))
         await save()  # 10: revision 8 still needs 4, and 4 its base 2
@@ -851,7 +864,7 @@ async def test_a_forks_links_go_once_no_kept_generation_of_it_needs_them(tmp_pat
         fork.messages.append(_message(3))
         await store.save_runtime_session(fork)  # an append: the link is still its base
         assert links(tmp_path / "fork") == [link]
-        fork.messages[0].content = "edited"
+        edit_every_message(fork)
         await store.save_runtime_session(fork)  # whole: nothing kept needs the link
         assert links(tmp_path / "fork") == []
         assert _seqs(tmp_path / "fork") == [2]
@@ -985,7 +998,7 @@ async def test_old_files_left_beside_a_log_by_a_crash_lose_to_it_then_go(
     assert _names(directory) == {path.name for path in generations(directory)}
 
 
-NEWER = ["a snapshot slot of format 99", "a log header of format 4"]
+NEWER = ["a snapshot slot of format 99", "a log header of format 5"]
 
 
 @pytest.mark.parametrize("where", NEWER)
@@ -1004,10 +1017,10 @@ async def test_a_newer_format_is_refused_and_kept(tmp_path: Path, where: str) ->
         path = current_generation(directory)
         records = path.read_bytes().split(b"\n")
         header = orjson.loads(records[0][10:])
-        header["format"] = 4
+        header["format"] = 5
         records[0] = log_record(b"h", header)[:-1]  # whole, with its checksum
         path.write_bytes(b"\n".join(records))
-        named = "format 4"
+        named = "format 5"
     files = session_files(tmp_path, "s")
     async with open_store(tmp_path, durability="flush") as store:
         calls: dict[str, Any] = {

@@ -302,18 +302,53 @@ def test_appends_follow_each_other_across_batches() -> None:
     assert result.only(WriteSnapshot).append_from == 2
 
 
-def test_an_old_message_assigned_since_is_rewritten() -> None:
+def test_an_old_message_assigned_since_is_replaced_and_the_new_appended() -> None:
     memory = TranscriptMemory()
-    a, b = msg("a"), msg("b")
-    written(memory, a, b)
-    a.content = "edited"
+    a, b, c = msg("a"), msg("b"), msg("c")
+    written(memory, a, b, c)
+    b.content = "edited"
     result = run(
-        [save(session(a, b, msg("c")))],
+        [save(session(a, b, c, msg("d")))],
         [(ReadHead, head(V1)), (WriteSnapshot, V2)],
         memory=memory,
     )
     write = result.only(WriteSnapshot)
-    assert (write.append_from, write.trusted) == (None, True)
+    assert (write.append_from, write.replaced, write.trusted) == (3, (1,), True)
+
+
+def test_a_copy_holding_another_message_at_a_position_is_replaced_there() -> None:
+    memory = TranscriptMemory()
+    a, b, c = msg("a"), msg("b"), msg("c")
+    written(memory, a, b, c)
+    copied = [msg("a"), msg("b"), msg("c", content="another")]
+    result = run(
+        [save(session(*copied))], [(ReadHead, head(V1)), (WriteSnapshot, V2)], memory=memory
+    )
+    write = result.only(WriteSnapshot)
+    assert (write.append_from, write.replaced) == (3, (2,))
+
+
+def test_most_old_messages_assigned_since_are_rewritten() -> None:
+    memory = TranscriptMemory()
+    a, b, c = msg("a"), msg("b"), msg("c")
+    written(memory, a, b, c)
+    a.content = c.content = "edited"
+    result = run(
+        [save(session(a, b, c, msg("d")))],
+        [(ReadHead, head(V1)), (WriteSnapshot, V2)],
+        memory=memory,
+    )
+    write = result.only(WriteSnapshot)
+    assert (write.append_from, write.replaced, write.trusted) == (None, (), True)
+
+
+def test_a_replaced_message_is_checked_and_refused_alone() -> None:
+    memory = TranscriptMemory()
+    a, b, c = msg("a"), msg("b"), msg("c")
+    written(memory, a, b, c)
+    b.content = ("a", "tuple")  # would read back as a list
+    result = run([save(session(a, b, c))], [], memory=memory)
+    assert isinstance(result.error(0), TypeError)
 
 
 @pytest.mark.parametrize("kept", [["b"], ["a"], ["b", "a"]], ids=["first", "last", "reorder"])

@@ -331,6 +331,7 @@ class MemorySession:
         append_from: int | None,
         trusted: bool,
         transcript_of: Version | None = None,
+        replaced: tuple[int, ...] = (),
     ) -> Version:
         previous = self._stored()
         messages = session.messages
@@ -339,7 +340,12 @@ class MemorySession:
         elif append_from is not None and previous is not None:
             new = tuple(encode_message(m) for m in messages[append_from:])
             lines, transcript = previous.messages + new, previous.transcript
-            self.counts.journal_appends += 1 if new else 0
+            if replaced:  # the transcript's other lines are shared by older revisions
+                changed = list(lines)
+                for position in replaced:
+                    changed[position] = encode_message(messages[position])
+                lines, transcript = tuple(changed), next(_transcripts)
+            self.counts.journal_appends += 1 if new or replaced else 0
         else:
             lines, transcript = tuple(encode_message(m) for m in messages), next(_transcripts)
             self.counts.journal_rewrites += 1

@@ -202,6 +202,7 @@ class SessionStorage(Protocol):
         append_from: int | None,
         trusted: bool,
         transcript_of: Version | None = None,
+        replaced: tuple[int, ...] = (),
     ) -> Version | None:
         """See :class:`~._steps.WriteSnapshot`; the messages are checked already."""
         ...

@@ -173,7 +173,7 @@ async def reviser(
                     Message(id=f"t{trial}-{step}-{j}", role="user", content={"t": trial, "j": j})
                     for j in range(rng.randint(1, 3))
                 ]
-            elif op == "edit":  # an old message, not the last: a new generation
+            elif op == "edit":  # an old message: its replacement appended
                 index = rng.randrange(len(s3.messages))
                 s3.messages[index].content = {"edited": [trial, step]}
             elif op == "compact":

@@ -1,4 +1,4 @@
-"""Reading a session's log (format 3): its generations, their records, revisions and transcripts.
+"""Reading a session's log (format 4, or 3): its generations, records, revisions and transcripts.
 
 A session directory holds one or more *generations* of its log::
 
@@ -8,12 +8,15 @@ A session directory holds one or more *generations* of its log::
 Each starts with a header record naming its ``gen`` id, its ``base`` (the
 generation and byte offset whose messages its transcript starts with: a
 rewind or a fork) and its ``previous`` generation (where the revisions
-before its first one are). Then come message records and commit records,
-appended; a commit is one revision: every field of the session but the
-messages, the message count and where the messages end. The transcript
+before its first one are). Then come message, replacement and commit
+records, appended; a commit is one revision: every field of the session but
+the messages, the message count and where the messages end. The transcript
 at a commit is the base's messages, then this generation's messages before
-it. Bytes after the last whole commit are what a crash left of a write:
-not counted, cut off by the next append.
+it, with each replacement before it applied in order (a replacement puts a
+message at a position the transcript had then). Format 3, which earlier
+versions wrote, is format 4 without replacements. Bytes after the last
+whole commit are what a crash left of a write: not counted, cut off by the
+next append.
 
 The counted part of a generation never changes (appends go after it, a
 crash's tail is cut after it), so a fork that links a generation and
@@ -22,6 +25,7 @@ records the offset it counts is never changed by later writes of either.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -36,7 +40,7 @@ from ..._model import Revision, Session, SessionSummary, converter, structure_se
 from ..._util import last
 from ..protocol import Head, Version
 from .durable import open_at, read_prefix, refused
-from .records import COMMIT, HEADER, MESSAGE, parse_record
+from .records import COMMIT, HEADER, MESSAGE, parse_record, parse_replacement
 
 __all__ = [
     "FORMAT",
@@ -52,12 +56,15 @@ __all__ = [
     "read_generation",
     "read_header",
     "read_tip",
+    "replacement_of",
     "session_at",
     "transcript",
     "version_of",
 ]
 
-FORMAT = 3
+FORMAT = 4
+#: The formats of a log this version reads: 3 is 4 without replacement records.
+_LOG_FORMATS = (3, FORMAT)
 _GEN_PREFIX = "log."
 _LINK_PREFIX = "link."
 _SUFFIX = ".jsonl"
@@ -150,6 +157,7 @@ class Header:
     first: int  # the revision of this generation's first commit
     depth: int  # how many bases deep its transcript reaches
     end: int  # where the header record ends
+    format: int = FORMAT  # 3: it may hold no replacement record
 
 
 @attrs.frozen
@@ -178,7 +186,7 @@ class CommitRecord:
 
     @property
     def commit_bytes(self) -> int:
-        """Bytes of commit records before this one in its generation."""
+        """Bytes of commit and replacement records before this one in its generation."""
         value: int = self.data["cb"]
         return value
 
@@ -274,6 +282,8 @@ class Generation:
     #: Each message record's body and where the record ends, in order.
     messages: list[tuple[bytes, int]]
     end: int
+    #: Each replacement record's position, message body and end, in order.
+    replaced: list[tuple[int, bytes, int]] = attrs.Factory(list)
     _commits: list[CommitRecord] | None = None
 
     @property
@@ -315,7 +325,8 @@ def _header(path: str, body: bytes, end: int) -> Header:
         )
     base = data.get("base")
     ok = (
-        fmt == FORMAT
+        fmt in _LOG_FORMATS
+        and type(fmt) is int
         and isinstance(data.get("gen"), str)
         and isinstance(data.get("session"), str)
         and type(data.get("first")) is int
@@ -332,7 +343,7 @@ def _header(path: str, body: bytes, end: int) -> Header:
         )
     )
     if not ok:
-        raise CorruptSessionError(path, "not a log header of format 3")
+        raise CorruptSessionError(path, f"not a log header of format {FORMAT} or 3")
     return Header(
         data["gen"],
         data["session"],
@@ -341,6 +352,7 @@ def _header(path: str, body: bytes, end: int) -> Header:
         data["first"],
         data["depth"],
         end,
+        data["format"],
     )
 
 
@@ -418,6 +430,7 @@ def read_generation(
     header: Header | None = None
     commits: list[tuple[bytes, int, int]] = []
     messages: list[tuple[bytes, int]] = []
+    replaced: list[tuple[int, bytes, int]] = []
     for start, stop in _lines(data):
         record = parse_record(memoryview(data)[start : stop - 1])
         if record is None:
@@ -431,8 +444,10 @@ def read_generation(
             messages.append((body, stop))
         elif kind == COMMIT:
             commits.append((body, start, stop))
-        else:
+        elif kind == HEADER:
             raise CorruptSessionError(path, f"a second header at byte {start}")
+        else:
+            replaced.append((*replacement_of(path, header, body, start), stop))
     if header is None or (data and not data.endswith(b"\n")):
         raise CorruptSessionError(path, "no whole header")
     if session_id is not None and header.session != session_id:
@@ -440,7 +455,17 @@ def read_generation(
     parsed = _parse_name(name)
     if parsed is None or parsed[1] != header.gen:
         raise CorruptSessionError(path, f"its header names generation {header.gen!r}")
-    return Generation(name, path, header, commits, messages, end)
+    return Generation(name, path, header, commits, messages, end, replaced)
+
+
+def replacement_of(path: str, header: Header, body: bytes, start: int) -> tuple[int, bytes]:
+    """The position and message body of the replacement record ``body`` at byte ``start``."""
+    if header.format < 4:
+        raise CorruptSessionError(path, f"a replacement at byte {start} in a log of format 3")
+    replacement = parse_replacement(body)
+    if replacement is None:
+        raise CorruptSessionError(path, f"the replacement at byte {start} names no position")
+    return replacement
 
 
 def _counted_end(dir_fd: int, directory: str, name: str) -> int:
@@ -519,15 +544,38 @@ def transcript(
     own = generation.messages_before(offset)
     base = generation.header.base
     if base is None:
-        return own
-    gen, base_offset = base
-    name = listing.file_of(gen)
-    if name is None:
-        raise CorruptSessionError(
-            generation.path, f"its base generation {gen} is missing from the directory"
-        )
-    below = read_generation(dir_fd, directory, name, None, base_offset)
-    return transcript(dir_fd, directory, listing, below, base_offset) + own
+        lines = own
+    else:
+        gen, base_offset = base
+        name = listing.file_of(gen)
+        if name is None:
+            raise CorruptSessionError(
+                generation.path, f"its base generation {gen} is missing from the directory"
+            )
+        below = read_generation(dir_fd, directory, name, None, base_offset)
+        lines = transcript(dir_fd, directory, listing, below, base_offset) + own
+    if generation.replaced:
+        _replace(generation, lines, len(lines) - len(own), offset)
+    return lines
+
+
+def _replace(generation: Generation, lines: list[bytes], below: int, offset: int) -> None:
+    """Apply ``generation``'s replacements before ``offset`` to its transcript ``lines``.
+
+    ``below``: how many of the lines its bases hold. A replacement names a
+    position the transcript had when it was written.
+    """
+    ends = [end for _, end in generation.messages]
+    for position, body, end in generation.replaced:
+        if end > offset:
+            return
+        if position >= below + bisect.bisect_left(ends, end):
+            raise CorruptSessionError(
+                generation.path,
+                f"the replacement ending at byte {end} names message {position}, past the"
+                " transcript's end",
+            )
+        lines[position] = body
 
 
 def session_at(

@@ -28,7 +28,7 @@ from .layout import SLOT_FILES, is_journal
 from .log_history import check_history, check_references, check_values, reachable
 from .log_scan import LogScan, scan_log
 from .problems import Problem, Repair, SessionDir, Severity
-from .records import MESSAGE, parse_record
+from .records import MESSAGE, REPLACE, parse_record
 from .session import SessionFiles
 
 __all__ = ["check_log", "has_log"]
@@ -101,9 +101,9 @@ def _unrepaired(problem: Problem) -> Problem:
 def _tail(scan: LogScan, fd: int, gen: str) -> Problem | None:
     """What lies after the last whole commit of an own generation, if anything.
 
-    A write appends message records then its commit, in one ``write``: a
-    crash leaves a prefix of that, whole message records and perhaps one
-    cut short, which is a leftover. A whole record that is no message, or
+    A write appends message (and replacement) records then its commit, in
+    one ``write``: a crash leaves a prefix of that, whole such records and
+    perhaps one cut short, which is a leftover. A whole record that is no message, or
     whose checksum does not match, no crash leaves: it is damage (a later
     commit, damaged, perhaps), and is never cut.
     """
@@ -117,7 +117,7 @@ def _tail(scan: LogScan, fd: int, gen: str) -> Problem | None:
     offset = generation.end
     for line in _whole_lines(tail):
         record = parse_record(line[:-1])
-        if record is None or record[0] != MESSAGE:
+        if record is None or record[0] not in (MESSAGE, REPLACE):
             return Problem(
                 path,
                 f"corrupt: a damaged record at byte {offset}, after the last whole commit "

@@ -108,9 +108,17 @@ def check_references(scan: LogScan, needed: set[str], history: int | None) -> It
 
 
 def _record_ends(generation: Generation) -> set[int]:
-    """Where a base may end in ``generation``: its header, its messages, its commits."""
-    ends = {generation.header.end, *(end for _, end in generation.messages)}
+    """Where a base may end in ``generation``: its header, messages, replacements, commits."""
+    ends = {generation.header.end, *_message_ends(generation)}
     return ends | {commit.end for commit in generation.commits}
+
+
+def _message_ends(generation: Generation) -> list[int]:
+    """Where each message or replacement record of ``generation`` ends, in order."""
+    ends = [end for _, end in generation.messages]
+    if generation.replaced:
+        ends = sorted(ends + [end for _, _, end in generation.replaced])
+    return ends
 
 
 def _kept_history(scan: LogScan, history: int) -> Iterator[Problem]:
@@ -165,10 +173,12 @@ def _check_commits(scan: LogScan, generation: Generation) -> Iterator[Problem]:
     """Each commit's message count and message end agree with the records before it."""
     path = scan.path(generation.header.gen)
     ends = [end for _, end in generation.messages]
+    records = _message_ends(generation)
     below = _count_below(scan, generation, set())
     for commit in generation.commits:
         own = bisect.bisect_right(ends, commit.offset)
-        msg_end = ends[own - 1] if own else generation.header.end
+        before = bisect.bisect_right(records, commit.offset)
+        msg_end = records[before - 1] if before else generation.header.end
         if commit.msg_end != msg_end:
             yield Problem(
                 path,
@@ -207,7 +217,8 @@ def check_values(scan: LogScan, needed: set[str]) -> Iterator[Problem]:
         if generation is None:
             continue
         path = str(scan.path(gen))
-        for body, end in generation.messages:
+        replacements = [(body, end) for _, body, end in generation.replaced]
+        for body, end in generation.messages + replacements:
             reason = _message_problem(body)
             if reason is not None:
                 yield Problem(

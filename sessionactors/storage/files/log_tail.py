@@ -5,6 +5,8 @@ those messages alone, not for the conversation's length: the generation is
 read backwards from where the revision's messages end, in windows growing
 until they hold the messages asked for. Every record read is checked; the
 records before them are not read at all (a whole load checks every one).
+A replacement of one of those messages comes after its message record, so
+it is among the records read.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import os
 
 from ..._errors import CorruptSessionError
 from .durable import open_at, refused
-from .generations import CommitRecord, Header
-from .records import COMMIT, MESSAGE, parse_record
+from .generations import CommitRecord, Header, replacement_of
+from .records import COMMIT, HEADER, MESSAGE, parse_record
 
 __all__ = ["last_messages"]
 
@@ -43,8 +45,8 @@ def last_messages(
             data = os.pread(fd, stop - start, start)
             if len(data) != stop - start:
                 raise CorruptSessionError(path, f"shorter than the {stop} bytes counted")
-            found = _newest_first(path, data, start, count, whole=start == header.end)
-            if found is not None:
+            read = _newest_first(path, header, data, start, count)
+            if read is not None:
                 break
             window *= 4
     except OSError as exc:
@@ -52,6 +54,7 @@ def last_messages(
         raise exc if refusal is None else refusal from None
     finally:
         os.close(fd)
+    found, replaced = read
     if len(found) < count:  # every message of the generation is in found
         if header.base is not None:
             return None
@@ -61,18 +64,29 @@ def last_messages(
                 f"{len(found)} messages where revision {commit.revision} counts {commit.count}",
             )
     found.reverse()
+    first = commit.count - len(found)  # the position of found[0] in the transcript
+    for position, body in reversed(replaced):  # oldest first: the newest stays
+        if position >= commit.count:
+            raise CorruptSessionError(
+                path, f"a replacement names message {position}, past the transcript's end"
+            )
+        if position >= first:
+            found[position - first] = body
     return found
 
 
 def _newest_first(
-    path: str, data: bytes, offset: int, count: int, *, whole: bool
-) -> list[bytes] | None:
+    path: str, header: Header, data: bytes, offset: int, count: int
+) -> tuple[list[bytes], list[tuple[int, bytes]]] | None:
     """Up to ``count`` message bodies from the end of ``data`` (at ``offset`` in the file).
 
-    None when ``data`` holds fewer and does not start at a record (``whole``
-    False): its first line may be cut, so a wider window is needed.
+    With them, the replacements read on the way (position and body), newest
+    first. None when ``data`` holds fewer and does not start at a record
+    (at the header's end): its first line may be cut, so a wider window is needed.
     """
+    whole = offset == header.end
     found: list[bytes] = []
+    replaced: list[tuple[int, bytes]] = []
     end = len(data)
     while end > 0 and len(found) < count:
         start = data.rfind(b"\n", 0, end - 1) + 1
@@ -84,7 +98,9 @@ def _newest_first(
         kind, body = record
         if kind == MESSAGE:
             found.append(body)
-        elif kind != COMMIT:
+        elif kind == HEADER:
             raise CorruptSessionError(path, f"a second header at byte {offset + start}")
+        elif kind != COMMIT:
+            replaced.append(replacement_of(path, header, body, offset + start))
         end = start
-    return found
+    return found, replaced

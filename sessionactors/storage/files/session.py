@@ -1,7 +1,7 @@
 """One session's files: the steps a planner asks for, executed durably (``SessionFiles``).
 
 Everything here blocks; the actor calls it from a worker thread, one hop per
-batch of messages. A session is written in format 3, its log (see
+batch of messages. A session is written in format 4, its log (see
 :mod:`.generations` and :mod:`.log_writer`); a session of format 1 or 2 (the
 snapshot slots and the journal: :mod:`.slots`, :mod:`.journal`) is read as
 it is, as revision 1, and moved into a log on its next write.
@@ -49,7 +49,7 @@ from .log_writer import (
     header_record,
     new_gen_id,
 )
-from .records import encode_messages
+from .records import encode_messages, encode_replacements
 from .snapshot import Snapshot, format1_session, version
 
 __all__ = ["SessionFiles"]
@@ -60,8 +60,8 @@ _T = TypeVar("_T")
 #: A rewind or a fork references its transcript where it lies unless that
 #: would make a chain of bases deeper than this: then it is written whole.
 MAX_DEPTH = 16
-#: A generation is written anew (compacted) once its commit records pass
-#: this many bytes and the bytes of its messages: so a session's log is at
+#: A generation is written anew (compacted) once its commit and replacement
+#: records pass this many bytes and the bytes of its messages: so a log is at
 #: most about twice its live size, and a save's cost stays bounded.
 COMPACT_BYTES = 1 << 20
 
@@ -88,7 +88,10 @@ class _Tip:
         return self.last.commit_bytes + self.last.end - self.last.offset
 
     def compaction_due(self) -> bool:
-        return self.last.commit_bytes > max(COMPACT_BYTES, self.last.msg_end)
+        # The messages' bytes: the log's up to the last of them, but its
+        # commits and replacements (whose bytes commit_bytes counts).
+        stale = self.last.commit_bytes
+        return stale > max(COMPACT_BYTES, self.last.msg_end - stale)
 
 
 #: A read without the lock that meets a generation a writer removed meanwhile
@@ -379,12 +382,15 @@ class SessionFiles(SessionDirectory):
         append_from: int | None,
         trusted: bool,
         transcript_of: Version | None = None,
+        replaced: tuple[int, ...] = (),
     ) -> Version:
         """Write ``session`` as a new revision (locked).
 
         With ``append_from`` the current generation holds the first
-        ``append_from`` messages (the planner checked its version): the rest
-        and the commit are appended to it, one write and one fsync. With
+        ``append_from`` messages (the planner checked its version) but those
+        at ``replaced``: their replacements, the rest and the commit are
+        appended to it, one write and one fsync (a generation of format 3
+        holds no replacement: it is written anew). With
         ``transcript_of`` (a rewind) a new generation starts from that
         transcript where it lies. Otherwise a new generation holds them all.
 
@@ -401,8 +407,13 @@ class SessionFiles(SessionDirectory):
             based = self._based_generation(session, commit, tip, transcript_of)
             if based is not None:
                 return based
-        elif append_from is not None and tip is not None and not tip.compaction_due():
-            return self._append(session, commit, tip, session.messages[append_from:])
+        elif (
+            append_from is not None
+            and tip is not None
+            and not tip.compaction_due()
+            and (not replaced or tip.header.format > 3)
+        ):
+            return self._append(session, commit, tip, append_from, replaced)
         elif tip is not None and not trusted and self._keep_if_damaged(tip):
             # Its revisions cannot be read back: history starts again here (the
             # damaged file stays under its kept name once it is pruned).
@@ -418,16 +429,28 @@ class SessionFiles(SessionDirectory):
         if tip.compaction_due():
             self._whole_generation(session, commit, tip)
         else:
-            self._append(session, commit, tip, [])
+            self._append(session, commit, tip, len(session.messages))
 
-    def _append(self, session: Session, commit: Commit, tip: _Tip, new: list[Any]) -> Version:
-        data = encode_messages(new)
+    def _append(
+        self,
+        session: Session,
+        commit: Commit,
+        tip: _Tip,
+        append_from: int,
+        replaced: tuple[int, ...] = (),
+    ) -> Version:
+        """Append the replacements of ``replaced``, the messages from ``append_from``, a commit."""
+        data = encode_replacements(session.messages, replaced)
+        # Toward compaction a replacement counts as a commit does: each leaves
+        # about its size of bytes the latest transcript no longer reads.
+        stale = len(data)
+        data += encode_messages(session.messages[append_from:])
         msg_end = tip.last.end + len(data) if data else tip.last.msg_end
         data += commit_record(
             session,
             kind=commit.kind,
             msg_end=msg_end,
-            commit_bytes=tip.next_commit_bytes(),
+            commit_bytes=tip.next_commit_bytes() + stale,
         )
         append_records(
             self._fd(),

@@ -127,9 +127,10 @@ FROM head
 """
 # The head's row, the revision's row and the new messages in one statement
 # (the foreign keys are checked at the statement's end, when the row is
-# there). ``copy_from``: a transcript whose first ``copy_count`` rows are the
-# first messages of this one (a save appending to a transcript it cannot
-# append to in place); NULL copies nothing.
+# there). ``copy_from``: a transcript whose first ``copy_count`` rows, but
+# those at the positions ``skip``, are the first messages of this one (a save
+# appending to a transcript it cannot append to in place, or replacing some
+# of its messages); NULL copies nothing.
 _WRITE = f"""
 WITH head AS ({{}}),
 revision AS ({_INSERT_REVISION}),
@@ -137,7 +138,7 @@ copied AS (
     INSERT INTO {MESSAGES} (session_id, transcript, position, body)
     SELECT m.session_id, %(transcript)s, m.position, m.body FROM {MESSAGES} m
     WHERE m.session_id = %(id)s AND m.transcript = %(copy_from)s::uuid
-        AND m.position < %(copy_count)s
+        AND m.position < %(copy_count)s AND m.position <> ALL(%(skip)s::integer[])
 ),
 added AS (
     INSERT INTO {MESSAGES} (session_id, transcript, position, body)

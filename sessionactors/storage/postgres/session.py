@@ -203,13 +203,15 @@ class PostgresSession:
         append_from: int | None,
         trusted: bool,
         transcript_of: Version | None = None,
+        replaced: tuple[int, ...] = (),
     ) -> Version:
         """Write revision ``session.revision``; with ``append_from``, only the messages after it.
 
         An append goes into the head's transcript when nothing lies beyond
         its end there (else its prefix is copied, on the server, into a new
-        one); ``transcript_of`` (a rewind) names a transcript of this
-        session, and no message row is written.
+        one). With ``replaced``, the prefix but those positions is copied
+        into a new one and the messages there are written. ``transcript_of``
+        (a rewind) names a transcript of this session: no message row is written.
         """
         check_columns(session)
         head = self._head
@@ -221,13 +223,15 @@ class PostgresSession:
             transcript, start = _transcript(transcript_of, count), count
         elif head is not None and append_from is not None:
             start = append_from
-            if head.appendable:
+            if head.appendable and not replaced:
                 transcript = head.transcript
             else:
                 transcript, copy_from = uuid.uuid4(), head.transcript
         else:
             transcript = uuid.uuid4()
-        bodies = [encode_message(m).decode() for m in messages[start:]]
+        skip = list(replaced) if copy_from is not None else []
+        written = [*skip, *range(start, count)]
+        bodies = [encode_message(messages[i]).decode() for i in written]
         metadata = orjson.dumps(session.metadata).decode()
         runtime_state = orjson.dumps(session.runtime_state).decode()
         values = head_values(self.session_id, session, transcript)
@@ -237,7 +241,8 @@ class PostgresSession:
             runtime_state=runtime_state,
             copy_from=copy_from,
             copy_count=start if copy_from is not None else 0,
-            positions=list(range(start, count)),
+            skip=skip,
+            positions=written,
             bodies=bodies,
         )
         # The row is locked (or, absent, its creation is: the advisory lock).
