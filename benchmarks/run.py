@@ -31,7 +31,10 @@ The workloads (issue 4), each for both designs, one module each in ``bench/``:
    holding one Session object (one runtime's tasks); b) each its own copy.
    (``bench/contended.py``)
 3. 1,000 new sessions of mixed sizes, one task each saving it 5 times (a new
-   message before each save after the first), all tasks at once.
+   message before each save after the first), all tasks at once; and, in the
+   same rounds, its floor for a store with one directory and one log file per
+   session (the same tasks and bytes; mkdir, fsyncs, appends, fdatasync
+   only), printed beside it as evidence, not a target.
    (``bench/many_sessions.py``)
 4. 10,000 token-usage records from 500 tasks over 5 sessions (and, for
    reference, the classic design with its appends outside the session lock).

@@ -103,6 +103,18 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
             assert value > 0, (name, design, value)
     for name in WORKLOADS[:3]:
         assert workloads[name]["floor"]["value"] > 0
+    # Many sessions' floor, in the same rounds: the durable work alone.
+    many = workloads["many_sessions"]
+    assert many["floor"]["value"] > 0 and many["floor_vs_classic"] > 0
+    assert many["ratio_vs_floor"] > 0
+    # The first save 3 fsyncs (root, log, directory), each later save 1.
+    config, floor_counters = document["meta"]["config"], many["floor"]["counters"]
+    rounds, sessions = config["many_rounds"], config["many_sessions"]
+    assert floor_counters["saves_requested"] == many["operations"] * rounds
+    assert floor_counters["fsyncs"] == (many["operations"] + 2 * sessions) * rounds
+    assert "floor (dir + file + fsyncs only)" in stdout
+    # The other throughput workloads have no floor.
+    assert "floor" not in workloads["contended_save"]
     # The counters the table prints come from statistics(): the work was done.
     for name, field in (
         ("uncontended_save", "snapshots_written"),

@@ -49,11 +49,19 @@ from sessionactors._model import converter
 
 from .data import EPOCH, make_message
 from .designs import Counters
-from .harness import Progress, add_counters, counter_delta, fresh_dir, median, settle, turns
+from .harness import (
+    Progress,
+    add_counters,
+    counter_delta,
+    fresh_dir,
+    fsync_path,
+    median,
+    settle,
+    turns,
+)
 from .results import ArchiveMove, Timings
 
 SOURCE_ID = "source"
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _USAGE_TASKS = 64  # tasks appending the token-usage records while the session is made
 
 # The kinds timed each round, in turns; EXPORT and IMPORT are ROUND_TRIP's two halves.
@@ -159,24 +167,16 @@ def codec_times() -> Iterator[CodecTimes]:
         names["decode_archive"] = decode_archive
 
 
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(path: Path) -> int:
     """``os.fsync`` every file and directory under ``path``, then its parent; how many."""
     count = 0
     for directory, _, names in os.walk(path, topdown=False):
         for name in names:
-            _fsync_path(os.path.join(directory, name))
+            fsync_path(os.path.join(directory, name))
             count += 1
-        _fsync_path(directory)
+        fsync_path(directory)
         count += 1
-    _fsync_path(str(path.parent))
+    fsync_path(str(path.parent))
     return count + 1
 
 

@@ -86,6 +86,22 @@ def whole_session_bytes(session: Session) -> bytes:
     return orjson.dumps(converter.unstructure(session))
 
 
+def message_line(message: Message) -> bytes:
+    """One message as one JSON line: what a log appends for it (the floor's bytes)."""
+    return orjson.dumps(converter.unstructure(message)) + b"\n"
+
+
+COMMIT_BYTES = 200
+
+
+def commit_line(session_id: str, revision: int, count: int) -> bytes:
+    """A log's commit record after a save: ``COMMIT_BYTES`` bytes, padded, newline included."""
+    record = orjson.dumps(
+        {"revision": revision, "kind": "save", "count": count, "session": session_id}
+    )
+    return b"c " + record.ljust(COMMIT_BYTES - 3) + b"\n"
+
+
 def usage_record(task: int, seq: int) -> dict[str, Any]:
     """The ``seq``-th token-usage record of task ``task``."""
     return {

@@ -18,6 +18,9 @@ CLASSIC = "classic"
 # relying on O_APPEND alone (each record still has its own write and fsync).
 CLASSIC_UNLOCKED = "classic-unlocked-appends"
 DESIGNS = (OURS, CLASSIC)
+# Many sessions only, as evidence: the durable work alone of a store with one
+# directory and one log file per session (``floor_store.FloorStore``), not a store.
+FLOOR = "floor"
 
 Counters = dict[str, int]
 

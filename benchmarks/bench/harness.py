@@ -108,15 +108,25 @@ def floor_write(directory: Path, data: bytes) -> None:
     temp = directory / ".floor.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temp, directory / "session.json")
-    dir_fd = os.open(directory, os.O_RDONLY | _O_CLOEXEC)
+    fsync_path(directory)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``data`` written to ``fd`` (one ``write`` for a regular file)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync of the file or directory at ``path``."""
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)

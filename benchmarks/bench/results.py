@@ -13,7 +13,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from .designs import CLASSIC, CLASSIC_UNLOCKED, OURS, Counters
+from .designs import CLASSIC, CLASSIC_UNLOCKED, FLOOR, OURS, Counters
 
 
 @attrs.frozen(kw_only=True)
@@ -69,6 +69,13 @@ class ThroughputResult:
 
     ``ratio`` is the ratio of the medians; ``paired_ratios`` each round's own
     ratio (classic's elapsed time over ours), to see the spread behind it.
+
+    Many sessions (workload 3) only, in the same rounds, as evidence (no
+    target): ``floor``, the durable work alone of a store keeping one
+    directory and one log file per session (``floor_store.FloorStore``);
+    ``floor_vs_classic`` and ``ratio_vs_floor`` (ours over the floor) the
+    medians' ratios, ``paired_floor_ratios`` each round's classic elapsed
+    time over the floor's. Left out of the JSON where the floor did not run.
     """
 
     unit: str = "operations per s"
@@ -80,13 +87,19 @@ class ThroughputResult:
     ratio: float
     paired_ratios: tuple[float, ...]
     ratio_vs_unlocked: float | None = None
+    floor: Rate | None = None
+    floor_vs_classic: float | None = None
+    ratio_vs_floor: float | None = None
+    paired_floor_ratios: tuple[float, ...] | None = None
     description: str
 
     def counters_by_design(self) -> dict[str, Counters]:
-        """Each design's counters, summed over all rounds."""
+        """Each design's counters (and the floor's, if it ran), summed over all rounds."""
         counters = {OURS: self.sessionactors.counters, CLASSIC: self.classic.counters}
         if self.classic_unlocked is not None:
             counters[CLASSIC_UNLOCKED] = self.classic_unlocked.counters
+        if self.floor is not None:
+            counters[FLOOR] = self.floor.counters
         return counters
 
 
@@ -431,7 +444,8 @@ _throughput_fields = make_dict_unstructure_fn(
 
 
 def _unstructure_throughput(result: ThroughputResult) -> dict[str, Any]:
-    # The unlocked classic's entries only where it ran (token usage), in field order.
+    # The unlocked classic's entries only where it ran (token usage), the floor's
+    # only where it ran (many sessions), in field order.
     return {key: value for key, value in _throughput_fields(result).items() if value is not None}
 
 

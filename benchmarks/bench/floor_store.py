@@ -1,0 +1,85 @@
+"""Workload 3's floor: only the durable work of a store with a directory and a log per session.
+
+:class:`FloorStore` takes its turn in the same rounds as the stores
+(``throughput.measure_rates``), as evidence beside their ratio, not a target.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import trio
+
+from .designs import Counters
+from .harness import fsync_path, write_all
+
+__all__ = ["FloorStore"]
+
+#: The floor's log file in each session's directory.
+FLOOR_LOG = "log"
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class FloorStore:
+    """The physical floor of a store with one directory and one log file per session.
+
+    Only the durable work any such store must do, each call in one
+    ``trio.to_thread.run_sync`` hop (trio's default limiter: 40 threads, as
+    classic's): no lock, no reading back, no index, bytes encoded beforehand
+    by the caller.
+
+    - :meth:`create`: ``mkdir root/<id>``, fsync of ``root`` (the new name is
+      durable), ``root/<id>/log`` created with the bytes, ``os.fdatasync``,
+      fsync of the session's directory: 3 fsyncs. The log stays open.
+    - :meth:`append`: one ``write`` to the open log, ``os.fdatasync``: 1 fsync.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._saves = self._fsyncs = self._bytes = self._hops = 0
+
+    def statistics(self) -> Counters:
+        """The counters now, named as the stores' ``statistics()`` name theirs."""
+        return {
+            "saves_requested": self._saves,
+            "fsyncs": self._fsyncs,
+            "bytes_written": self._bytes,
+            "thread_hops": self._hops,
+        }
+
+    def _create_sync(self, session_id: str, data: bytes) -> int:
+        directory = self.root / session_id
+        os.mkdir(directory)
+        fsync_path(self.root)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _O_CLOEXEC
+        fd = os.open(directory / FLOOR_LOG, flags, 0o644)
+        try:
+            write_all(fd, data)
+            os.fdatasync(fd)
+            fsync_path(directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _append_sync(self, fd: int, data: bytes) -> None:
+        write_all(fd, data)
+        os.fdatasync(fd)
+
+    async def create(self, session_id: str, data: bytes) -> int:
+        """A new session's first save, durably; its log's open file descriptor."""
+        fd = await trio.to_thread.run_sync(self._create_sync, session_id, data)
+        self._count(data, fsyncs=3)
+        return fd
+
+    async def append(self, fd: int, data: bytes) -> None:
+        """A later save: ``data`` appended to the open log, durably."""
+        await trio.to_thread.run_sync(self._append_sync, fd, data)
+        self._count(data, fsyncs=1)
+
+    def _count(self, data: bytes, *, fsyncs: int) -> None:
+        self._saves += 1
+        self._fsyncs += fsyncs
+        self._bytes += len(data)
+        self._hops += 1
