@@ -105,7 +105,8 @@ def classify(stack: str) -> str | None:
     frames = [m.groups() for m in map(_FRAME.match, stack.split(";")) if m]
     for func, path, _ in frames:
         bench = path.startswith("bench/") or "/benchmarks/" in path
-        if (func in _UNTIMED and bench) or func.startswith("untimed_") or "shutil.py" in path:
+        name = func.rpartition(".")[2]  # py-spy names a nested function outer.<locals>.inner
+        if (name in _UNTIMED and bench) or name.startswith("untimed_") or "shutil.py" in path:
             return None
     if not frames:
         return "other"
@@ -154,9 +155,16 @@ async def child(name: str, repeats: int, dsn: str | None) -> None:
     from bench.designs import OURS
 
     async def ours_only(
-        name: str, rounds: int, calls: int, base: Path, setup: Any, verify: Any = None, *_: Any
+        name: str,
+        rounds: int,
+        calls: int,
+        base: Path,
+        setup: Any,
+        verify: Any = None,
+        *_: Any,
+        **__: Any,
     ) -> dict[str, Any]:
-        # bench.throughput.measure_rates for sessionactors alone (no classic runs).
+        # bench.throughput.measure_rates for sessionactors alone (no classic, no floor).
         await start()
         rates = await throughput.measure_rates(name, rounds, calls, base, setup, verify, (OURS,))
         await finish(calls * rounds, sum(rates[OURS].elapsed_s))

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import operator
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+import attrs
 
 from ._merge import Authoritative
 from ._model import Message, Session, converter
 from .storage.protocol import Head
 
-__all__ = ["Lineage", "group_of", "own_messages", "set_written", "with_group"]
+__all__ = ["Lineage", "group_of", "own_messages", "set_written", "with_group", "with_values"]
 
 _new = object.__new__
 _set = object.__setattr__
+#: Every field of a Session but the three that may change in place.
+_SCALARS = tuple(
+    field.name
+    for field in attrs.fields(Session)
+    if field.name not in ("messages", "metadata", "runtime_state")
+)
 
 
 class Lineage(Protocol):
@@ -47,6 +55,22 @@ def with_group(
     _set(made, "metadata", session.metadata)
     _set(made, "runtime_state", session.runtime_state)
     set_written(made, group, updated_at, 0, lineage)
+    return made
+
+
+def with_values(
+    session: Session,
+    messages: list[Message],
+    metadata: dict[str, Any],
+    runtime_state: dict[str, Any],
+) -> Session:
+    """A new Session: every field of ``session`` but these three values; no validators run."""
+    made: Session = _new(Session)
+    for name in _SCALARS:
+        _set(made, name, getattr(session, name))
+    _set(made, "messages", messages)
+    _set(made, "metadata", metadata)
+    _set(made, "runtime_state", runtime_state)
     return made
 
 

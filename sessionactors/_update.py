@@ -8,7 +8,7 @@ import orjson
 
 from ._merge import Authoritative
 from ._model import Message, Session, edit_mark
-from ._planned import with_group
+from ._planned import with_values
 from ._values import check_json, check_messages
 
 __all__ = ["apply_update"]
@@ -44,12 +44,7 @@ def _copy_message(message: Message) -> Message:
 def _copy(session: Session) -> Session:
     """A deep copy of ``session``, for a function to change without touching what is kept."""
     messages = list(map(_copy_message, session.messages))
-    copy = with_group(session, Authoritative.of(session), session.updated_at, session)
-    copy.messages = messages
-    copy.metadata = _json(session.metadata)
-    copy.runtime_state = _json(session.runtime_state)
-    copy.revision = session.revision
-    return copy
+    return with_values(session, messages, _json(session.metadata), _json(session.runtime_state))
 
 
 def _unchanged_prefix(before: list[Message], after: list[Message]) -> int:

@@ -55,6 +55,7 @@ def stack(*frames: str) -> str:
         (("unrolled_run (/x/trio/_core/_run.py:9)",), "event loop"),
         (("wait (/x/psycopg/connection.py:9)",), "postgres"),
         (("setup (bench/contended.py:9)", f"_save ({LIB}/_plan.py:9)"), None),
+        (("run.<locals>.setup (bench/contended.py:9)", "copy_session (x.py:9)"), None),
     ],
 )
 def test_a_stack_goes_to_the_category_of_its_innermost_known_frame(
