@@ -26,7 +26,9 @@ The workloads (issue 4), each for both designs, one module each in ``bench/``:
    file, fsync, rename, directory fsync). Three kinds of save: a)
    ``turn``, one new message before each save (an agent loop); b)
    ``unchanged``; c) ``rewrite``, an old message's content replaced.
-   (``bench/latency.py``)
+   (``bench/latency.py``) d) a one-message save under ``durability="flush"``
+   against a bare ``trio.to_thread.run_sync`` round trip, in the same rounds
+   (``bench/flush_hop.py``; ours only, as evidence, not a target).
 2. 64 tasks saving the same 200-message session, 10 saves each: a) all
    holding one Session object (one runtime's tasks); b) each its own copy.
    (``bench/contended.py``)
@@ -105,6 +107,7 @@ from bench.config import FULL, QUICK, Config
 from bench.contended import measure_contended
 from bench.designs import DESIGNS
 from bench.document import Document, meta, write_document
+from bench.flush_hop import measure_flush_hop
 from bench.harness import Progress
 from bench.latency import LATENCY_VARIANTS, measure_latency
 from bench.many_sessions import measure_many_sessions
@@ -136,6 +139,8 @@ async def timed_workloads(config: Config, base: Path, progress: Progress) -> par
     for variant in LATENCY_VARIANTS:
         progress(f"1/5 uncontended save latency ({variant})")
         latency[variant] = await measure_latency(config, base, variant)
+    progress("1/5 one-message save under flush, against a bare thread hop")
+    flush_save = await measure_flush_hop(config, base)
     progress("2/5 contended saves (shared object)")
     contended_shared = await measure_contended(config, base, shared=True)
     progress("2/5 contended saves (copies)")
@@ -149,6 +154,7 @@ async def timed_workloads(config: Config, base: Path, progress: Progress) -> par
         uncontended_save=latency["turn"],
         uncontended_save_unchanged=latency["unchanged"],
         uncontended_save_rewrite=latency["rewrite"],
+        flush_save=flush_save,
         contended_save=contended_shared,
         contended_save_copies=contended_copies,
         many_sessions=many_sessions,

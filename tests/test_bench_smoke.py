@@ -103,6 +103,13 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
             assert value > 0, (name, design, value)
     for name in WORKLOADS[:3]:
         assert workloads[name]["floor"]["value"] > 0
+    # The flush save beside a bare thread hop: one hop a save, no fsync.
+    flush = workloads["flush_save"]
+    assert flush["sessionactors"]["value"] > 0 and flush["hop"]["value"] > 0
+    assert flush["ratio_vs_hop"] > 0
+    counted = flush["sessionactors"]["counters"]
+    assert counted["thread_hops"] == counted["saves_requested"] > 0 and counted["fsyncs"] == 0
+    assert "1d one-message save, flush" in stdout
     # Many sessions' floor, in the same rounds: the durable work alone.
     many = workloads["many_sessions"]
     assert many["floor"]["value"] > 0 and many["floor_vs_classic"] > 0

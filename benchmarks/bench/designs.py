@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 from classic import ClassicStore
@@ -39,13 +39,18 @@ class Backend(Protocol):
 
 @asynccontextmanager
 async def open_design(
-    design: str, root: Path, *, idle_timeout: float = 30.0
+    design: str,
+    root: Path,
+    *,
+    idle_timeout: float = 30.0,
+    durability: Literal["fsync", "flush"] = "fsync",
 ) -> AsyncIterator[tuple[Backend, Callable[[], Counters]]]:
-    """The design's store on ``root``, durability "fsync", and a function reading its counters."""
+    """The design's store on ``root`` (durability "fsync" unless said), a function reading
+    its counters. Classic has "fsync" only."""
     if design == OURS:
-        async with open_store(root, durability="fsync", idle_timeout=idle_timeout) as store:
+        async with open_store(root, durability=durability, idle_timeout=idle_timeout) as store:
             yield store, lambda: dict(attrs.asdict(store.statistics()))
-    elif design in (CLASSIC, CLASSIC_UNLOCKED):
+    elif design in (CLASSIC, CLASSIC_UNLOCKED) and durability == "fsync":
         classic = ClassicStore(root, durability="fsync", lock_appends=design == CLASSIC)
         yield classic, lambda: dict(attrs.asdict(classic.statistics()))
     else:

@@ -13,6 +13,7 @@ from .harness import KB, MB, median
 from .results import (
     ArchiveMove,
     Calls,
+    FlushHopResult,
     LatencyResult,
     Revisions,
     ThroughputResult,
@@ -83,6 +84,20 @@ def _latency_row(label: str, latency: LatencyResult) -> list[str]:
         f"{latency.ratio_vs_classic:.2f}x latency",
         f"floor {_ms(latency.floor.value)}: ours {latency.ratio_vs_floor:.2f}x, "
         f"classic {latency.classic_vs_floor:.2f}x",
+    ]
+
+
+def _flush_row(result: FlushHopResult) -> list[str]:
+    counters = result.sessionactors.counters
+    saves = counters.get("saves_requested", 0) or 1
+    return [
+        "1d one-message save, flush",
+        _ms(result.sessionactors.value),
+        "",
+        f"{result.ratio_vs_hop:.2f}x the hop",
+        f"bare to_thread round trip {_ms(result.hop.value)}; per save "
+        f"{counters.get('thread_hops', 0) / saves:.2f} hops, "
+        f"{counters.get('fsyncs', 0) / saves:.2f} fsyncs",
     ]
 
 
@@ -158,6 +173,7 @@ def _medians_table(w: Workloads) -> str:
         _latency_row(f"1a uncontended save {size:.0f} KB, turn", w.uncontended_save),
         _latency_row(f"1b uncontended save {size:.0f} KB, unchanged", w.uncontended_save_unchanged),
         _latency_row(f"1c uncontended save {size:.0f} KB, rewrite", w.uncontended_save_rewrite),
+        _flush_row(w.flush_save),
         _throughput_row(f"2a contended, shared ({ops} saves)", w.contended_save, "saves"),
         _throughput_row(f"2b contended, copies ({ops} saves)", w.contended_save_copies, "saves"),
         _throughput_row(
@@ -195,10 +211,11 @@ def _medians_table(w: Workloads) -> str:
 
 
 def _counters_table(w: Workloads) -> str:
-    timed: dict[str, LatencyResult | ThroughputResult] = {
+    timed: dict[str, LatencyResult | FlushHopResult | ThroughputResult] = {
         "uncontended_save": w.uncontended_save,
         "uncontended_save_unchanged": w.uncontended_save_unchanged,
         "uncontended_save_rewrite": w.uncontended_save_rewrite,
+        "flush_save": w.flush_save,
         "contended_save": w.contended_save,
         "contended_save_copies": w.contended_save_copies,
         "many_sessions": w.many_sessions,

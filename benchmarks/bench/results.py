@@ -166,12 +166,27 @@ class MemoryResult(Generic[Figures]):
 
 
 @attrs.frozen(kw_only=True)
+class FlushHopResult:
+    """Workload 1d: a one-message save under "flush", against a bare thread hop; the ratio."""
+
+    description: str
+    unit: str = "s per save"
+    sessionactors: SaveLatency
+    hop: FloorLatency
+    ratio_vs_hop: float
+
+    def counters_by_design(self) -> dict[str, Counters]:
+        return {OURS: self.sessionactors.counters}
+
+
+@attrs.frozen(kw_only=True)
 class Workloads:
     """Every workload's result, under the key the JSON and the tables name it by."""
 
     uncontended_save: LatencyResult
     uncontended_save_unchanged: LatencyResult
     uncontended_save_rewrite: LatencyResult
+    flush_save: FlushHopResult
     contended_save: ThroughputResult
     contended_save_copies: ThroughputResult
     many_sessions: ThroughputResult
