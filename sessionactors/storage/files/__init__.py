@@ -8,7 +8,7 @@ crashed writers leave), :mod:`.directory` and :mod:`.session` (one
 session's files), :mod:`.backend` (the backend and listing), and verify's
 :mod:`.problems`, :mod:`.checks`, :mod:`.snapshot_checks` (formats 1 and 2),
 :mod:`.log_scan`, :mod:`.log_history`, :mod:`.log_checks` and
-:mod:`.log_repairs` (a log, format 3) and :mod:`.verify`.
+:mod:`.log_repairs` (a log, format 3 or 4) and :mod:`.verify`.
 """
 
 from .backend import FileBackend, list_summaries, read_summary

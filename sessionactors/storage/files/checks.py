@@ -3,7 +3,7 @@
 Each check is a small function of one session directory that yields the
 problems it finds; :data:`CHECKS` lists them, so a new file of a session (a
 journal beside the snapshot, say) gets its own check beside the others. A
-session in a log (format 3) is checked by :mod:`.log_checks`; one not yet
+session in a log (format 3 or 4) is checked by :mod:`.log_checks`; one not yet
 moved into a log (formats 1 and 2) by the snapshot's checks
 (:mod:`.snapshot_checks`) and :func:`check_journals`.
 """

@@ -1,4 +1,4 @@
-"""Verify's check of a session in a log (format 3): damage, then what crashes left.
+"""Verify's check of a session in a log (format 3 or 4): damage, then what crashes left.
 
 Damage: a record of a counted part whose checksum does not match, a
 message or commit that does not decode, a reference to a generation that
@@ -35,7 +35,7 @@ __all__ = ["check_log", "has_log"]
 
 
 def has_log(where: SessionDir) -> bool:
-    """Whether the directory holds a generation of its own: a session in format 3."""
+    """Whether the directory holds a generation of its own: a session in a log (format 3 or 4)."""
     with contextlib.suppress(CorruptSessionError, OSError), directory_at(str(where.path)) as fd:
         return fd is not None and bool(list_log(fd).own)
     return False

@@ -1,4 +1,4 @@
-"""Verify's repairs of a session in a log (format 3), made under the session's lock.
+"""Verify's repairs of a session in a log (format 3 or 4), made under the session's lock.
 
 Each is what the session's next write would do anyway: cut the bytes after
 the last whole commit of its own generation, or remove a name no reader

@@ -1,4 +1,4 @@
-"""What ``verify`` reads of a session's log (format 3): every generation, once.
+"""What ``verify`` reads of a session's log (format 3 or 4): every generation, once.
 
 An own generation (``log.<seq>.<gen>.jsonl``) is read up to its last whole
 commit, its counted part; a link (``link.<gen>.jsonl``, another session's

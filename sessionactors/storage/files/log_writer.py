@@ -1,11 +1,12 @@
-"""The records a write adds to a session's log (format 3), and the files it makes.
+"""The records a write adds to a session's log (format 4), and the files it makes.
 
-A save that appends messages adds their records and one commit to the
-current generation in one ``write`` and one ``fdatasync``: the only fsync
-of the save (bytes after the last whole commit are not counted, so a crash
-in the middle leaves the revision before). Anything else (an edit of old
-messages, a rewind, a fork, a compaction, a migration) makes a new
-generation, whole, under a temporary name, renamed into place.
+A save that appends messages (and replaces a few old ones) adds their
+records and one commit to the current generation in one ``write`` and one
+``fdatasync``: the only fsync of the save (bytes after the last whole commit
+are not counted, so a crash in the middle leaves the revision before).
+Anything else (a removal or a change of most old messages, a rewind, a fork,
+a compaction, a migration) makes a new generation, whole, under a temporary
+name, renamed into place.
 """
 
 from __future__ import annotations
