@@ -45,7 +45,7 @@ import sessionactors
 from sessionactors import Message, Session, aio
 from sessionactors.agents import AgentsSession
 
-from .harness import fresh_dir, median, settle, turns
+from .harness import fresh_dir, median, nothing, settle, turns
 
 TRIO = "trio"
 GUEST = "aio-guest"
@@ -112,16 +112,12 @@ async def _timed_saves(store: Any, size: Size) -> list[float]:
     return samples
 
 
-def _nothing() -> None:
-    pass
-
-
 async def _timed_round_trips(size: Size) -> list[float]:
     loop = asyncio.get_running_loop()
     samples = []
     for _ in range(size.saves):
         started = time.perf_counter()
-        await loop.run_in_executor(None, _nothing)
+        await loop.run_in_executor(None, nothing)
         samples.append(time.perf_counter() - started)
     return samples
 

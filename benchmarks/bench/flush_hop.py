@@ -9,46 +9,25 @@ any save that leaves the event loop pays.
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
 
 import trio
 
 from .config import Config
-from .data import make_message, make_session
-from .designs import OURS, Counters, open_design
-from .harness import add_counters, counter_delta, fresh_dir, median, settle, turns
+from .designs import OURS, Counters
+from .harness import add_counters, fresh_dir, median, nothing, settle, turns
+from .latency import latency_once
 from .results import FloorLatency, FlushHopResult, SaveLatency
 
 HOP = "to_thread"
-
-
-def _nothing() -> None:
-    pass
-
-
-async def _saves(root: Path, config: Config) -> tuple[list[float], Counters]:
-    """One store's timed saves, each after one new message, and its counters' delta."""
-    session = make_session("flush", config.latency_messages)
-    async with open_design(OURS, root, durability="flush") as (store, counters):
-        await store.save_runtime_session(session)  # the log exists: every save appends
-        gc.collect()
-        before = counters()
-        samples = []
-        for step in range(config.latency_saves):
-            session.messages.append(make_message(config.latency_messages + step))
-            start = time.perf_counter()
-            await store.save_runtime_session(session)
-            samples.append(time.perf_counter() - start)
-        return samples, counter_delta(before, counters())
 
 
 async def _hops(config: Config) -> list[float]:
     samples = []
     for _ in range(config.latency_saves):
         start = time.perf_counter()
-        await trio.to_thread.run_sync(_nothing)
+        await trio.to_thread.run_sync(nothing)
         samples.append(time.perf_counter() - start)
     return samples
 
@@ -58,7 +37,8 @@ async def measure_flush_hop(config: Config, base: Path) -> FlushHopResult:
     saves: list[float] = []
     hops: list[float] = []
     totals: Counters = {}
-    await _saves(fresh_dir(base, "warm-flush"), config)  # thread cache, imports, page cache
+    # Thread cache, imports, page cache.
+    await latency_once(OURS, fresh_dir(base, "warm-flush"), config, "turn", "flush")
     await _hops(config)
     for round_index in range(config.latency_rounds):
         for who in turns(round_index, [OURS, HOP]):
@@ -66,7 +46,7 @@ async def measure_flush_hop(config: Config, base: Path) -> FlushHopResult:
                 hops += await _hops(config)
                 continue
             root = fresh_dir(base, "flush-save")
-            got, delta = await _saves(root, config)
+            got, delta = await latency_once(OURS, root, config, "turn", "flush")
             saves += got
             add_counters(totals, delta)
             settle(root)

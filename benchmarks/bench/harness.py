@@ -22,6 +22,10 @@ _GAUGES = ("live_actors", "max_mailbox_depth", "locks")
 Progress = Callable[[str], None]
 
 
+def nothing() -> None:
+    """What a timed bare thread round trip runs."""
+
+
 def turns(round_index: int, items: Sequence[str]) -> list[str]:
     """The order the designs run in this round: rotated every round."""
     shift = round_index % len(items)

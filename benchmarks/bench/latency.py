@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from pathlib import Path
+from typing import Literal
 
 from sessionactors import Session
 
@@ -38,11 +39,15 @@ def change(session: Session, variant: str, step: int) -> None:
 
 
 async def latency_once(
-    design: str, root: Path, config: Config, variant: str
+    design: str,
+    root: Path,
+    config: Config,
+    variant: str,
+    durability: Literal["fsync", "flush"] = "fsync",
 ) -> tuple[list[float], Counters]:
     """One design's timed saves in a fresh store, and its counters' delta."""
     session = make_session("latency", config.latency_messages)
-    async with open_design(design, root) as (store, counters):
+    async with open_design(design, root, durability=durability) as (store, counters):
         await store.save_runtime_session(session)  # the file exists: every save is an update
         gc.collect()
         before = counters()
