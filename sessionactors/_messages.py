@@ -41,34 +41,54 @@ class Reply:
     ``taken`` is set (on the event loop) when the actor starts the message's
     batch; a caller cancelled before that withdraws the message instead, so a
     cancelled call takes full effect or none.
+
+    The caller parks its own task and :meth:`set` reschedules it: every call
+    waits on one reply, and a :class:`trio.Event` (its parking lot, its
+    lists) cost a tenth of a token-usage append's time.
     """
 
-    _done: trio.Event = attrs.field(factory=trio.Event)
     _result: outcome.Outcome[Any] | None = None
+    _waiter: trio.lowlevel.Task | None = None
+    # A cancel that came while the actor was doing the call: raised once answered.
+    _cancel_pending: bool = False
     taken: bool = False
     abandoned: bool = False
 
     def set(self, result: outcome.Outcome[Any]) -> None:
         self._result = result
-        self._done.set()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter, result)  # wait() returns or raises it
 
     @property
     def answered(self) -> bool:
         return self._result is not None
 
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        if not self.taken:
+            self._waiter = None
+            self.abandoned = True  # the actor will skip it: no effect at all
+            return trio.lowlevel.Abort.SUCCEEDED
+        # The actor is doing it already: wait so it takes full effect,
+        # including on the caller's objects, then let the cancel land.
+        self._cancel_pending = True
+        return trio.lowlevel.Abort.FAILED
+
     async def wait(self) -> Any:
+        if self._result is None:
+            self._waiter = trio.lowlevel.current_task()
+            try:
+                value = await trio.lowlevel.wait_task_rescheduled(self._abort)
+            finally:
+                if self._cancel_pending:
+                    await trio.lowlevel.checkpoint()  # raises the cancel, still pending
+            return value
         try:
-            await self._done.wait()
+            await trio.lowlevel.checkpoint()
         except trio.Cancelled:
             if not self.taken:
-                self.abandoned = True  # the actor will skip it: no effect at all
-                raise
-            # The actor is doing it already: wait so it takes full effect,
-            # including on the caller's objects, then let the cancel land.
-            with trio.CancelScope(shield=True):
-                await self._done.wait()
+                self.abandoned = True
             raise
-        assert self._result is not None
         return self._result.unwrap()
 
 

@@ -433,6 +433,9 @@ async def test_cancelled_while_its_batch_runs_takes_full_effect_or_none(
         ended_before_the_batch = dict(ended)
         gate.open()
 
+    # The checkpoint's batch was running: it took effect, then the cancel landed.
+    assert "checkpoint" not in ended_before_the_batch
+    assert scopes[0].cancelled_caught
     loaded = await _assert_whole(store, "s")
     records = await store.read_token_usage("s")
     assert _all_or_none(["a"], ids(loaded), ["b", "c"])
