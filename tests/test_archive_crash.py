@@ -71,11 +71,18 @@ async def check_each(
     whole = absent = left = 0
     root = location if isinstance(location, Path) else None
     async with sessionactors.open_store(location, durability="flush") as store:
-        listed = {summary.id for summary in await store.list_sessions()}
+        # Loaded first: each load waits for its session's lock, so a killed
+        # child's transaction the server still runs (its writes go with its
+        # COMMIT) is over before the listing is read.
+        found = {}
         for number in numbers:
             session_id = f"imp-{number}"
-            loaded = await store.load_session(session_id)
-            usage = await store.read_token_usage(session_id)
+            found[session_id] = (
+                await store.load_session(session_id),
+                await store.read_token_usage(session_id),
+            )
+        listed = {summary.id for summary in await store.list_sessions()}
+        for session_id, (loaded, usage) in found.items():
             if loaded is None:
                 absent += 1
                 if root is not None and (root / session_id).exists():

@@ -293,55 +293,57 @@ async def test_an_append_after_a_rewind_never_changes_what_another_store_knows(
 
 
 @contextlib.contextmanager
-def _counting_statements(
-    monkeypatch: pytest.MonkeyPatch, calls: list[tuple[bool, int]]
-) -> Iterator[None]:
-    """Record each statements() block of a transaction: (pipelined, statements sent)."""
-    original = sessionactors.storage.postgres.transaction.Transaction.statements
+def _recording_round_trips(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> Iterator[None]:
+    """Record in order each statements() block (a round trip of its own), each
+    deferred statement as it is sent, and each COMMIT once done."""
+    transaction = sessionactors.storage.postgres.transaction.Transaction
+    rows = sessionactors.storage.postgres.rows
+    names = {rows.WRITE_NEXT: "write", rows.DROP_REVISIONS: "drop"}
+    statements, send_deferred, commit = (
+        transaction.statements,
+        transaction._send_deferred,
+        transaction._commit,
+    )
 
-    @contextlib.contextmanager
-    def counting(self: Any, *, pipeline: bool = True, write: bool = False) -> Iterator[Any]:
-        with original(self, pipeline=pipeline, write=write) as conn:
-            sent = 0
-            real = conn.execute
+    def recording_statements(self: Any, **kwargs: Any) -> Any:
+        events.append("statements")
+        return statements(self, **kwargs)
 
-            def execute(*args: Any, **kwargs: Any) -> Any:
-                nonlocal sent
-                sent += 1
-                return real(*args, **kwargs)
+    def recording_send_deferred(self: Any, conn: Any) -> None:
+        events.extend(names.get(query, query) for query, _ in self._deferred)
+        send_deferred(self, conn)
 
-            conn.execute = execute  # type: ignore[method-assign]
-            try:
-                yield conn
-            finally:
-                del conn.execute
-                calls.append((pipeline, sent))
+    def recording_commit(self: Any, conn: Any, started: Any) -> None:
+        commit(self, conn, started)
+        events.append("commit")
 
     with monkeypatch.context() as patch:
-        patch.setattr(
-            sessionactors.storage.postgres.transaction.Transaction, "statements", counting
-        )
+        patch.setattr(transaction, "statements", recording_statements)
+        patch.setattr(transaction, "_send_deferred", recording_send_deferred)
+        patch.setattr(transaction, "_commit", recording_commit)
         yield
 
 
-async def test_a_save_appending_a_message_is_one_round_trip_of_writes(
+async def test_a_save_appending_a_message_sends_its_writes_with_the_commit(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its write is one statement; past the history, the retention delete rides with it."""
+    """Its write is one statement, sent in the COMMIT's round trip; past the
+    history, the retention delete rides with it."""
     async with sessionactors.open_store(postgres_url, durability="flush", history=2) as store:
         session = Session(id="s", messages=[msg("m0")])
         await store.save_runtime_session(session)
-        calls: list[tuple[bool, int]] = []
-        with _counting_statements(monkeypatch, calls):
+        events: list[str] = []
+        with _recording_round_trips(monkeypatch, events):
             session.messages.append(msg("m1"))
             await store.save_runtime_session(session)  # revision 2: nothing to drop
-        assert calls == [(False, 1)]
-        calls.clear()
-        with _counting_statements(monkeypatch, calls):
+        assert events == ["write", "commit"]
+        events.clear()
+        with _recording_round_trips(monkeypatch, events):
             session.messages.append(msg("m2"))
             await store.save_runtime_session(session)  # revision 3 drops revision 1
-        assert calls == [(True, 2)]
+        assert events == ["write", "drop", "commit"]
         assert [r for r, *_ in _revisions(postgres_url, "s")] == [2, 3]
+        assert (await store.load_session("s")) == session
 
 
 async def test_a_rewind_and_a_fork_encode_no_message(

@@ -246,12 +246,23 @@ class PostgresSession:
             bodies=bodies,
         )
         # The row is locked (or, absent, its creation is: the advisory lock).
-        with self._transaction.statements(pipeline=commit.keep_from > 1, write=True) as conn:
-            cursor = conn.execute(WRITE_NEW if head is None else WRITE_NEXT, values)
-            self._drop_revisions(conn, commit)
-        row = cursor.fetchone()
-        if row is None:  # pragma: no cover - the row is locked: it cannot have gone
-            raise RuntimeError(f"session {self.session_id!r}: its row went while locked")
+        write = WRITE_NEW if head is None else WRITE_NEXT
+        if transcript_of is None:
+            # No row lies beyond the new end: a new transcript holds only what
+            # this write puts in it, and an append in place starts at the end
+            # of an appendable one. So nothing is read back: it goes with the COMMIT.
+            self._transaction.defer(write, values)
+            self._defer_drop(commit)
+            appendable = True
+        else:
+            # A rewind's transcript: an older revision may have gone past its end.
+            with self._transaction.statements(pipeline=commit.keep_from > 1, write=True) as conn:
+                cursor = conn.execute(write, values)
+                self._drop_revisions(conn, commit)
+            row = cursor.fetchone()
+            if row is None:  # pragma: no cover - the row is locked: it cannot have gone
+                raise RuntimeError(f"session {self.session_id!r}: its row went while locked")
+            appendable = bool(row[0])
         self.counts.snapshots_written += 1
         if transcript_of is not None:
             pass
@@ -273,7 +284,7 @@ class PostgresSession:
             session.revision,
             lineage.forked_from,
             lineage.forked_from_revision,
-            appendable=row[0],
+            appendable=appendable,
         )
         return (transcript, count)
 
@@ -283,9 +294,8 @@ class PostgresSession:
         assert head is not None  # the planner read the session under this lock
         values = head_values(self.session_id, session, head.transcript)
         values.update(kind=commit.kind, previous=head.revision)
-        with self._transaction.statements(pipeline=commit.keep_from > 1, write=True) as conn:
-            conn.execute(WRITE_METADATA, values)
-            self._drop_revisions(conn, commit)
+        self._transaction.defer(WRITE_METADATA, values)
+        self._defer_drop(commit)
         self.counts.snapshots_written += 1
         latest = attrs.evolve(
             head.latest,
@@ -352,6 +362,13 @@ class PostgresSession:
         if commit.keep_from > 1:
             conn.execute(DROP_REVISIONS, {"id": self.session_id, "keep": commit.keep_from})
 
+    def _defer_drop(self, commit: Commit) -> None:
+        """:meth:`_drop_revisions`, deferred after a deferred write."""
+        if commit.keep_from > 1:
+            self._transaction.defer(
+                DROP_REVISIONS, {"id": self.session_id, "keep": commit.keep_from}
+            )
+
     def write_import(self, session: Session, commit: Commit, usage: bytes) -> Version:
         """Both in this transaction: they commit together or not at all."""
         version = self.write_snapshot(session, commit, append_from=None, trusted=True)
@@ -362,8 +379,7 @@ class PostgresSession:
     def append_usage(self, data: bytes) -> None:
         records = data.decode().split("\n")
         records.pop()  # empty after the final newline
-        with self._transaction.statements(pipeline=False, write=True) as conn:
-            conn.execute(INSERT_USAGE, {"id": self.session_id, "records": records})
+        self._transaction.defer(INSERT_USAGE, {"id": self.session_id, "records": records})
         self.counts.append_batches += 1
         self.counts.bytes_written += len(data)
 

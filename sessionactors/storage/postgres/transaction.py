@@ -71,6 +71,9 @@ class Transaction:
         self._attempt = 0
         # pg_notify payloads, sent with the COMMIT (in its round trip).
         self._notifications: list[tuple[str, str]] = []
+        # Writes whose results nobody reads: sent with the next statements,
+        # or with the COMMIT (a round trip fewer for a batch that only writes).
+        self._deferred: list[tuple[str, Any]] = []
 
     @contextlib.contextmanager
     def run(self) -> Iterator[tuple[Any, ...] | None]:
@@ -82,6 +85,7 @@ class Transaction:
         self._failure = None
         self._wrote = False
         self._notifications = []
+        self._deferred = []
         try:
             conn = pool.getconn()
         except psycopg.Error as exc:
@@ -125,6 +129,11 @@ class Transaction:
         for notification in self._notifications:
             conn.execute(_NOTIFY, notification)
 
+    def _send_deferred(self, conn: psycopg.Connection[Any]) -> None:
+        deferred, self._deferred = self._deferred, []
+        for query, params in deferred:
+            conn.execute(query, params)
+
     def _abort(self, conn: psycopg.Connection[Any]) -> None:
         _rollback(conn)
 
@@ -146,6 +155,9 @@ class Transaction:
         token = uuid.uuid4()
         try:
             with conn.pipeline():
+                # A deferred write the server refuses fails the pipeline here:
+                # what follows it is not run, and the COMMIT becomes a rollback.
+                self._send_deferred(conn)
                 self._send_notifications(conn)
                 conn.execute(RECORD_BATCH, (token,))
                 conn.execute(EXPIRE_BATCHES)
@@ -167,6 +179,11 @@ class Transaction:
             if not committed:
                 raise self._rolled_back(exc) from exc
             logger.warning("commit of session %r committed despite %s", self.session_id, exc)
+        except Exception as exc:
+            # A deferred write psycopg could not send (values are checked
+            # before: this is the guard): the COMMIT was never sent.
+            self._abort(conn)
+            raise self._rolled_back(exc) from exc
 
     def _rolled_back(self, error: Exception) -> SegmentRolledBack:
         retry = retryable(error) and self._attempt + 1 < ATTEMPTS
@@ -205,11 +222,25 @@ class Transaction:
         conn = self._cursor()
         self._wrote = self._wrote or write
         try:
-            with conn.pipeline() if pipeline else contextlib.nullcontext():
+            with conn.pipeline() if pipeline or self._deferred else contextlib.nullcontext():
+                self._send_deferred(conn)  # first: these statements may read what they wrote
                 yield conn
         except Exception as exc:
             self._failure = exc
             raise
+
+    def defer(self, query: str, params: Any) -> None:
+        """Run a writing statement whose result nobody reads, in this transaction's order.
+
+        It is sent with the transaction's next statements or with its COMMIT,
+        in that round trip: a batch that only writes makes two round trips
+        (the lock and the row, then its writes and the COMMIT), not three. A
+        refusal then fails the COMMIT, which rolls the whole transaction back,
+        as a failed statement does.
+        """
+        self._cursor()  # the transaction must be usable
+        self._wrote = True
+        self._deferred.append((query, params))
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
