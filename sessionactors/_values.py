@@ -164,8 +164,11 @@ def copy_for_save(session: Session) -> Session:
         )
     if not isinstance(session.messages, list):  # the validator says so too, but later
         raise TypeError(f"messages must be a list, got {type(session.messages).__name__}")
-    metadata = json_copy(session.metadata, "metadata")
-    runtime_state = json_copy(session.runtime_state, "runtime_state")
+    metadata, runtime_state = session.metadata, session.runtime_state
+    copies = _plain_copies(metadata, runtime_state)
+    if copies is None:  # each alone: it says what is wrong, or copies a subclass's value
+        copies = [json_copy(metadata, "metadata"), json_copy(runtime_state, "runtime_state")]
+    metadata, runtime_state = copies
     if not _plainly_valid(session):
         attrs.validate(session)  # the validators' own errors (a subclass passes)
     # Set without running the validators again (this runs for every save);
@@ -211,6 +214,25 @@ _STRICT = (
 
 def _not_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not plain JSON")
+
+
+def _plain_copies(metadata: Any, runtime_state: Any) -> list[Any] | None:
+    """Both dicts copied in one encoding, as :func:`json_copy` does; None if either is not plain.
+
+    Each lies inside four lists (``_PADDING``), as ``json_copy`` puts it, so
+    both draw the nesting line at the same place. A save copies both: one
+    encoding instead of two.
+    """
+    if type(metadata) is not dict or type(runtime_state) is not dict:
+        return None
+    try:
+        encoded = orjson.dumps([[[[metadata, runtime_state]]]], default=_not_json, option=_STRICT)
+    except orjson.JSONEncodeError:
+        return None
+    copies: list[Any] = orjson.loads(encoded)[0][0][0]
+    if copies[0] == metadata and copies[1] == runtime_state:
+        return copies
+    return None
 
 
 def json_copy(value: dict[str, Any], where: str) -> dict[str, Any]:

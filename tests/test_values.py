@@ -291,6 +291,28 @@ def test_json_copy_keeps_plain_json_as_a_deep_copy(value: Any) -> None:
     assert original["list"][1]["x"] == 1
 
 
+@pytest.mark.parametrize("where", ["metadata", "runtime_state"])
+@pytest.mark.parametrize("value", NOT_JSON, ids=lambda value: type(value).__name__)
+def test_a_saves_copy_refuses_what_check_json_refuses(value: Any, where: str) -> None:
+    with pytest.raises((TypeError, ValueError)) as checked:
+        check_json({"v": value}, where)
+    session = Session(id="s", **{where: {"v": value}})
+    with pytest.raises(checked.type, match=where):
+        copy_for_save(session)
+
+
+@pytest.mark.parametrize("where", ["metadata", "runtime_state"])
+@pytest.mark.parametrize("value", PLAIN_JSON, ids=lambda value: type(value).__name__)
+def test_a_saves_copy_keeps_plain_json_as_a_deep_copy(value: Any, where: str) -> None:
+    original = {"v": value, "list": [1, {"x": 1}]}
+    session = Session(id="s", metadata={"m": [1]}, runtime_state={"r": {"s": 2}})
+    setattr(session, where, original)
+    copy = copy_for_save(session)
+    assert (copy.metadata, copy.runtime_state) == (session.metadata, session.runtime_state)
+    getattr(copy, where)["list"][1]["x"] = 2  # the copy shares nothing with the original
+    assert original["list"][1]["x"] == 1
+
+
 def test_json_copy_refuses_a_cycle() -> None:
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic
