@@ -153,6 +153,7 @@ class Transaction:
                 raise self._rolled_back(exc) from exc
             return
         token = uuid.uuid4()
+        commit_sent = False
         try:
             with conn.pipeline():
                 # A deferred write the server refuses fails the pipeline here:
@@ -161,11 +162,17 @@ class Transaction:
                 self._send_notifications(conn)
                 conn.execute(RECORD_BATCH, (token,))
                 conn.execute(EXPIRE_BATCHES)
+                commit_sent = True
                 conn.commit()
-        except psycopg.Error as exc:
-            if refused_by_server(exc):
+        except Exception as exc:
+            if not commit_sent or (isinstance(exc, psycopg.Error) and refused_by_server(exc)):
+                # Refused, or failed before the COMMIT went out (a deferred write
+                # psycopg could not send: values are checked before, this is the
+                # guard): certainly not committed.
                 self._abort(conn)
                 raise self._rolled_back(exc) from exc
+            if not isinstance(exc, psycopg.Error):
+                raise
             # The answer is lost. Close the connection so the server finishes
             # that transaction (a COMMIT it has read commits, else it aborts).
             conn.close()
@@ -179,11 +186,6 @@ class Transaction:
             if not committed:
                 raise self._rolled_back(exc) from exc
             logger.warning("commit of session %r committed despite %s", self.session_id, exc)
-        except Exception as exc:
-            # A deferred write psycopg could not send (values are checked
-            # before: this is the guard): the COMMIT was never sent.
-            self._abort(conn)
-            raise self._rolled_back(exc) from exc
 
     def _rolled_back(self, error: Exception) -> SegmentRolledBack:
         retry = retryable(error) and self._attempt + 1 < ATTEMPTS
