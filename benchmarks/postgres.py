@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import orjson
 import psycopg
 import trio
@@ -35,6 +36,8 @@ from sessionactors._model import converter
 from sessionactors._values import check_session, encode_record
 
 THREADS = 32
+#: The actors' counters printed beside each ratio: what explains a win (or its loss).
+SHOWN = ("saves_requested", "appends_requested", "batches", "snapshots_written", "append_batches")
 
 
 def _schema_url(dsn: str, schema: str) -> str:
@@ -113,15 +116,30 @@ class ClassicStore:
 # --- workloads: each takes a store, prepares untimed, returns the timed seconds ---
 
 
-async def _timed(tasks: list[Callable[[], Awaitable[None]]]) -> float:
+def _counters(store: Any) -> dict[str, int]:
+    """The actors' statistics now (the classic port keeps none)."""
+    if not hasattr(store, "statistics"):
+        return {}
+    counters: dict[str, int] = attrs.asdict(store.statistics())
+    return counters
+
+
+Timed = tuple[float, dict[str, int]]
+
+
+async def _timed(store: Any, tasks: list[Callable[[], Awaitable[None]]]) -> Timed:
+    """Run the tasks at once: the seconds they took, and the counters' deltas meanwhile."""
+    before = _counters(store)
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for task in tasks:
             nursery.start_soon(task)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    after = _counters(store)
+    return elapsed, {key: after[key] - before[key] for key in SHOWN if key in after}
 
 
-async def hot_session(store: Any, tasks: int = 64, saves: int = 10) -> float:
+async def hot_session(store: Any, tasks: int = 64, saves: int = 10) -> Timed:
     await store.save_runtime_session(Session(id="hot"))
 
     def saver(number: int) -> Callable[[], Awaitable[None]]:
@@ -134,10 +152,10 @@ async def hot_session(store: Any, tasks: int = 64, saves: int = 10) -> float:
 
         return run
 
-    return await _timed([saver(n) for n in range(tasks)])
+    return await _timed(store, [saver(n) for n in range(tasks)])
 
 
-async def many_sessions(store: Any, sessions: int = 1000, saves: int = 5) -> float:
+async def many_sessions(store: Any, sessions: int = 1000, saves: int = 5) -> Timed:
     def saver(number: int) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             session = Session(id=f"s{number}")
@@ -147,10 +165,10 @@ async def many_sessions(store: Any, sessions: int = 1000, saves: int = 5) -> flo
 
         return run
 
-    return await _timed([saver(n) for n in range(sessions)])
+    return await _timed(store, [saver(n) for n in range(sessions)])
 
 
-async def token_usage(store: Any, tasks: int = 500, per_task: int = 20, sessions: int = 5) -> float:
+async def token_usage(store: Any, tasks: int = 500, per_task: int = 20, sessions: int = 5) -> Timed:
     for number in range(sessions):
         await store.save_runtime_session(Session(id=f"u{number}"))
 
@@ -162,10 +180,10 @@ async def token_usage(store: Any, tasks: int = 500, per_task: int = 20, sessions
 
         return run
 
-    return await _timed([appender(n) for n in range(tasks)])
+    return await _timed(store, [appender(n) for n in range(tasks)])
 
 
-WORKLOADS: dict[str, tuple[Callable[..., Awaitable[float]], int, dict[str, int]]] = {
+WORKLOADS: dict[str, tuple[Callable[..., Awaitable[Timed]], int, dict[str, int]]] = {
     "hot session: 64 tasks x 10 saves": (hot_session, 640, {"tasks": 8, "saves": 5}),
     "1,000 sessions x 5 saves": (many_sessions, 5000, {"sessions": 50, "saves": 3}),
     "10,000 records, 500 tasks, 5 sessions": (token_usage, 10000, {"tasks": 50, "per_task": 4}),
@@ -173,8 +191,8 @@ WORKLOADS: dict[str, tuple[Callable[..., Awaitable[float]], int, dict[str, int]]
 
 
 async def _one_run(
-    dsn: str, kind: str, workload: Callable[..., Awaitable[float]], **kw: int
-) -> float:
+    dsn: str, kind: str, workload: Callable[..., Awaitable[Timed]], **kw: int
+) -> Timed:
     schema = f"sa_bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -198,10 +216,12 @@ async def run(dsn: str, repeats: int, quick: bool) -> list[dict[str, Any]]:
     rows = []
     for name, (workload, calls, small) in WORKLOADS.items():
         kw = small if quick else {}
-        medians = {}
+        medians: dict[str, Any] = {}
         for kind in ("actors", "classic"):
-            times = [await _one_run(dsn, kind, workload, **kw) for _ in range(repeats)]
-            medians[kind] = statistics.median(times)
+            runs = [await _one_run(dsn, kind, workload, **kw) for _ in range(repeats)]
+            medians[kind] = statistics.median(seconds for seconds, _ in runs)
+            if kind == "actors":
+                medians["counters"] = runs[-1][1]
         rows.append({"workload": name, "calls": calls, **medians})
     return rows
 
@@ -222,6 +242,10 @@ def main() -> None:
             f" {rate:>9}"
             f" {row['classic'] / row['actors']:>5.1f}x"
         )
+    print("\n  the actors' statistics in their last run (a batch is one transaction)")
+    for row in rows:
+        shown = ", ".join(f"{key} {value:,}" for key, value in row["counters"].items() if value)
+        print(f"  {row['workload']:<40} {shown}")
 
 
 if __name__ == "__main__":

@@ -162,3 +162,13 @@ def test_quick_postgres_benchmark_runs(postgres_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "classic" in done.stdout
+    # Beside the ratios, what the actors did in the timed part alone (--quick sizes).
+    counters = done.stdout.split("the actors' statistics")[1].splitlines()[1:]
+    expected = {
+        "hot session": "saves_requested 40,",
+        "1,000 sessions": "saves_requested 150,",
+        "10,000 records": "appends_requested 200,",
+    }
+    for workload, requested in expected.items():
+        [line] = [line for line in counters if line.strip().startswith(workload)]
+        assert requested in line and " batches " in line, line
