@@ -27,6 +27,13 @@ def long_session(session_id: str = "s") -> Session:
     return Session(id=session_id, messages=[msg(f"m{n}", "x" * 1500) for n in range(MESSAGES)])
 
 
+async def persisted_long_session(store: SessionStore) -> Session:
+    """A long session, saved once: the revision the tests edit."""
+    session = long_session()
+    await store.save_runtime_session(session)
+    return session
+
+
 async def saved(store: SessionStore, session: Session) -> tuple[int, int, int]:
     """Save ``session``; what that cost: (journal appends, journal rewrites, bytes written)."""
     before = store.statistics()
@@ -40,8 +47,7 @@ async def saved(store: SessionStore, session: Session) -> tuple[int, int, int]:
 
 
 async def test_an_edit_of_an_old_message_writes_that_message(store: SessionStore) -> None:
-    session = long_session()
-    await store.save_runtime_session(session)
+    session = await persisted_long_session(store)
     before = copy.deepcopy(session)
     session.messages[3].content = "edited"
     appends, rewrites, written = await saved(store, session)
@@ -55,8 +61,7 @@ async def test_a_copy_with_one_message_changed_and_one_added_writes_those(
     store: SessionStore,
 ) -> None:
     """Another task's copy of the session: the positions where it differs are written."""
-    session = long_session()
-    await store.save_runtime_session(session)
+    session = await persisted_long_session(store)
     copied = copy.deepcopy(session)
     copied.messages[150] = msg("m150", "replaced by another object")
     copied.messages.append(msg("new", "a new turn"))
@@ -68,8 +73,7 @@ async def test_a_copy_with_one_message_changed_and_one_added_writes_those(
 
 
 async def test_an_edit_of_most_old_messages_writes_them_all(store: SessionStore) -> None:
-    session = long_session()
-    await store.save_runtime_session(session)
+    session = await persisted_long_session(store)
     for message in session.messages[: MESSAGES // 2 + 1]:
         message.content = "edited"
     appends, rewrites, _ = await saved(store, session)
@@ -113,8 +117,7 @@ async def test_edits_between_appends_rewinds_and_forks_load_as_written(
 async def test_an_edit_to_a_value_that_is_not_json_is_refused_and_writes_nothing(
     store: SessionStore,
 ) -> None:
-    session = long_session()
-    await store.save_runtime_session(session)
+    session = await persisted_long_session(store)
     before = copy.deepcopy(session)
     session.messages[7].content = {"a tuple": (1, 2)}  # it would read back as a list
     with pytest.raises(TypeError):
@@ -147,8 +150,7 @@ async def test_an_edit_after_another_process_wrote_is_not_taken_for_a_replacemen
 
 async def test_a_replacement_is_one_record_appended_and_verifies_clean(tmp_path: Path) -> None:
     async with open_store(tmp_path, durability="flush") as store:
-        session = long_session()
-        await store.save_runtime_session(session)
+        session = await persisted_long_session(store)
         session.messages[9].content = "edited"
         await store.save_runtime_session(session)
     [generation] = generations(tmp_path / "s")
@@ -163,8 +165,7 @@ async def test_a_replacement_is_one_record_appended_and_verifies_clean(tmp_path:
 async def test_a_log_of_format_3_is_written_anew_to_take_a_replacement(tmp_path: Path) -> None:
     """An earlier version's log may be read by it still: no record it cannot read goes in."""
     async with open_store(tmp_path, durability="flush") as store:
-        session = long_session()
-        await store.save_runtime_session(session)
+        await persisted_long_session(store)
     old = current_generation(tmp_path / "s")
     records = old.read_bytes().split(b"\n")
     header = orjson.loads(records[0][10:])
