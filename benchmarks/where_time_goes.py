@@ -53,7 +53,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "where-time-goes.md"
@@ -198,7 +198,7 @@ async def latency_child(name: str, repeats: int, base: Path) -> None:
 
     from sessionactors import open_store
 
-    durability = "flush" if name == "turn-flush" else "fsync"
+    durability: Literal["fsync", "flush"] = "flush" if name == "turn-flush" else "fsync"
     saves, size = FULL.latency_saves, FULL.latency_messages
     async with open_store(base, durability=durability, idle_timeout=3600) as store:
         sessions = [make_session(f"latency-{n}", size) for n in range(repeats)]
@@ -239,7 +239,8 @@ async def postgres_child(repeats: int, dsn: str) -> None:
                 bench_pg._schema_url(dsn, schema), durability="fsync", max_threads=bench_pg.THREADS
             )
             store = await untimed_enter(manager)
-            wall += await bench_pg.many_sessions(store)
+            seconds, _ = await bench_pg.many_sessions(store)
+            wall += seconds
             await untimed_exit(manager)
         await finish(5000 * repeats, wall)
     finally:

@@ -33,7 +33,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +231,7 @@ async def _with_agents_session(root: Path, size: Size, mode: aio.Mode) -> float:
 
 def measure_agents_sessions(base: Path, size: Size) -> dict[str, Any]:
     """Turns per second of each design, and AgentsSession's ratio to SQLiteSession."""
-    runs: dict[str, Callable[[Path], Awaitable[float]]] = {
+    runs: dict[str, Callable[[Path], Coroutine[Any, Any, float]]] = {
         SQLITE: lambda root: _with_sqlite(root, size),
         GUEST: lambda root: _with_agents_session(root, size, "guest"),
         THREAD: lambda root: _with_agents_session(root, size, "thread"),

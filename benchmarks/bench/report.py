@@ -348,7 +348,7 @@ def revisions_report(revisions: Revisions, checks: Sequence[Checked]) -> str:
     )
 
 
-def _calls(calls: Calls) -> str:
+def _calls(calls: Calls | WatchLatency) -> str:
     return f"{_ms(calls.value)} (p99 {_ms(calls.p99)})"
 
 

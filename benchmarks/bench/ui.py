@@ -342,7 +342,7 @@ class PublishSwitch:
         def no_publish(index: ListingIndex, *args: object) -> None:
             self.skipped += 1
 
-        self._no_publish = no_publish
+        self._no_publish: Callable[..., None] = no_publish
 
     def set(self, *, index: bool) -> None:
         ListingIndex.publish = self.original if index else self._no_publish  # type: ignore[method-assign]
