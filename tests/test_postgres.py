@@ -143,6 +143,25 @@ async def test_schema_is_created_once_and_a_newer_one_is_refused(postgres_url: s
             pass  # pragma: no cover
 
 
+@pytest.mark.parametrize("part", ["database", "user"])
+async def test_a_database_that_cannot_be_opened_fails_the_opening_with_its_cause(
+    postgres_url: str, part: str
+) -> None:
+    """A missing database or role is psycopg's own error, naming it, not a pool's timeout."""
+    parts = urllib.parse.urlsplit(postgres_url)
+    missing = "sa_missing_x"
+    if part == "database":
+        url = urllib.parse.urlunsplit(parts._replace(path=f"/{missing}"))
+    else:
+        url = urllib.parse.urlunsplit(
+            parts._replace(netloc=f"{missing}@{parts.hostname}:{parts.port}")
+        )
+    with pytest.raises(psycopg.OperationalError, match=f'"{missing}" does not exist') as raised:
+        async with sessionactors.open_store(url):
+            pass  # pragma: no cover
+    assert type(raised.value) is psycopg.OperationalError  # not its subclass PoolTimeout
+
+
 @pytest.mark.parametrize(("durability", "setting"), [("fsync", "on"), ("flush", "off")])
 def test_durability_maps_to_synchronous_commit(
     postgres_url: str, durability: str, setting: str

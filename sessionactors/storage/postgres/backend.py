@@ -25,6 +25,9 @@ __all__ = ["CONNECTION_WAIT", "LOOKUP_APPLICATION_NAME", "PostgresBackend"]
 LOOKUP_APPLICATION_NAME = "sessionactors-lookup"
 _WATCH_NAME = "sessionactors-watch"
 _LOOKUP_CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
+#: The opening connection's, unless the URL sets one: a server that does not
+#: answer (a dropped SYN) fails the opening, not waits as long as the OS does.
+_FIRST_CONNECT_TIMEOUT = 10
 #: How long a batch waits for one of the pool's connections (when all are in
 #: use, or lost and being replaced) before that try fails with PoolTimeout.
 CONNECTION_WAIT = 10.0  # seconds
@@ -55,10 +58,26 @@ class PostgresBackend:
         await trio.to_thread.run_sync(self.close)
 
     def open(self) -> None:
-        """Connect and create or migrate the schema (blocks)."""
+        """Connect and create or migrate the schema (blocks).
+
+        The schema is made on one connection of its own, first: a server that
+        cannot be reached, a login refused or a database missing raises
+        psycopg's own error at once (``psycopg.OperationalError`` naming the
+        cause), not a pool's timeout half a minute later.
+        """
+        given = psycopg.conninfo.conninfo_to_dict(self.url)
         kwargs: dict[str, Any] = {"autocommit": False}
-        if "application_name" not in psycopg.conninfo.conninfo_to_dict(self.url):
+        if "application_name" not in given:
             kwargs["application_name"] = "sessionactors"
+        first: dict[str, Any] = dict(kwargs)
+        if "connect_timeout" not in given:
+            first["connect_timeout"] = _FIRST_CONNECT_TIMEOUT
+        with psycopg.connect(self.url, **first) as conn:
+            self._configure(conn)
+            migrate(conn)
+            row = conn.execute("SELECT current_schema()").fetchone()
+            conn.commit()
+        self.channel = channel_for("" if row is None else str(row[0]))
         pool = ConnectionPool(
             self.url,
             min_size=1,
@@ -69,13 +88,8 @@ class PostgresBackend:
             open=False,
             name="sessionactors",
         )
-        pool.open(wait=True, timeout=30.0)
         try:
-            with pool.connection() as conn:
-                migrate(conn)
-                row = conn.execute("SELECT current_schema()").fetchone()
-                conn.commit()
-            self.channel = channel_for("" if row is None else str(row[0]))
+            pool.open(wait=True, timeout=30.0)
         except BaseException:
             pool.close()
             raise
