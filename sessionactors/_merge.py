@@ -7,6 +7,8 @@ from typing import Protocol, TypeVar
 
 import attrs
 
+from ._model import MAX_VERSION
+
 __all__ = ["Authoritative", "merge_authoritative", "merge_transcript", "pin", "retitle"]
 
 
@@ -85,7 +87,8 @@ def retitle(group: Authoritative, title: str) -> Authoritative | None:
     """The group after a UI rename, or None when the title does not change.
 
     Raises:
-        TypeError, ValueError: see :func:`clean_title`.
+        TypeError, ValueError: see :func:`clean_title`; ValueError also when
+            ``metadata_version`` cannot move further.
     """
     title = clean_title(title)
     if title == group.title:
@@ -94,7 +97,7 @@ def retitle(group: Authoritative, title: str) -> Authoritative | None:
         title=title,
         title_version=group.title_version + 1,
         pinned=group.pinned,
-        metadata_version=group.metadata_version + 1,
+        metadata_version=_next_metadata_version(group),
     )
 
 
@@ -103,10 +106,26 @@ def pin(group: Authoritative, pinned: bool) -> Authoritative | None:
 
     Raises:
         TypeError: ``pinned`` is not a bool.
+        ValueError: ``metadata_version`` cannot move further.
     """
     if check_pinned(pinned) == group.pinned:
         return None
-    return attrs.evolve(group, pinned=pinned, metadata_version=group.metadata_version + 1)
+    return attrs.evolve(group, pinned=pinned, metadata_version=_next_metadata_version(group))
+
+
+def _next_metadata_version(group: Authoritative) -> int:
+    """The version a UI edit of ``group`` makes (``title_version`` never exceeds it).
+
+    Raises:
+        ValueError: ``metadata_version`` is already the largest every backend
+            stores: the edit would write a session no store could save again.
+    """
+    if group.metadata_version >= MAX_VERSION:
+        raise ValueError(
+            f"metadata_version is {group.metadata_version}, the largest there may be:"
+            " a UI edit cannot move it further"
+        )
+    return group.metadata_version + 1
 
 
 class _HasId(Protocol):

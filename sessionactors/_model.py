@@ -16,6 +16,7 @@ from cattrs.preconf.orjson import make_converter
 from ._errors import CorruptSessionError
 
 __all__ = [
+    "MAX_VERSION",
     "REVISION_KINDS",
     "Message",
     "Revision",
@@ -30,6 +31,9 @@ __all__ = [
     "summary_of",
     "utc_now",
 ]
+
+#: The largest version every backend stores (PostgreSQL's bigint).
+MAX_VERSION = 2**63 - 1
 
 
 def utc_now() -> datetime:

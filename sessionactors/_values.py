@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ._model import Message, Session, check_datetime
+from ._model import MAX_VERSION, Message, Session, check_datetime
 from ._planned import with_values
 
 __all__ = [
@@ -29,10 +29,6 @@ __all__ = [
     "encode_record",
     "json_copy",
 ]
-
-
-#: The largest version every backend stores (PostgreSQL's bigint).
-MAX_VERSION = 2**63 - 1
 
 
 def check_version(value: Any, where: str) -> None:
@@ -115,8 +111,10 @@ def _check(value: Any, depth: int) -> None:
         raise _Refused(ValueError, f"nested deeper than {_MAX_DEPTH} levels")
     if kind is dict or isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise _Refused(TypeError, f"key {key!r} is not a str")
+            # A str subclass too: the encoder takes keys of type str alone
+            # (a value of a subclass is stored as its base; a key is not).
+            if type(key) is not str:
+                raise _Refused(TypeError, f"key {key!r} is a {type(key).__name__}, not a str")
             _check_str(key)
             try:
                 _check(item, depth + 1)

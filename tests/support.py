@@ -259,6 +259,10 @@ def deep(levels: int) -> Any:
 # --- bad input ------------------------------------------------------------------------------
 
 
+class StrKey(str):
+    """A subclass of str: equal to its value, but the encoder takes no such dict key."""
+
+
 class Opaque:
     pass
 
@@ -310,6 +314,7 @@ BAD_RECORDS: list[Any] = [
     pytest.param({"a": Opaque()}, id="mapping-object"),
     pytest.param({"a": datetime(2024, 1, 1, tzinfo=timezone.utc)}, id="mapping-datetime"),
     pytest.param({1: "int key"}, id="mapping-int-key"),
+    pytest.param({StrKey("a"): 1}, id="mapping-str-subclass-key"),
     pytest.param({"a": 2**64}, id="mapping-int-too-big"),
     pytest.param(["not", "a", "mapping"], id="list"),
     pytest.param(42, id="int"),
@@ -339,6 +344,7 @@ NOT_PLAIN_JSON: list[Any] = [
     pytest.param(-math.inf, id="-inf"),
     pytest.param({1: "int key"}, id="int-key"),
     pytest.param({("a",): 1}, id="tuple-key"),
+    pytest.param({StrKey("a"): 1}, id="str-subclass-key"),
     pytest.param(2**64, id="int-beyond-64-bits"),
     pytest.param(-(2**63) - 1, id="int-below-64-bits"),
     pytest.param([1, {"deep": {2, 3}}], id="set-nested-in-list"),

@@ -152,6 +152,27 @@ async def test_set_pinned_unchanged_writes_nothing(
     assert loaded.metadata_version == (1 if pinned else 0)
 
 
+@pytest.mark.parametrize("edit", ["title", "pinned"])
+async def test_an_edit_that_would_move_metadata_version_past_its_largest_writes_nothing(
+    store: SessionStore, disk: Path | None, edit: str
+) -> None:
+    """Every backend stores 64-bit versions: the edit is refused, not written beyond them."""
+    await store.save_runtime_session(Session(id="s", metadata_version=2**63 - 1))
+    persisted = await store.load_session("s")
+    before = disk_state(disk, "s")
+
+    with pytest.raises(ValueError, match="metadata_version"):
+        if edit == "title":
+            await store.set_title("s", "renamed")
+        else:
+            await store.set_pinned("s", True)
+
+    assert await store.load_session("s") == persisted
+    assert disk_state(disk, "s") == before
+    assert persisted is not None
+    await store.save_runtime_session(persisted)  # what the store wrote, it takes back
+
+
 # --- concurrent edits ---------------------------------------------------------------------
 
 

@@ -251,6 +251,7 @@ NOT_JSON: list[Any] = [
     -(2**63) - 1,
     "lone \udc80",
     {1: "int key"},
+    {Text("key"): "a key of a str subclass"},
     nested_list(249),  # with the dict around it: 251 levels, one too many
     object(),
 ]
