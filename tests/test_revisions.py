@@ -416,3 +416,35 @@ async def test_a_checkpoint_after_a_rewind_keeps_the_rewound_transcript(
     await store.checkpoint_runtime_session(late)
     assert [m.id for m in late.messages] == ["a", "b", "d"]
     assert late.revision == 4
+
+
+@pytest.mark.parametrize("append", ["save", "checkpoint"])
+async def test_a_revision_that_grew_a_rewound_transcript_is_itself_what_a_rewind_and_a_fork_take(
+    store: SessionStore, append: str
+) -> None:
+    """Revision 2 went on from revision 1's messages one way; revision 4, after a rewind to 1,
+    another. Each stays its own: rewinding to 4 and forking 4 take [a, c], never [a, b]."""
+    session = Session(id="s", messages=[msg("a")])
+    await store.save_runtime_session(session)
+    session.messages.append(msg("b"))
+    await store.save_runtime_session(session)
+    rewound = await store.rewind_session("s", 1)
+    rewound.messages.append(msg("c"))
+    if append == "save":
+        await store.save_runtime_session(rewound)
+    else:
+        await store.checkpoint_runtime_session(rewound)
+    assert rewound.revision == 4
+
+    back = await store.rewind_session("s", 4)
+    fork = await store.fork_session("s", "f", revision=4)
+
+    for got in (back, await store.load_session("s"), await store.load_session("s", revision=5)):
+        assert got is not None
+        assert [m.id for m in got.messages] == ["a", "c"]
+    loaded_fork = await store.load_session("f")
+    assert loaded_fork == fork
+    assert [m.id for m in fork.messages] == ["a", "c"]
+    second = await store.load_session("s", revision=2)
+    assert second is not None
+    assert [m.id for m in second.messages] == ["a", "b"]

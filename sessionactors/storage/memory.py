@@ -340,6 +340,10 @@ class MemorySession:
         elif append_from is not None and previous is not None:
             new = tuple(encode_message(m) for m in messages[append_from:])
             lines, transcript = previous.messages + new, previous.transcript
+            if new and self._continued(previous):
+                # A rewind's transcript that a kept revision goes on beyond:
+                # the same version would name two transcripts.
+                transcript = next(_transcripts)
             if replaced:  # the transcript's other lines are shared by older revisions
                 changed = list(lines)
                 for position in replaced:
@@ -350,6 +354,14 @@ class MemorySession:
             lines, transcript = tuple(encode_message(m) for m in messages), next(_transcripts)
             self.counts.journal_rewrites += 1
         return self._put(_store(session, lines, transcript, commit.kind), commit.keep_from)
+
+    def _continued(self, stored: _Stored) -> bool:
+        """Whether a kept revision holds more of ``stored``'s transcript than it does."""
+        count = len(stored.messages)
+        return any(
+            old.transcript == stored.transcript and len(old.messages) > count
+            for old in self._space.history(self.session_id)
+        )
 
     def _transcript(self, session_id: str, version: Version) -> tuple[tuple[bytes, ...], int]:
         """The lines of ``session_id``'s transcript at ``version``, shared, not copied."""
