@@ -6,6 +6,7 @@ What a store call accepts is checked in ``_values.py``.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -272,6 +273,25 @@ converter.register_structure_hook(datetime, _structure_datetime)
 # Values of Any fields are plain JSON already (check_json); pass them through
 # instead of letting the converter dispatch on every nested value.
 converter.register_unstructure_hook_func(lambda t: t is Any, lambda v: v)
+
+
+def _exactly(kind: type[Any]) -> Callable[[Any, Any], Any]:
+    """A structure hook taking a value of ``kind`` itself, and nothing else."""
+
+    def structure(value: Any, _: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {value!r}")
+        return value
+
+    return structure
+
+
+# Stored JSON is read as it was written. The converter's own hooks would make
+# "5" of 5, True of "yes", 0 of "0": a damaged file or a hand-made archive
+# silently coerced, where it must be refused (every value this library writes
+# is of its field's very type).
+for _kind in (str, int, bool):
+    converter.register_structure_hook(_kind, _exactly(_kind))
 
 
 def _message_to_json(message: Message) -> dict[str, Any]:

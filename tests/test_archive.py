@@ -247,6 +247,13 @@ async def test_a_newer_format_is_unsupported_and_nothing_is_made(
         ("forked_from", "parent"),  # without forked_from_revision
         ("metadata", [1, 2]),
         ("surprise", 1),
+        # Of another type than the field's: read as it is, never coerced.
+        ("title", 5),
+        ("pinned", "yes"),
+        ("pinned", 1),
+        ("metadata_version", "0"),
+        ("title_version", False),
+        ("revision", 1.0),
     ],
 )
 async def test_a_session_line_a_save_would_refuse_is_refused(
@@ -258,6 +265,21 @@ async def test_a_session_line_a_save_would_refuse_is_refused(
     line = orjson.loads(lines[1])
     line["session"][field] = value
     forged = _with_digest([lines[0], orjson.dumps(line) + b"\n", *lines[2:-1]])
+    before = files_under(disk)
+    with pytest.raises(ValueError):
+        await store.import_session(forged, session_id="copy")
+    await _nothing_made(store, disk, before, ["src"])
+
+
+@pytest.mark.parametrize(("field", "value"), [("id", 7), ("role", 5), ("role", None)])
+async def test_a_message_line_of_another_type_is_refused_not_coerced(
+    store: SessionStore, disk: Path | None, field: str, value: object
+) -> None:
+    await store.save_runtime_session(Session(id="src", messages=[msg("a")]))
+    lines = _lines(await store.export_session("src"))
+    line = orjson.loads(lines[2])
+    line["message"][field] = value
+    forged = _with_digest([lines[0], lines[1], orjson.dumps(line) + b"\n", *lines[3:-1]])
     before = files_under(disk)
     with pytest.raises(ValueError):
         await store.import_session(forged, session_id="copy")
