@@ -238,48 +238,38 @@ async def test_a_newer_format_is_unsupported_and_nothing_is_made(
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("kind", "field", "value"),
     [
-        ("id", "a/b"),
-        ("title_version", -1),
-        ("title_version", 5),  # above metadata_version
-        ("created_at", "2024-01-01T00:00:00"),  # naive
-        ("forked_from", "parent"),  # without forked_from_revision
-        ("metadata", [1, 2]),
-        ("surprise", 1),
+        ("session", "id", "a/b"),
+        ("session", "title_version", -1),
+        ("session", "title_version", 5),  # above metadata_version
+        ("session", "created_at", "2024-01-01T00:00:00"),  # naive
+        ("session", "forked_from", "parent"),  # without forked_from_revision
+        ("session", "metadata", [1, 2]),
+        ("session", "surprise", 1),
         # Of another type than the field's: read as it is, never coerced.
-        ("title", 5),
-        ("pinned", "yes"),
-        ("pinned", 1),
-        ("metadata_version", "0"),
-        ("title_version", False),
-        ("revision", 1.0),
+        ("session", "title", 5),
+        ("session", "pinned", "yes"),
+        ("session", "pinned", 1),
+        ("session", "metadata_version", "0"),
+        ("session", "title_version", False),
+        ("session", "revision", 1.0),
+        ("message", "id", 7),
+        ("message", "role", 5),
+        ("message", "role", None),
     ],
 )
-async def test_a_session_line_a_save_would_refuse_is_refused(
-    store: SessionStore, disk: Path | None, field: str, value: object
+async def test_a_line_a_save_would_refuse_is_refused(
+    store: SessionStore, disk: Path | None, kind: str, field: str, value: object
 ) -> None:
     """An archive made by hand with a sound digest is still checked as a save is."""
     await store.save_runtime_session(Session(id="src", messages=[msg("a")]))
     lines = _lines(await store.export_session("src"))
-    line = orjson.loads(lines[1])
-    line["session"][field] = value
-    forged = _with_digest([lines[0], orjson.dumps(line) + b"\n", *lines[2:-1]])
-    before = files_under(disk)
-    with pytest.raises(ValueError):
-        await store.import_session(forged, session_id="copy")
-    await _nothing_made(store, disk, before, ["src"])
-
-
-@pytest.mark.parametrize(("field", "value"), [("id", 7), ("role", 5), ("role", None)])
-async def test_a_message_line_of_another_type_is_refused_not_coerced(
-    store: SessionStore, disk: Path | None, field: str, value: object
-) -> None:
-    await store.save_runtime_session(Session(id="src", messages=[msg("a")]))
-    lines = _lines(await store.export_session("src"))
-    line = orjson.loads(lines[2])
-    line["message"][field] = value
-    forged = _with_digest([lines[0], lines[1], orjson.dumps(line) + b"\n", *lines[3:-1]])
+    at = 1 if kind == "session" else 2
+    line = orjson.loads(lines[at])
+    line[kind][field] = value
+    lines[at] = orjson.dumps(line) + b"\n"
+    forged = _with_digest(lines[:-1])
     before = files_under(disk)
     with pytest.raises(ValueError):
         await store.import_session(forged, session_id="copy")
