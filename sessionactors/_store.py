@@ -101,6 +101,7 @@ class SessionStore(metaclass=NoPublicConstructor):
         self._closed = False
         self._all_exited = trio.Event()
         self._all_exited.set()
+        self._watches: set[_OpenWatch] = set()
 
     @property
     def root(self) -> Path | str:
@@ -157,15 +158,24 @@ class SessionStore(metaclass=NoPublicConstructor):
             route.send.close()  # the actor drains its mailbox, then exits
         with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
             await self._all_exited.wait()
-            return
-        logger.warning(
-            "%d actors still busy %s s after close; cancelling them",
-            len(self._routes),
-            drain_timeout,
-        )
-        for route in list(self._routes.values()):
-            route.actor.cancel_scope.cancel()
-        await self._all_exited.wait()
+        if not self._all_exited.is_set():
+            logger.warning(
+                "%d actors still busy %s s after close; cancelling them",
+                len(self._routes),
+                drain_timeout,
+            )
+            for route in list(self._routes.values()):
+                route.actor.cancel_scope.cancel()
+            await self._all_exited.wait()
+        # Watches other tasks hold open end with the store: their readers
+        # would otherwise wait for changes no feed brings any more. Their
+        # feeds are over before the backend closes under them.
+        watches = list(self._watches)
+        for watch in watches:
+            watch.buffer.fail(StoreClosedError("the store closed: its watches ended with it"))
+            watch.feed.cancel()
+        for watch in watches:
+            await watch.fed.wait()
 
     # --- the contract ---
 
@@ -400,10 +410,12 @@ class SessionStore(metaclass=NoPublicConstructor):
         ones before it, but never misses the last: once a write has returned,
         the watch receives a change with that revision or a later one (or a
         delete). A slow reader never slows a writer and holds a bounded amount
-        of memory per session. Leaving the block stops the watch.
+        of memory per session. Leaving the block stops the watch; so does the
+        store closing, and the reader then gets :class:`StoreClosedError`
+        once it has read the changes that came before.
 
         Raises:
-            StoreClosedError: the store is closed.
+            StoreClosedError: the store is closed, or closed while watching.
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
@@ -411,6 +423,7 @@ class SessionStore(metaclass=NoPublicConstructor):
             validate_session_id(session_id)
         buffer = ChangeBuffer(session_id)
         backend = self._backend
+        watch = _OpenWatch(buffer)
 
         async def feed(*, task_status: trio.TaskStatus[None]) -> None:
             started = False
@@ -422,24 +435,31 @@ class SessionStore(metaclass=NoPublicConstructor):
 
             try:
                 status = cast("trio.TaskStatus[None]", _Started(now_started))
-                await backend.follow(session_id, buffer.put, task_status=status)
+                with watch.feed:
+                    await backend.follow(session_id, buffer.put, task_status=status)
             except Exception as exc:
                 if not started:
                     raise  # from nursery.start, as it is
                 buffer.fail(exc)  # the reader gets it from its next change
+            finally:
+                watch.fed.set()
 
         body_error: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            await nursery.start(feed)
-            try:
-                yield buffer
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                body_error = exc  # raised as it is below, not wrapped by the nursery
-            finally:
-                buffer.close()
-                nursery.cancel_scope.cancel()
+        self._watches.add(watch)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(feed)
+                try:
+                    yield buffer
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    body_error = exc  # raised as it is below, not wrapped by the nursery
+                finally:
+                    buffer.close()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._watches.discard(watch)
         if body_error is not None:
             raise body_error
 
@@ -585,6 +605,15 @@ class SessionStore(metaclass=NoPublicConstructor):
     def statistics(self) -> StoreStatistics:
         """The store's counters now; see :class:`StoreStatistics`."""
         return self._stats.report(live_actors=len(self._routes))
+
+
+@attrs.define(eq=False)
+class _OpenWatch:
+    """A watch some task holds open: what its reader is handed, and its feed."""
+
+    buffer: ChangeBuffer
+    feed: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    fed: trio.Event = attrs.Factory(trio.Event)  # set once the feed is over
 
 
 @attrs.frozen

@@ -64,8 +64,14 @@ class ChangeBuffer:
         self._arrived.set()
 
     def fail(self, error: Exception) -> None:
-        """The feed failed: the reader gets ``error`` once it has read what came before."""
+        """The feed ended: the reader gets ``error`` once it has read what came before.
+
+        The first error is the one told: a feed that failed before its store
+        closed keeps its own.
+        """
         with self._mutex:
+            if self._closed:
+                return
             self._error = error
             self._closed = True
         with contextlib.suppress(trio.RunFinishedError):

@@ -171,6 +171,48 @@ def test_watch_is_refused_once_the_store_is_closed(tmp_path: Path, stand_in: Sta
     run(main)
 
 
+def test_a_real_watch_another_task_holds_open_ends_when_the_store_closes(
+    tmp_path: Path, mode: str
+) -> None:
+    """The block is left (no task of the store's remains); the reader gets StoreClosedError."""
+
+    async def main() -> None:
+        async with asyncio.timeout(30):
+            async with aio.open_store(tmp_path, mode=mode) as store:
+                watching = asyncio.Event()
+
+                async def reader() -> None:
+                    async with store.watch() as changes:
+                        watching.set()
+                        async for _ in changes:
+                            pass
+
+                task = asyncio.create_task(reader())
+                await watching.wait()
+                await store.save_runtime_session(sessionactors.Session(id="s"))
+            with pytest.raises(sessionactors.StoreClosedError):
+                await task
+
+    # In a thread of its own: a close that waits through its cancellation
+    # would hang this test, not fail it.
+    outcome: list[BaseException | None] = []
+
+    def in_thread() -> None:
+        try:
+            run(main)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=in_thread, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert outcome, "the store's block was never left"
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def test_the_real_watch_hears_saves_and_edits_from_asyncio(tmp_path: Path, mode: str) -> None:
     """The bridge on the trio store's own watch: what asyncio writes, asyncio hears, in order.
 

@@ -304,6 +304,29 @@ async def test_leaving_the_block_stops_the_watch(
         # The store closed promptly: no feed was left running behind it.
 
 
+async def test_a_watch_another_task_holds_open_ends_when_the_store_closes(
+    make_store: StoreFactory,
+) -> None:
+    """Its reader gets what came, then StoreClosedError; the store's block is left at once."""
+    heard: list[Change] = []
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery, make_store() as store:
+            watching = trio.Event()
+
+            async def reader() -> None:
+                with pytest.raises(StoreClosedError):
+                    async with store.watch() as changes:
+                        watching.set()
+                        async for change in changes:
+                            heard.append(change)
+
+            nursery.start_soon(reader)
+            await watching.wait()
+            await store.save_runtime_session(Session(id="s"))
+            # The store is closed; the reader's loop ended with it.
+    assert heard in ([], [Change("s", "save", 1)])
+
+
 async def test_a_watch_needs_an_open_store_and_a_valid_id(make_store: StoreFactory) -> None:
     async with make_store() as store:
         for bad in ["", ".", "..", "a/b", "a\\b", "a\x00b", "x" * 201]:
