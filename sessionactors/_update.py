@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import orjson
@@ -65,13 +66,21 @@ def apply_update(session: Session, fn: Any) -> tuple[Session, bool]:
 
     Raises:
         Whatever ``fn`` raises.
+        TypeError: ``fn`` returned an awaitable (an ``async def`` function).
         ValueError: ``fn`` changed the authoritative group, ``id``,
             ``created_at``, ``revision`` or the lineage.
         TypeError, ValueError: the result holds a value that would not read
             back equal (see :func:`~._values.check_json`).
     """
     work = _copy(session)
-    fn(work)
+    returned = fn(work)
+    if inspect.isawaitable(returned):
+        if inspect.iscoroutine(returned):
+            returned.close()  # never to be awaited: no "never awaited" warning
+        raise TypeError(
+            "update_session's function returned an awaitable: it runs in a worker thread,"
+            " so it must be a plain function (an async one would change nothing)"
+        )
     if type(work) is not Session:  # pragma: no cover - fn changes the object it is given
         raise TypeError("update_session's function must change the session in place")
     if Authoritative.of(work) != Authoritative.of(session):

@@ -183,6 +183,20 @@ async def test_no_change_writes_nothing_and_returns_the_session(
     assert store.statistics().snapshots_written == written
 
 
+async def test_an_async_fn_is_refused_and_writes_nothing(
+    store: SessionStore, disk: Path | None
+) -> None:
+    await seeded(store)
+    before = await state(store, disk)
+
+    async def fn(session: Session) -> None:  # pragma: no cover - never awaited
+        increment(session)
+
+    with pytest.raises(TypeError, match="plain function"):
+        await store.update_session("s", fn)
+    assert await state(store, disk) == before
+
+
 async def test_changing_only_updated_at_is_no_change(store: SessionStore) -> None:
     """updated_at is the store's: fn setting it alone writes nothing, and returns the session."""
     persisted = await seeded(store)
