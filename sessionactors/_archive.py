@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -172,9 +173,13 @@ def _object(raw: bytes, number: int) -> dict[str, Any]:
 
 
 def _header(raw: bytes) -> dict[str, Any]:
+    # The standard parser keeps integers exact: orjson reads one beyond 64
+    # bits as a float, and a far newer version must read as a newer version.
     try:
-        header = _object(raw, 1)
-    except ValueError:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        header = {}
+    if not isinstance(header, dict):
         header = {}
     if header.get("format") != FORMAT:
         raise ValueError(f"{_WHERE} is not a sessionactors archive (its first line says otherwise)")

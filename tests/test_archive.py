@@ -8,6 +8,7 @@ What a kill during an import leaves is test_archive_crash.py's.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -223,16 +224,17 @@ async def test_a_damaged_archive_is_refused_and_nothing_is_made(
         await _nothing_made(store, disk, before, ["src"])
 
 
+@pytest.mark.parametrize("version", [2, 2**64, 10**20])
 async def test_a_newer_format_is_unsupported_and_nothing_is_made(
-    store: SessionStore, disk: Path | None
+    store: SessionStore, disk: Path | None, version: int
 ) -> None:
     await store.save_runtime_session(Session(id="src", messages=[msg("a")]))
     lines = _lines(await store.export_session("src"))
     header = orjson.loads(lines[0])
-    header["version"] = 2
-    newer = orjson.dumps(header) + b"\n" + b"".join(lines[1:])
+    header["version"] = version
+    newer = json.dumps(header).encode() + b"\n" + b"".join(lines[1:])
     before = files_under(disk)
-    with pytest.raises(UnsupportedFormatError, match="version 2"):
+    with pytest.raises(UnsupportedFormatError, match=f"version {version}"):
         await store.import_session(newer, session_id="copy")
     await _nothing_made(store, disk, before, ["src"])
 

@@ -294,6 +294,12 @@ async def test_no_arguments_is_the_whole_list(store: SessionStore) -> None:
         == everything
     )
     assert await store.list_sessions(limit=10**6) == everything
+    # Beyond a 64-bit count (PostgreSQL's LIMIT is a bigint): still every session.
+    for huge in (2**63 - 1, 2**63, 10**30):
+        assert await store.list_sessions(limit=huge) == everything
+        assert await store.list_sessions(limit=huge, pinned=False) == [
+            s for s in everything if not s.pinned
+        ]
 
 
 async def test_every_summary_agrees_with_load_session(store: SessionStore) -> None:

@@ -34,6 +34,7 @@ _COLUMNS = (
 )
 #: Rows read at a time while a title filter (applied here: PostgreSQL has no casefold) passes few.
 _CHUNK = 500
+_BIGINT_MAX = 2**63 - 1
 #: Seconds the listening thread waits for a notification before it looks whether to stop.
 _LISTEN_TICK = 0.2
 _NO_LIMIT = trio.CapacityLimiter(math.inf)
@@ -61,7 +62,8 @@ def page(
             where.append('(updated_order, id COLLATE "C") < (%s, %s)')
             args.extend(before)
         wanted = query.limit if query.title_fold is None and query.limit is not None else None
-        chunk = wanted if wanted is not None else _CHUNK
+        # LIMIT takes a bigint: a larger limit asks for every row, as the largest does.
+        chunk = _CHUNK if wanted is None else min(wanted, _BIGINT_MAX)
         text = f"SELECT {_COLUMNS}, updated_order FROM {SESSIONS}"
         if where:
             text += " WHERE " + " AND ".join(where)
