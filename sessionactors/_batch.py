@@ -14,6 +14,7 @@ import outcome
 
 from ._errors import LockBusy
 from ._messages import Delete, Fork, Import, Op, Save
+from ._options import DEFAULT_HISTORY
 from ._plan import Plan, SegmentPlan
 from ._steps import (
     AppendUsage,
@@ -46,7 +47,7 @@ class BatchTarget:
     """
 
     storage: SessionStorage
-    history: int = 100
+    history: int = DEFAULT_HISTORY
     memory: TranscriptMemory = attrs.Factory(TranscriptMemory)
 
     @property

@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["Durability", "StoreOptions"]
+__all__ = ["DEFAULT_HISTORY", "Durability", "StoreOptions"]
+
+#: Revisions kept loadable per session unless a store is told otherwise.
+DEFAULT_HISTORY = 100
 
 Durability = Literal["fsync", "flush"]
 
@@ -56,7 +59,7 @@ class StoreOptions:
     mailbox_size: int = attrs.field(default=256, validator=_positive_int)
     max_threads: int = attrs.field(validator=_positive_int)
     drain_timeout: float | None = attrs.field(default=None, validator=_optional_timeout)
-    history: int = attrs.field(default=100, validator=_positive_int)
+    history: int = attrs.field(default=DEFAULT_HISTORY, validator=_positive_int)
 
     @property
     def fsync(self) -> bool:

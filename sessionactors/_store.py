@@ -37,7 +37,7 @@ from ._messages import (
     Update,
 )
 from ._model import Change, Revision, Session, SessionSummary
-from ._options import Durability, StoreOptions, default_threads
+from ._options import DEFAULT_HISTORY, Durability, StoreOptions, default_threads
 from ._runner import BatchRunner
 from ._stats import Counters, StoreStatistics
 from ._util import NoPublicConstructor
@@ -646,7 +646,7 @@ async def open_store(
     mailbox_size: int = 256,
     max_threads: int | None = None,
     drain_timeout: float | None = None,
-    history: int = 100,
+    history: int = DEFAULT_HISTORY,
 ) -> AsyncIterator[SessionStore]:
     """Open a session store on ``root``, a directory created if missing.
 

@@ -132,13 +132,19 @@ def test_every_call_answers_as_the_sdks_sqlite_session_does(tmp_path: Path) -> N
         assert got == expected, call
 
 
-def test_the_default_limit_comes_from_session_settings_as_in_the_sdk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", ["settings", "dict"])
+def test_the_default_limit_comes_from_session_settings_as_in_the_sdk(
+    tmp_path: Path, given: str
+) -> None:
+    """As the SDK's SessionSettings, or a dict of its fields, as the SDK's sessions take it."""
+
     async def main() -> None:
-        settings = SessionSettings(limit=2)
+        settings: Any = SessionSettings(limit=2) if given == "settings" else {"limit": 2}
         sqlite = SQLiteSession("chat", tmp_path / "sdk.db", session_settings=settings)
         try:
             async with aio.open_store(tmp_path / "store", durability="flush") as store:
                 ours = AgentsSession(store, "chat", session_settings=settings)
+                assert ours.session_settings == sqlite.session_settings == SessionSettings(limit=2)
                 for session in (sqlite, ours):
                     await session.add_items(ITEMS)
                 for limit in (None, 1, 4, -1):

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import trio
 from aio_support import idle_trio_workers, leftover_threads, no_trio_run_in_this_thread
 from support import msg
 
+import sessionactors
 import sessionactors._runner
 import sessionactors._store
 from sessionactors import (
@@ -266,6 +268,65 @@ def test_a_bad_mode_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="mode"):
         run(main)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"history": None}, {"history": 0}, {"idle_timeout": -1}, {"mailbox_size": 0}],
+    ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()),
+)
+def test_bad_options_are_refused_as_the_trio_store_refuses_them(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    async def in_trio() -> None:
+        async with sessionactors.open_store(tmp_path / "trio", **options):
+            pass  # pragma: no cover
+
+    async def in_asyncio() -> None:
+        async with aio.open_store(tmp_path / "asyncio", **options):
+            pass  # pragma: no cover
+
+    with pytest.raises(ValueError) as refused_by_trio:
+        trio.run(in_trio)
+    with pytest.raises(ValueError) as refused:
+        run(in_asyncio)
+    assert str(refused.value) == str(refused_by_trio.value)
+
+
+def test_a_call_from_another_loop_is_refused_and_does_nothing(tmp_path: Path, mode: str) -> None:
+    """Its answer could only reach the store's loop: refused before anything is done."""
+    opened = threading.Event()
+    finish = threading.Event()
+    seen: list[Session | None] = []
+    stores: list[aio.SessionStore] = []
+
+    async def owner() -> None:
+        async with aio.open_store(tmp_path, mode=mode) as store:
+            stores.append(store)
+            opened.set()
+            await asyncio.to_thread(finish.wait)
+            seen.append(await store.load_session("s"))
+
+    thread = threading.Thread(target=run, args=(owner,))
+    thread.start()
+    try:
+        assert opened.wait(30)
+        store = stores[0]
+        session = Session(id="s")
+
+        async def elsewhere() -> None:
+            with pytest.raises(RuntimeError, match="another event loop"):
+                await store.save_runtime_session(session)
+            with pytest.raises(RuntimeError, match="another event loop"):
+                async with store.watch():
+                    pass  # pragma: no cover
+
+        run(elsewhere)
+    finally:
+        finish.set()
+        thread.join(30)
+    assert seen == [None]
+    assert session.revision == 0
 
 
 # --- what a call is given and gives back --------------------------------------------------

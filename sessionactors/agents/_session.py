@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from agents.memory import SessionSettings
-from agents.memory.session_settings import resolve_session_limit
+from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 
 from .._errors import SessionNotFoundError
 from .._ids import validate_session_id
@@ -50,7 +50,8 @@ class AgentsSession:
         store: an open ``sessionactors.aio`` store.
         session_id: the session holding the conversation (created by the
             first add).
-        session_settings: the SDK's settings; ``limit`` is the default of
+        session_settings: the SDK's settings (or a dict of their fields, as
+            the SDK's own sessions take); ``limit`` is the default of
             ``get_items`` (None: every item).
 
     Raises:
@@ -65,10 +66,15 @@ class AgentsSession:
         store: SessionStore,
         session_id: str,
         *,
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | dict[str, Any] | None = None,
     ) -> None:
         self.session_id = validate_session_id(session_id)
-        self.session_settings = session_settings or SessionSettings()
+        # As the SDK's own sessions take it: a dict of its fields too.
+        self.session_settings = (
+            SessionSettings()
+            if session_settings is None
+            else coerce_session_settings(session_settings)
+        )
         self._store = store
         # The session's fields other than its messages, as last read: what an
         # add writes beside its items (the store keeps the persisted messages).

@@ -21,7 +21,7 @@ from .._errors import StoreClosedError
 if TYPE_CHECKING:
     from ._runs import TrioRun
 
-__all__ = ["Call", "wait_through_cancellation"]
+__all__ = ["Call", "refuse_another_loop", "wait_through_cancellation"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,21 @@ class _Cancelled:
 
 
 CANCELLED = _Cancelled()
+
+
+def refuse_another_loop(run: TrioRun) -> None:
+    """Refuse a call made on another loop than ``run``'s, before anything is done.
+
+    Its answer could only come back to ``run``'s loop: the call would take
+    effect and its caller get an error.
+
+    Raises:
+        RuntimeError: the running loop is not the one the store was opened on.
+    """
+    if asyncio.get_running_loop() is not run.loop:
+        raise RuntimeError(
+            "this store was opened on another event loop: call it from that one (nothing was done)"
+        )
 
 
 async def wait_through_cancellation(*futures: asyncio.Future[Any]) -> None:

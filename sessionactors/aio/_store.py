@@ -14,12 +14,12 @@ import attrs
 
 from .._errors import StoreClosedError
 from .._model import Session, SessionSummary
-from .._options import Durability
+from .._options import DEFAULT_HISTORY, Durability
 from .._stats import StoreStatistics
 from .._store import SessionStore as TrioSessionStore
 from .._util import NoPublicConstructor
 from .._values import copy_for_save, encode_record
-from ._calls import Call
+from ._calls import Call, refuse_another_loop
 from ._runs import MODES, Mode, TrioRun, enter_run, leave_run
 from ._side import StoreSide
 from ._watch import OpenWatch, watch_changes
@@ -61,6 +61,7 @@ class SessionStore(metaclass=NoPublicConstructor):
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         if self._closed:
             raise StoreClosedError("the store is closed")
+        refuse_another_loop(self._run)
         call = Call(self._run, fn, args)
         self._side.submit(call)
         return await call.wait()
@@ -298,7 +299,7 @@ async def open_store(
     mailbox_size: int = 256,
     max_threads: int | None = None,
     drain_timeout: float | None = None,
-    history: int | None = None,
+    history: int = DEFAULT_HISTORY,
     mode: Mode = "thread",
 ) -> AsyncIterator[SessionStore]:
     """Open a session store on ``root`` for asyncio code.
@@ -316,7 +317,7 @@ async def open_store(
         mailbox_size: messages an actor's mailbox holds (backpressure beyond).
         max_threads: worker threads the store uses at once.
         drain_timeout: seconds leaving the block waits for accepted calls.
-        history: revisions kept per session (the store's default if None).
+        history: revisions kept loadable per session (at least 1).
         mode: how trio runs beside asyncio. ``"thread"`` (the default): in a
             thread of its own; each call crosses to it and back (about 190 us
             per call here, README's "From asyncio"), and the store keeps working while
@@ -341,7 +342,7 @@ async def open_store(
         "mailbox_size": mailbox_size,
         "max_threads": max_threads,
         "drain_timeout": drain_timeout,
-        **_given(history=history),
+        "history": history,
     }
     run = await enter_run(mode)
     try:

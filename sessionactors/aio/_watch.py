@@ -17,7 +17,7 @@ from typing import Any
 import outcome
 import trio
 
-from ._calls import Call, wait_through_cancellation
+from ._calls import Call, refuse_another_loop, wait_through_cancellation
 from ._runs import TrioRun
 from ._side import StoreSide
 
@@ -116,6 +116,7 @@ async def watch_changes(
     run: TrioRun, side: StoreSide, open_watch: OpenWatch, session_id: str | None
 ) -> AsyncIterator[AsyncIterator[Any]]:
     """Hold the trio watch open in one trio task for the block; yield the asyncio iterator."""
+    refuse_another_loop(run)
     bridge = _Bridge(run)
     holder: Call[None] = Call(run, bridge.hold, (open_watch, session_id))
     side.submit(holder)
