@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-__all__ = ["NoPublicConstructor", "last"]
+__all__ = ["NoPublicConstructor", "last", "without_password"]
 
 T = TypeVar("T")
 
@@ -32,3 +33,12 @@ def last(items: Sequence[T], count: int | None) -> Sequence[T]:
     if count is None or count >= len(items):
         return items
     return items[len(items) - count :] if count > 0 else items[:0]
+
+
+def without_password(url: str) -> str:
+    """``url`` as it may be shown: a password in it replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

@@ -323,6 +323,7 @@ def test_verify_clean(built: Path) -> None:
 def test_verify_finds_each_problem(store: Path) -> None:
     paths = damage(store)
     (store / "stray-dir").mkdir()
+    (store / "stray-dir" / "notes.txt").write_text("not the store's")
     with open(store / "mid" / "token-usage.jsonl", "ab") as file:
         file.write(b"[1, 2]\n")
     result = run("verify", store)
@@ -334,7 +335,9 @@ def test_verify_finds_each_problem(store: Path) -> None:
     assert torn in lines
     assert f"{paths['temp']}: stray temporary file (a crashed save) (repairable)" in lines
     assert f"{store / 'mid' / 'token-usage.jsonl'}: line 2: not a JSON object" in result.stdout
-    assert f"{store / 'stray-dir'}: no log and no session.json: not a session" in result.stdout
+    assert f"{store / 'stray-dir'}: no log and no session.json: not a session (a foreign" in (
+        result.stdout
+    )
     assert lines[-1] == (
         f"checked 4 sessions in {store}: 5 problems: 3 damage, "
         "2 leftovers of interrupted writes (2 repairable with --repair)"

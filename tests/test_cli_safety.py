@@ -451,6 +451,37 @@ trio.run(main)
 """
 
 
+def test_verify_repairs_directories_left_without_a_session_and_keeps_foreign_ones(
+    tmp_path: Path,
+) -> None:
+    """What a killed import or delete leaves (records, temporary files), or nothing at all."""
+    root = tmp_path / "store"
+
+    async def one_session() -> None:
+        async with open_store(root) as store:
+            await store.save_runtime_session(Session(id="s"))
+
+    trio.run(one_session)
+    (root / "empty").mkdir()
+    (root / "import").mkdir()
+    (root / "import" / "token-usage.jsonl").write_bytes(b'{"n":1}\n')
+    (root / "import" / ".token-usage.jsonl.0a1b.tmp").write_bytes(b'{"n":1}\n')
+    (root / "delete").mkdir()
+    (root / "delete" / ".log.0.0a1b.tmp").write_bytes(b"cut short")
+    (root / "foreign").mkdir()
+    (root / "foreign" / "notes.txt").write_text("not the store's")
+
+    found = run("verify", root)
+    assert found.returncode == 1
+    assert found.stdout.splitlines()[-1].endswith(
+        "6 problems: 1 damage, 5 leftovers of interrupted writes (5 repairable with --repair)"
+    )
+    repaired = run("verify", root, "--repair")
+    assert repaired.stdout.splitlines()[-1].endswith("1 problem left")
+    assert sorted(path.name for path in root.iterdir()) == [".sessionactors", "foreign", "s"]
+    assert (root / "foreign" / "notes.txt").read_text() == "not the store's"
+
+
 def test_verify_repairs_what_a_fork_killed_halfway_left(tmp_path: Path) -> None:
     root = tmp_path / "store"
     made = subprocess.run(
@@ -470,8 +501,9 @@ def test_verify_repairs_what_a_fork_killed_halfway_left(tmp_path: Path) -> None:
     assert link.stat().st_nlink == 2  # the source's generation, under a second name
 
     fork_lines = [
-        f"{root / 'f'}: no log and no session.json: not a session (an abandoned or foreign "
-        "directory)",
+        f"{root / 'f'}: a directory without a session, holding at most what a writer makes on"
+        " its way (temporary files, a fork's links): what a first write, a fork, an import or"
+        " a delete stopped by a crash leaves; no read returns it",
         f"{link}: a link no generation of this session needs (a fork, or a write, that "
         "crashed before removing it): readers ignore it; removing it leaves the other "
         "session's file as it is",
@@ -479,22 +511,23 @@ def test_verify_repairs_what_a_fork_killed_halfway_left(tmp_path: Path) -> None:
     ]
     found = run("verify", root)
     assert found.stdout.splitlines() == [
-        fork_lines[0],
+        f"{fork_lines[0]} (repairable)",
         f"{fork_lines[1]} (repairable)",
         f"{fork_lines[2]} (repairable)",
-        f"checked 2 sessions in {root}: 3 problems: 1 damage, 2 leftovers of interrupted "
-        "writes (2 repairable with --repair)",
+        f"checked 2 sessions in {root}: 3 problems: no damage, 3 leftovers of interrupted "
+        "writes (3 repairable with --repair)",
     ]
     assert found.returncode == 1
 
     repaired = run("verify", root, "--repair")
     assert repaired.stdout.splitlines() == [
+        f"{fork_lines[0]}: repaired (removed, with the leftovers in it)",
         f"{fork_lines[1]}: repaired (link removed; the other session's file is as it was)",
         f"{fork_lines[2]}: repaired (removed)",
-        fork_lines[0],
-        f"checked 2 sessions in {root}: repaired 2, 1 problem left",
+        f"checked 2 sessions in {root}: repaired 3, no problems left",
     ]
-    assert not link.exists() and not temp.exists()
+    assert repaired.returncode == 0
+    assert not (root / "f").exists()
     assert {path: path.read_bytes() for path in generations(root / "s")} == source
     assert all(path.stat().st_nlink == 1 for path in source)
 

@@ -13,6 +13,7 @@ import queue
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -450,6 +451,27 @@ def test_watch_stops_on_sigterm_too(tmp_path: Path, watcher: Any) -> None:
     status, rest, stderr = watch.finish(signal.SIGTERM)
     assert (status, rest) == (0, [])
     assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_while_the_store_opens_ends_the_watch_with_status_0(watcher: Any, sig: int) -> None:
+    """A database slow to answer: the stop comes while the store is still opening."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        port = silent.getsockname()[1]
+        watch = watcher(f"postgresql://nobody@127.0.0.1:{port}/db?connect_timeout=2")
+        silent.settimeout(WAIT)
+        connection, _ = silent.accept()  # the store is opening now
+        with connection:
+            status, rest, stderr = watch.finish(sig)
+    assert (status, rest) == (0, [])
+    assert "Traceback" not in stderr, stderr
+
+
+def test_a_password_given_where_a_directory_is_wanted_is_never_printed() -> None:
+    result = run("show", "postgresql://someone:hunter2@127.0.0.1:1/db", "s")
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "someone:***@" in result.stderr
 
 
 # --- PostgreSQL --------------------------------------------------------------------------

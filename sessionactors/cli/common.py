@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -29,6 +30,7 @@ from .. import (
     SessionSummary,
     open_store,
 )
+from .._util import without_password
 from ..storage.files import session_names
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "UsageError",
     "Warnings",
     "existing_root",
+    "in_store",
     "is_url",
     "load_existing",
     "sessions_naming_skips",
@@ -115,10 +118,11 @@ def _show_held(records: Iterable[logging.LogRecord]) -> None:
 def existing_root(text: str) -> Path:
     """The store's directory; it must exist (reading commands never create it)."""
     path = Path(text)
+    shown = without_password(text)  # a database's URL given where a directory is wanted
     if not path.exists():
-        raise UsageError(f"no store at {text!r}: the directory does not exist")
+        raise UsageError(f"no store at {shown!r}: the directory does not exist")
     if not path.is_dir():
-        raise UsageError(f"no store at {text!r}: not a directory")
+        raise UsageError(f"no store at {shown!r}: not a directory")
     return path
 
 
@@ -145,14 +149,17 @@ def with_store(
     application's store does by default; a command that only reads needs
     no fsync.
     """
+    return trio.run(partial(in_store, root, work, writes=writes))
 
-    async def run() -> T:
-        durability: Literal["fsync", "flush"] = "fsync" if writes else "flush"
-        async with open_store(root, durability=durability, history=EVERY_REVISION) as store:
-            with usage_errors(store):
-                return await work(store)
 
-    return trio.run(run)
+async def in_store(
+    root: Path | str, work: Callable[[SessionStore], Awaitable[T]], *, writes: bool = False
+) -> T:
+    """:func:`with_store`'s work, in a trio run of the caller's."""
+    durability: Literal["fsync", "flush"] = "fsync" if writes else "flush"
+    async with open_store(root, durability=durability, history=EVERY_REVISION) as store:
+        with usage_errors(store):
+            return await work(store)
 
 
 @contextlib.contextmanager

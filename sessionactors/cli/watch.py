@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import trio
 
 from .. import Change, SessionStore
-from .common import EXIT_OK, store_location, with_store
+from .common import EXIT_OK, in_store, store_location
 from .text import Column, clean, header, json_bytes, row
 
 __all__ = ["run"]
@@ -56,10 +56,18 @@ def _emit(line: str) -> None:
     sys.stdout.flush()
 
 
-async def _until_stopped(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
-    async for _ in signals:
-        scope.cancel()
-        return
+class _Stop:
+    """Whether a stop signal came; it cancels ``scope`` when it does."""
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.requested = False
+
+    async def wait(self, signals: AsyncIterator[int]) -> None:
+        async for _ in signals:
+            self.requested = True
+            self.scope.cancel()
+            return
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,23 +75,38 @@ def run(args: argparse.Namespace) -> int:
     location = store_location(args.root)
 
     async def watch(store: SessionStore) -> None:
+        async with store.watch(args.id) as changes:
+            which = "every session" if args.id is None else f"session {args.id!r}"
+            where = os.fspath(store.root)  # a URL without its password
+            print(
+                f"watching {clean(where)}: {clean(which)}; Ctrl-C stops",
+                file=sys.stderr,
+                flush=True,
+            )
+            if not args.json:
+                _emit(f"{header(_COLUMNS)} ID")
+            async for change in changes:
+                now = datetime.now(timezone.utc)
+                _emit(_line(change, now, as_json=args.json))
+
+    stop: _Stop | None = None
+
+    async def until_stopped() -> None:
+        nonlocal stop
+        # Listening before the store opens (a database may take a second or
+        # two): a stop while it opens ends the command as one while it watches.
         with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
-            # Entered first, so an invalid id is refused as it is (a usage error), not grouped.
-            async with store.watch(args.id) as changes, trio.open_nursery() as nursery:
-                nursery.start_soon(_until_stopped, signals, nursery.cancel_scope)
-                which = "every session" if args.id is None else f"session {args.id!r}"
-                where = os.fspath(store.root)  # a URL without its password
-                print(
-                    f"watching {clean(where)}: {clean(which)}; Ctrl-C stops",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                if not args.json:
-                    _emit(f"{header(_COLUMNS)} ID")
-                async for change in changes:
-                    now = datetime.now(timezone.utc)
-                    _emit(_line(change, now, as_json=args.json))
+            async with trio.open_nursery() as nursery:
+                stop = _Stop(nursery.cancel_scope)
+                nursery.start_soon(stop.wait, signals)
+                await in_store(location, watch)
                 nursery.cancel_scope.cancel()  # the watch ended (it does not, unless closed)
 
-    with_store(location, watch)
+    try:
+        trio.run(until_stopped)
+    except Exception:
+        # An opening the stop cut short may fail as it ends (a connection
+        # attempt in its thread, not to be abandoned): stopped all the same.
+        if stop is None or not stop.requested:
+            raise
     return EXIT_OK

@@ -18,7 +18,7 @@ from .generations import list_log
 from .layout import LOG_FILE, SLOT_FILES, is_journal, is_temp
 from .slots import newest, read_slots
 
-__all__ = ["remove_files", "sweep"]
+__all__ = ["abandoned", "remove_files", "sweep"]
 
 
 def sweep(dir_fd: int, directory: str, session_id: str) -> None:
@@ -55,6 +55,24 @@ def sweep(dir_fd: int, directory: str, session_id: str) -> None:
         if is_temp(name) or (is_journal(name) and name != keep):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=dir_fd)
+
+
+def abandoned(dir_fd: int) -> bool:
+    """Whether the directory holds nothing but what :func:`sweep` removes of one with no session.
+
+    So a first write, a fork, an import or a delete stopped by a crash leaves
+    it (its temporary files, a fork's links, journals no snapshot names);
+    call it when no snapshot and no token-usage log is there. Anything else
+    in it (a log generation of its own, a sub-directory, a stranger's file)
+    makes it no leftover.
+    """
+    with os.scandir(dir_fd) as entries:
+        found = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+    listing = list_log(dir_fd)
+    if listing.own or any(is_dir for _, is_dir in found):
+        return False
+    links = set(listing.links.values())
+    return all(is_temp(name) or is_journal(name) or name in links for name, _ in found)
 
 
 def remove_files(dir_fd: int) -> None:

@@ -35,6 +35,7 @@ class Repair(enum.Enum):
     REMOVE_UNNEEDED_LINK = "link removed; the other session's file is as it was"
     REMOVE_OLDER_FORMAT = "removed; the log holds the session"
     REMOVE_STRAY_USAGE = "removed, and its directory if nothing else is in it"
+    REMOVE_ABANDONED_DIRECTORY = "removed, with the leftovers in it"
 
 
 @attrs.frozen

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..._errors import CorruptSessionError
+from .durable import directory_at
 from .layout import FORMAT, LOG_FILE
+from .leftovers import abandoned
 from .problems import Problem, Repair, SessionDir, Severity
 from .session import SessionFiles
 from .slots import read_slots, read_snapshot_at
@@ -48,10 +50,23 @@ def check_snapshot(where: SessionDir) -> Iterator[Problem]:
                 severity=Severity.LEFTOVER,
             )
             return
+        with directory_at(str(where.path)) as fd:
+            left = fd is not None and abandoned(fd)
+        if left:
+            yield Problem(
+                where.path,
+                "a directory without a session, holding at most what a writer makes on its"
+                " way (temporary files, a fork's links): what a first write, a fork, an"
+                " import or a delete stopped by a crash leaves; no read returns it",
+                repair=Repair.REMOVE_ABANDONED_DIRECTORY,
+                transient=True,  # a first save creates the directory, then the file
+                severity=Severity.LEFTOVER,
+            )
+            return
         yield Problem(
             where.path,
-            "no log and no session.json: not a session (an abandoned or foreign directory)",
-            transient=True,  # a first save creates the directory, then the file
+            "no log and no session.json: not a session (a foreign directory)",
+            transient=True,
         )
         return
     path = Path(snapshot.path)

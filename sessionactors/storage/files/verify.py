@@ -12,7 +12,8 @@ are repaired, each safe while the session's lock is held: cutting a torn
 last line off a token-usage log, the bytes after the last whole commit off
 a log's generation or uncounted bytes off a journal; removing a temporary
 file, a generation or a link the session no longer needs, the files of an
-older format beside a log, or a journal no snapshot names; and making absent
+older format beside a log, a journal no snapshot names, or a directory left
+without a session and holding at most such leftovers; and making absent
 an older snapshot slot a failed or killed rewrite left empty or torn beside
 a whole newer one. A log with damage gets none of its repairs. Nothing here
 deletes or rewrites a session, nor a damaged file the store kept aside, and
@@ -27,8 +28,9 @@ from pathlib import Path
 
 from .backend import session_ids
 from .checks import run_checks
-from .durable import cut_torn_tail, fsync_dir
+from .durable import cut_torn_tail, directory_at, fsync_dir
 from .layout import SLOT_FILES
+from .leftovers import abandoned, sweep
 from .log_repairs import cut_log_tail, remove_name
 from .problems import Problem, Repair, SessionDir, SessionReport
 from .session import SessionFiles
@@ -81,11 +83,23 @@ def _remove_file(problem: Problem) -> None:
 def _remove_stray_usage(problem: Problem) -> None:
     """Remove records left without their session, and their directory once it is empty."""
     _remove_file(problem)
-    directory = problem.path.parent
+    _remove_if_abandoned(problem.path.parent)
+
+
+def _remove_abandoned_directory(problem: Problem) -> None:
+    _remove_if_abandoned(problem.path)
+
+
+def _remove_if_abandoned(directory: Path) -> None:
+    """Remove a directory without a session, with what writers left in it (locked)."""
+    with directory_at(str(directory)) as fd:
+        if fd is None or not abandoned(fd):
+            return  # something else is in it: reported on its own
+        sweep(fd, str(directory), directory.name)
     try:
         os.rmdir(directory)
     except OSError:
-        return  # something else is in it: reported on its own
+        return
     fsync_dir(directory.parent)
 
 
@@ -115,6 +129,7 @@ _REPAIRS: dict[Repair, Callable[[Problem], None]] = {
     Repair.REMOVE_TEMP_FILE: _remove_file,
     Repair.REMOVE_ORPHAN_JOURNAL: _remove_file,
     Repair.REMOVE_STRAY_USAGE: _remove_stray_usage,
+    Repair.REMOVE_ABANDONED_DIRECTORY: _remove_abandoned_directory,
     Repair.CLEAR_OLDER_SLOT: _clear_older_slot,
     Repair.CUT_LOG_TAIL: cut_log_tail,
     Repair.REMOVE_UNNEEDED_GENERATION: remove_name,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ from psycopg_pool import ConnectionPool
 from ..._errors import CorruptSessionError
 from ..._listing import ListQuery
 from ..._model import Change, SessionSummary
+from ..._util import without_password
 from .listing import channel_for, follow_notifications, page
 from .retry import ATTEMPTS, backoff
 from .schema import migrate
@@ -40,7 +40,7 @@ class PostgresBackend:
         self.url = url
         self.fsync = fsync
         self.max_connections = max_connections
-        self.display_url = _without_password(url)
+        self.display_url = without_password(url)
         self._pool: ConnectionPool | None = None
         #: The channel the writes of these tables notify (named by their schema).
         self.channel = channel_for("")
@@ -152,11 +152,3 @@ class PostgresBackend:
             return psycopg.connect(self.url, autocommit=True, application_name=_WATCH_NAME)
 
         await follow_notifications(connect, self.channel, session_id, put, task_status=task_status)
-
-
-def _without_password(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
