@@ -437,6 +437,8 @@ class SessionStore(metaclass=NoPublicConstructor):
                 status = cast("trio.TaskStatus[None]", _Started(now_started))
                 with watch.feed:
                     await backend.follow(session_id, buffer.put, task_status=status)
+                if not started:  # ended before it began: the store closed meanwhile
+                    raise StoreClosedError("the store is closed")
             except Exception as exc:
                 if not started:
                     raise  # from nursery.start, as it is
