@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import attrs
@@ -35,6 +35,9 @@ __all__ = [
 
 #: The largest version every backend stores (PostgreSQL's bigint).
 MAX_VERSION = 2**63 - 1
+#: Offsets are under a day: only a datetime within a day of either end of the
+#: years 1 to 9999 can have its instant outside them.
+_DAY = timedelta(days=1)
 
 
 def utc_now() -> datetime:
@@ -57,8 +60,9 @@ def check_datetime(value: datetime, where: str = "datetime") -> None:
     back as the same instant at the same offset (its tzinfo a ``timezone``).
 
     Raises:
-        ValueError: naive, a fraction of a second in the offset, or a wall
-            time in a fold or gap of its zone.
+        ValueError: naive, a fraction of a second in the offset, a wall
+            time in a fold or gap of its zone, or an instant outside the years
+            1 to 9999 in UTC (``9999-12-31T23:00-05:00``).
     """
     if value.tzinfo is timezone.utc:
         return  # the usual case, and certainly fine
@@ -70,6 +74,12 @@ def check_datetime(value: datetime, where: str = "datetime") -> None:
             f"{where} {value!r} has a UTC offset with a fraction of a second,"
             " which its stored form cannot keep"
         )
+    if offset and not datetime.min + _DAY <= value.replace(tzinfo=None) <= datetime.max - _DAY:
+        try:
+            value.astimezone(timezone.utc)
+        except OverflowError:
+            # Its instant is in no year Python (or PostgreSQL's listing) reads back.
+            raise ValueError(f"{where} {value!r} is, in UTC, outside the years 1 to 9999") from None
     # A fixed offset (what every stored datetime reads back as) cannot
     # depend on fold; only other tzinfos (ZoneInfo, dateutil...) need asking.
     fixed = type(value.tzinfo) is timezone

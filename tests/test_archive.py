@@ -278,6 +278,36 @@ async def test_a_line_a_save_would_refuse_is_refused(
     await _nothing_made(store, disk, before, ["src"])
 
 
+@pytest.mark.parametrize(
+    ("updated_at", "kept"),
+    [
+        ("9999-12-31T18:00:00-05:00", True),  # 23:00 UTC: the last hour there is
+        ("0001-01-01T05:00:00+05:00", True),  # midnight UTC: the first
+        ("9999-12-31T23:59:59-05:00", False),  # year 10000 in UTC
+        ("0001-01-01T00:00:00+05:00", False),  # year 0 in UTC
+    ],
+)
+async def test_an_updated_at_at_the_ends_of_the_years_is_listed_and_beyond_them_refused(
+    store: SessionStore, disk: Path | None, updated_at: str, kept: bool
+) -> None:
+    await store.save_runtime_session(Session(id="src", messages=[msg("a")]))
+    lines = _lines(await store.export_session("src"))
+    line = orjson.loads(lines[1])
+    line["session"]["updated_at"] = updated_at
+    lines[1] = orjson.dumps(line) + b"\n"
+    archive = _with_digest(lines[:-1])
+    if not kept:
+        before = files_under(disk)
+        with pytest.raises(ValueError, match="outside the years 1 to 9999"):
+            await store.import_session(archive, session_id="copy")
+        await _nothing_made(store, disk, before, ["src"])
+        return
+    imported = await store.import_session(archive, session_id="copy")
+    listed = await store.list_sessions()
+    assert {summary.id for summary in listed} == {"src", "copy"}
+    assert next(s for s in listed if s.id == "copy").updated_at == imported.updated_at
+
+
 def _with_digest(lines: list[bytes]) -> bytes:
     """An archive of ``lines`` with the end line they agree on (as a careful forger writes it)."""
     import hashlib

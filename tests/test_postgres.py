@@ -5,11 +5,14 @@ Every test here needs SESSIONACTORS_TEST_POSTGRES_DSN (see conftest.py).
 
 from __future__ import annotations
 
+import hashlib
 import time
 import urllib.parse
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 import trio
@@ -160,6 +163,32 @@ async def test_a_database_that_cannot_be_opened_fails_the_opening_with_its_cause
         async with sessionactors.open_store(url):
             pass  # pragma: no cover
     assert type(raised.value) is psycopg.OperationalError  # not its subclass PoolTimeout
+
+
+async def test_a_listing_reads_the_years_last_hour_whatever_the_servers_time_zone(
+    postgres_url: str,
+) -> None:
+    """A session's instant is read back in UTC: at +05:30 it would be in the year 10000."""
+    parts = urllib.parse.urlsplit(postgres_url)
+    query = [
+        (key, f"{value} -ctimezone=Asia/Kolkata" if key == "options" else value)
+        for key, value in urllib.parse.parse_qsl(parts.query)
+    ]
+    encoded = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)  # libpq: %20, not +
+    url = urllib.parse.urlunsplit(parts._replace(query=encoded))
+    last_hour = datetime(9999, 12, 31, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
+    async with sessionactors.open_store(url) as store:
+        await store.save_runtime_session(Session(id="src"))
+        lines = (await store.export_session("src")).splitlines(keepends=True)
+        line = orjson.loads(lines[1])
+        line["session"]["updated_at"] = last_hour.isoformat()
+        lines[1] = orjson.dumps(line) + b"\n"
+        body = b"".join(lines[:-1])
+        end = {"end": {"lines": len(lines), "sha256": hashlib.sha256(body).hexdigest()}}
+        await store.import_session(body + orjson.dumps(end) + b"\n", session_id="late")
+        listed = await store.list_sessions()
+    assert [summary.id for summary in listed] == ["late", "src"]
+    assert listed[0].updated_at == last_hour
 
 
 @pytest.mark.parametrize(("durability", "setting"), [("fsync", "on"), ("flush", "off")])

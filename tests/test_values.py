@@ -128,6 +128,43 @@ def test_a_datetime_that_would_not_read_back_equal_is_refused(value: datetime) -
     Session(id="s", created_at=value)
 
 
+#: Instants outside the years 1 to 9999 in UTC, though their wall times are inside them:
+#: no reader of them in UTC (a listing's sort, PostgreSQL's) could hold them.
+BEYOND_THE_YEARS = [
+    datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5))),
+    datetime(1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=5))),
+]
+#: Within a day of the ends, their instants inside the years: kept.
+AT_THE_EDGES = [
+    datetime(9999, 12, 31, 18, 0, tzinfo=timezone(timedelta(hours=-5))),
+    datetime(1, 1, 1, 5, 0, tzinfo=timezone(timedelta(hours=5))),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+]
+
+
+@pytest.mark.parametrize("value", BEYOND_THE_YEARS, ids=repr)
+def test_a_datetime_whose_instant_is_beyond_the_years_1_to_9999_is_refused(
+    value: datetime,
+) -> None:
+    with pytest.raises(OverflowError):
+        value.astimezone(timezone.utc)
+    with pytest.raises(ValueError, match="outside the years 1 to 9999"):
+        check_datetime(value)
+
+
+async def test_a_save_with_a_created_at_beyond_the_years_changes_nothing(
+    store: SessionStore, disk: Path | None
+) -> None:
+    await store.save_runtime_session(Session(id="s"))
+    for value in BEYOND_THE_YEARS:
+        beyond = Session(id="s", created_at=value)
+        await assert_refused(
+            store, disk, "s", lambda s=beyond: store.save_runtime_session(s), ValueError
+        )
+    for value in AT_THE_EDGES:
+        check_datetime(value)
+
+
 @pytest.mark.parametrize("value", STORABLE_DATETIMES, ids=repr)
 def test_a_datetime_that_reads_back_equal_is_kept(value: datetime) -> None:
     check_datetime(value)

@@ -107,6 +107,10 @@ class PostgresBackend:
         # durability: "fsync" waits for the WAL flush, "flush" does not.
         setting = "on" if self.fsync else "off"
         conn.execute(f"SET synchronous_commit = {setting}")
+        # A listing reads timestamps back as datetimes: in UTC, every instant
+        # the store takes is one Python holds (at another offset, the year
+        # 9999's last hours would be year 10000's).
+        conn.execute("SET TIME ZONE 'UTC'")
         conn.commit()
 
     def session(self, session_id: str) -> PostgresSession:
