@@ -28,6 +28,7 @@ import trio.testing
 from conftest import Gate, StoreFactory, file_only
 
 import sessionactors.storage.files.feed
+import sessionactors.storage.files.index
 import sessionactors.storage.memory
 from sessionactors import (
     Change,
@@ -376,9 +377,9 @@ async def test_index_rows_read_at_once_each_give_their_changes(
     released = trio.Event()
     wait_for_signal = sessionactors.storage.files.feed._wait_for_signal
 
-    async def held(inotify: object) -> None:
+    async def held(inotify: object, at_most: float) -> bool:
         await released.wait()
-        await wait_for_signal(inotify)
+        return await wait_for_signal(inotify, at_most)
 
     monkeypatch.setattr(sessionactors.storage.files.feed, "_wait_for_signal", held)
     async with watching(store) as watcher:
@@ -391,6 +392,33 @@ async def test_index_rows_read_at_once_each_give_their_changes(
     assert sorted(watcher.changes, key=repr) == sorted(
         [Change("a", "save", 1), Change("b", "save", 1), Change("a", "usage", None)], key=repr
     )
+
+
+@file_only
+async def test_a_signal_that_came_before_its_commit_showed_is_looked_at_again(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite appends to its WAL (the signal), then publishes the commit in shared memory
+    (no signal): a read right after the signal may miss it. The feed looks again soon,
+    not only at its last-resort interval (made a minute here)."""
+    monkeypatch.setattr(sessionactors.storage.files.feed, "_SAFETY_INTERVAL", 60.0)
+    changes = sessionactors.storage.files.index.ListingIndex.changes
+    hidden: list[bool] = []
+
+    def first_read_sees_nothing(index: Any, after: int, session_id: str | None) -> Any:
+        epoch, rows = changes(index, after, session_id)
+        if rows and not hidden:
+            hidden.append(True)
+            return epoch, []  # as if read before the commit showed
+        return epoch, rows
+
+    monkeypatch.setattr(
+        sessionactors.storage.files.index.ListingIndex, "changes", first_read_sees_nothing
+    )
+    async with watching(store) as watcher:
+        await store.save_runtime_session(Session(id="s"))
+        await watcher.wait_for(lambda seen: Change("s", "save", 1) in seen, timeout=10)
+    assert hidden == [True]
 
 
 @file_only

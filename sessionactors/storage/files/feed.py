@@ -32,6 +32,11 @@ POLL_INTERVAL = 0.05
 #: Seconds after which the index is read even without a signal: a last resort
 #: (a signal the kernel dropped when its queue overflowed).
 _SAFETY_INTERVAL = 1.0
+#: Seconds after a read a signal woke the watch for, when the rows are read
+#: once more, signal or not: a write's append to the WAL signals before its
+#: commit shows (SQLite publishes it through shared memory, which inotify
+#: does not see), so a read right after the signal may not find it yet.
+_SECOND_LOOK = 0.02
 _NO_LIMIT = trio.CapacityLimiter(math.inf)
 
 
@@ -69,8 +74,11 @@ async def follow_index(
     handed: dict[str, tuple[Any, int]] = {}
     try:
         task_status.started()
+        signalled = False
         while True:
-            await _wait_for_signal(inotify)
+            signalled = await _wait_for_signal(
+                inotify, _SECOND_LOOK if signalled else _SAFETY_INTERVAL
+            )
             now, rows = await trio.to_thread.run_sync(
                 index.changes, seen, session_id, limiter=_NO_LIMIT
             )
@@ -105,12 +113,14 @@ async def follow_index(
             await trio.to_thread.run_sync(index.remove_watch, watch, limiter=_NO_LIMIT)
 
 
-async def _wait_for_signal(inotify: Any | None) -> None:
-    """Until a file of the index's directory changes (or a poll's interval passes)."""
+async def _wait_for_signal(inotify: Any | None, at_most: float) -> bool:
+    """Until a file of the index's directory changes, or ``at_most`` seconds (a poll's
+    interval, without inotify) pass; whether it was a signal."""
     if inotify is None:
         await trio.sleep(POLL_INTERVAL)
-        return
-    with trio.move_on_after(_SAFETY_INTERVAL):
+        return False
+    with trio.move_on_after(at_most) as waited:
         await trio.lowlevel.wait_readable(inotify.fd)
     while inotify.sync_get() is not None:  # drain: one read of the rows serves them all
         pass
+    return not waited.cancelled_caught
