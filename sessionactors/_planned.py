@@ -7,12 +7,22 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import attrs
+import orjson
 
 from ._merge import Authoritative
-from ._model import Message, Session, converter
+from ._model import Message, Session, edit_mark
 from .storage.protocol import Head
 
-__all__ = ["Lineage", "group_of", "own_messages", "set_written", "with_group", "with_values"]
+__all__ = [
+    "Lineage",
+    "copy_message",
+    "group_of",
+    "json_copy_of",
+    "own_messages",
+    "set_written",
+    "with_group",
+    "with_values",
+]
 
 _new = object.__new__
 _set = object.__setattr__
@@ -100,7 +110,27 @@ def own_messages(prior: list[Message], incoming: list[Message]) -> list[Message]
     """
     if len(incoming) >= len(prior) and all(map(operator.is_, incoming, prior)):
         return prior
-    return converter.structure(converter.unstructure(prior, list[Message]), list[Message])
+    return list(map(copy_message, prior))
+
+
+def json_copy_of(value: Any) -> Any:
+    """A deep copy of a checked JSON value (its subclasses of str and int become their base)."""
+    # Strings, numbers and None are immutable: shared as they are.
+    if isinstance(value, (dict, list)) and value:
+        return orjson.loads(orjson.dumps(value))
+    return value if not isinstance(value, (dict, list)) else type(value)()
+
+
+def copy_message(message: Message) -> Message:
+    """A deep copy of a checked message, without running its validators again."""
+    copy: Message = _new(Message)
+    _set(copy, "id", message.id)
+    _set(copy, "role", message.role)
+    _set(copy, "content", json_copy_of(message.content))
+    _set(copy, "created_at", message.created_at)
+    _set(copy, "extra", json_copy_of(message.extra))
+    _set(copy, "_stamp", edit_mark())
+    return copy
 
 
 def group_of(current: Session | Head | None) -> Authoritative | None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import orjson
-
 from ._merge import Authoritative
-from ._model import Message, Session, edit_mark
-from ._planned import with_values
+from ._model import Message, Session
+from ._planned import copy_message, json_copy_of, with_values
 from ._values import check_json, check_messages
 
 __all__ = ["apply_update"]
@@ -18,34 +16,12 @@ __all__ = ["apply_update"]
 _FIXED = ("id", "created_at", "revision", "forked_from", "forked_from_revision")
 
 
-_new = object.__new__
-_set = object.__setattr__
-
-
-def _json(value: Any) -> Any:
-    # Values read from storage are plain JSON already: a round trip is an exact
-    # deep copy. Strings, numbers and None are immutable: shared as they are.
-    if isinstance(value, (dict, list)) and value:
-        return orjson.loads(orjson.dumps(value))
-    return value if not isinstance(value, (dict, list)) else type(value)()
-
-
-def _copy_message(message: Message) -> Message:
-    """A deep copy of a checked message, without running its validators again."""
-    copy: Message = _new(Message)
-    _set(copy, "id", message.id)
-    _set(copy, "role", message.role)
-    _set(copy, "content", _json(message.content))
-    _set(copy, "created_at", message.created_at)
-    _set(copy, "extra", _json(message.extra))
-    _set(copy, "_stamp", edit_mark())
-    return copy
-
-
 def _copy(session: Session) -> Session:
     """A deep copy of ``session``, for a function to change without touching what is kept."""
-    messages = list(map(_copy_message, session.messages))
-    return with_values(session, messages, _json(session.metadata), _json(session.runtime_state))
+    messages = list(map(copy_message, session.messages))
+    return with_values(
+        session, messages, json_copy_of(session.metadata), json_copy_of(session.runtime_state)
+    )
 
 
 def _unchanged_prefix(before: list[Message], after: list[Message]) -> int:

@@ -255,7 +255,7 @@ async def test_a_newer_format_is_unsupported_and_nothing_is_made(
         ("session", "pinned", 1),
         ("session", "metadata_version", "0"),
         ("session", "title_version", False),
-        ("session", "revision", 1.0),
+        ("session", "metadata_version", 1.0),
         ("message", "id", 7),
         ("message", "role", 5),
         ("message", "role", None),

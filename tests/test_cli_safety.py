@@ -44,12 +44,15 @@ from support import (
 
 from sessionactors import Message, Session, open_store
 from sessionactors.storage.files import SLOT_FILES
+from sessionactors.storage.files.layout import temp_name
 
 SLOT_0 = "session.json"
 SLOT_1 = "session.1.json"
 PAD = 3000  # bytes of metadata: a slot of about one 4 KiB page
 LOWEST = datetime.min.replace(tzinfo=timezone(timedelta(hours=5)))
-HIGHEST = datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))
+# The first and last instants a session may hold, written west and east of UTC.
+EARLIEST = datetime.min.replace(tzinfo=timezone(timedelta(hours=-5)))
+LATEST = datetime.max.replace(tzinfo=timezone(timedelta(hours=5)))
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -108,29 +111,30 @@ def save(root: Path, *sessions: Session) -> None:
     trio.run(write)
 
 
-# --- item 13: show prints dates UTC cannot hold ---------------------------------------------
+# --- item 13: show prints the dates at the edges ---------------------------------------------
 
 
-def test_show_prints_dates_outside_utc_in_their_own_offset(tmp_path: Path) -> None:
+def test_show_prints_the_edge_dates_a_session_may_hold(tmp_path: Path) -> None:
+    """Messages are listed in UTC; the JSON keeps each date as it was given."""
     root = tmp_path / "store"
     session = Session(
         id="edges",
-        created_at=LOWEST,
+        created_at=EARLIEST,
         messages=[
-            Message(id="first", role="user", content="hi", created_at=LOWEST),
-            Message(id="last", role="assistant", content="bye", created_at=HIGHEST),
+            Message(id="first", role="user", content="hi", created_at=EARLIEST),
+            Message(id="last", role="assistant", content="bye", created_at=LATEST),
         ],
     )
     save(root, session)
     result = run("show", root, "edges")
     assert result.returncode == 0, result.stderr
-    assert "#1 user  first  0001-01-01 00:00:00+05:00" in result.stdout
-    assert "#2 assistant  last  9999-12-31 23:59:59-05:00" in result.stdout
-    assert "created       0001-01-01T00:00:00+05:00" in result.stdout
+    assert "#1 user  first  0001-01-01 05:00:00\n" in result.stdout
+    assert "#2 assistant  last  9999-12-31 18:59:59\n" in result.stdout
+    assert "created       0001-01-01T00:00:00-05:00" in result.stdout
     assert all(len(line) <= 80 for line in result.stdout.splitlines())
     shown = run("show", root, "edges", "--json")
     assert shown.returncode == 0, shown.stderr
-    assert '"9999-12-31T23:59:59.999999-05:00"' in shown.stdout
+    assert '"9999-12-31T23:59:59.999999+05:00"' in shown.stdout
 
 
 def test_list_prints_an_updated_at_outside_utc_in_its_own_offset(tmp_path: Path) -> None:
@@ -465,21 +469,26 @@ def test_verify_repairs_directories_left_without_a_session_and_keeps_foreign_one
     (root / "empty").mkdir()
     (root / "import").mkdir()
     (root / "import" / "token-usage.jsonl").write_bytes(b'{"n":1}\n')
-    (root / "import" / ".token-usage.jsonl.0a1b.tmp").write_bytes(b'{"n":1}\n')
+    (root / "import" / temp_name("token-usage.jsonl")).write_bytes(b'{"n":1}\n')
     (root / "delete").mkdir()
-    (root / "delete" / ".log.0.0a1b.tmp").write_bytes(b"cut short")
+    (root / "delete" / temp_name(f"log.0.{'a' * 32}.jsonl")).write_bytes(b"cut short")
     (root / "foreign").mkdir()
     (root / "foreign" / "notes.txt").write_text("not the store's")
+    # Named like what writers leave, but not as they name it: not the store's either.
+    (root / "exports").mkdir()
+    (root / "exports" / "messages.2024-06.jsonl").write_text('{"role":"user"}\n')
 
     found = run("verify", root)
     assert found.returncode == 1
     assert found.stdout.splitlines()[-1].endswith(
-        "6 problems: 1 damage, 5 leftovers of interrupted writes (5 repairable with --repair)"
+        "7 problems: 2 damage, 5 leftovers of interrupted writes (5 repairable with --repair)"
     )
     repaired = run("verify", root, "--repair")
-    assert repaired.stdout.splitlines()[-1].endswith("1 problem left")
-    assert sorted(path.name for path in root.iterdir()) == [".sessionactors", "foreign", "s"]
+    assert repaired.stdout.splitlines()[-1].endswith("2 problems left")
+    names = sorted(path.name for path in root.iterdir())
+    assert names == [".sessionactors", "exports", "foreign", "s"]
     assert (root / "foreign" / "notes.txt").read_text() == "not the store's"
+    assert (root / "exports" / "messages.2024-06.jsonl").exists()
 
 
 def test_verify_repairs_what_a_fork_killed_halfway_left(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ test_revisions_processes.py; what a crash leaves in test_crash.py.
 from __future__ import annotations
 
 import copy
+import enum
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +18,7 @@ from conftest import Gate, StoreFactory
 from support import msg
 
 from sessionactors import (
+    Message,
     Revision,
     RevisionNotFoundError,
     Session,
@@ -448,3 +450,38 @@ async def test_a_revision_that_grew_a_rewound_transcript_is_itself_what_a_rewind
     second = await store.load_session("s", revision=2)
     assert second is not None
     assert [m.id for m in second.messages] == ["a", "b"]
+
+
+class _Role(str, enum.Enum):
+    USER = "user"
+
+
+async def test_a_checkpoint_behind_a_save_in_one_batch_gets_copies_of_its_messages(
+    make_store: StoreFactory, gates: Callable[[str], Gate]
+) -> None:
+    """The save's messages, as the checkpoint's caller is given them: copies, each field kept
+    (a role of a str subclass too, stored as its value)."""
+    async with make_store() as store:
+        await store.save_runtime_session(Session(id="s"))
+        gate = gates("s")
+        saved = Session(id="s", messages=[Message(id="m1", role=_Role.USER, content={"a": [1]})])
+        late = Session(id="s", messages=[msg("m2")])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.load_session, "s")  # the batch the gate holds
+            await gate.wait_entered()
+            nursery.start_soon(store.save_runtime_session, saved)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store.checkpoint_runtime_session, late)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+        assert [m.id for m in late.messages] == ["m1", "m2"]
+        assert late.messages[0] == saved.messages[0]
+        assert late.messages[0] is not saved.messages[0]
+        assert late.messages[0].content is not saved.messages[0].content
+        loaded = await store.load_session("s")
+        assert loaded == late
+        assert loaded is not None
+        assert [(m.id, type(m.role), m.role) for m in loaded.messages] == [
+            ("m1", str, "user"),
+            ("m2", str, "user"),
+        ]

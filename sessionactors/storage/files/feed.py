@@ -119,8 +119,9 @@ async def _wait_for_signal(inotify: Any | None, at_most: float) -> bool:
     if inotify is None:
         await trio.sleep(POLL_INTERVAL)
         return False
-    with trio.move_on_after(at_most) as waited:
+    with trio.move_on_after(at_most):
         await trio.lowlevel.wait_readable(inotify.fd)
+    signalled = False
     while inotify.sync_get() is not None:  # drain: one read of the rows serves them all
-        pass
-    return not waited.cancelled_caught
+        signalled = True
+    return signalled

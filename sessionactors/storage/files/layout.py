@@ -44,6 +44,7 @@ journal that a save replaces is kept under a name ending in
 
 from __future__ import annotations
 
+import re
 import uuid
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "is_journal",
     "is_kept",
     "is_temp",
+    "made_by_a_writer",
     "new_journal_name",
     "temp_name",
 ]
@@ -82,6 +84,22 @@ def is_temp(name: str) -> bool:
 
 def is_journal(name: str) -> bool:
     return name.startswith(JOURNAL_PREFIX) and name.endswith(JOURNAL_SUFFIX)
+
+
+#: The very names :func:`temp_name` and :func:`new_journal_name` make.
+_MADE_TEMP = re.compile(r"\..+\.[0-9a-f]{32}" + re.escape(TEMP_SUFFIX), re.DOTALL)
+_MADE_JOURNAL = re.compile(
+    re.escape(JOURNAL_PREFIX) + r"[0-9a-f]{16}" + re.escape(JOURNAL_SUFFIX), re.DOTALL
+)
+
+
+def made_by_a_writer(name: str) -> bool:
+    """Whether ``name`` is exactly a temporary file's or a journal's name as writers make them.
+
+    Stricter than :func:`is_temp` and :func:`is_journal`: a directory is taken
+    for one a writer left only when every name in it is such a name.
+    """
+    return bool(_MADE_TEMP.fullmatch(name) or _MADE_JOURNAL.fullmatch(name))
 
 
 def is_kept(name: str) -> bool:

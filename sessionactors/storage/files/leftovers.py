@@ -15,7 +15,7 @@ import os
 
 from ..._errors import CorruptSessionError
 from .generations import list_log
-from .layout import LOG_FILE, SLOT_FILES, is_journal, is_temp
+from .layout import LOG_FILE, SLOT_FILES, is_journal, is_temp, made_by_a_writer
 from .slots import newest, read_slots
 
 __all__ = ["abandoned", "remove_files", "sweep"]
@@ -72,7 +72,7 @@ def abandoned(dir_fd: int) -> bool:
     if listing.own or any(is_dir for _, is_dir in found):
         return False
     links = set(listing.links.values())
-    return all(is_temp(name) or is_journal(name) or name in links for name, _ in found)
+    return all(made_by_a_writer(name) or name in links for name, _ in found)
 
 
 def remove_files(dir_fd: int) -> None:

@@ -24,7 +24,9 @@ __all__ = ["CONNECTION_WAIT", "LOOKUP_APPLICATION_NAME", "PostgresBackend"]
 #: The lookup's own connection is named so (unless the URL names its connections).
 LOOKUP_APPLICATION_NAME = "sessionactors-lookup"
 _WATCH_NAME = "sessionactors-watch"
-_LOOKUP_CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
+#: Seconds (libpq's connect_timeout) a lookup's or a watch's connection of its
+#: own may take to connect, unless the URL sets it.
+_CONNECT_TIMEOUT = 5
 #: The opening connection's, unless the URL sets one: a server that does not
 #: answer (a dropped SYN) fails the opening, not waits as long as the OS does.
 _FIRST_CONNECT_TIMEOUT = 10
@@ -65,14 +67,9 @@ class PostgresBackend:
         psycopg's own error at once (``psycopg.OperationalError`` naming the
         cause), not a pool's timeout half a minute later.
         """
-        given = psycopg.conninfo.conninfo_to_dict(self.url)
-        kwargs: dict[str, Any] = {"autocommit": False}
-        if "application_name" not in given:
-            kwargs["application_name"] = "sessionactors"
-        first: dict[str, Any] = dict(kwargs)
-        if "connect_timeout" not in given:
-            first["connect_timeout"] = _FIRST_CONNECT_TIMEOUT
-        with psycopg.connect(self.url, **first) as conn:
+        with psycopg.connect(
+            self.url, **self._options("sessionactors", _FIRST_CONNECT_TIMEOUT)
+        ) as conn:
             self._configure(conn)
             migrate(conn)
             row = conn.execute("SELECT current_schema()").fetchone()
@@ -82,7 +79,7 @@ class PostgresBackend:
             self.url,
             min_size=1,
             max_size=self.max_connections,
-            kwargs=kwargs,
+            kwargs=self._options("sessionactors"),
             configure=self._configure,
             timeout=CONNECTION_WAIT,
             open=False,
@@ -116,15 +113,20 @@ class PostgresBackend:
     def session(self, session_id: str) -> PostgresSession:
         return PostgresSession(self, session_id)
 
+    def _options(self, name: str, connect_timeout: int | None = None) -> dict[str, Any]:
+        """A connection's keyword arguments: ``name`` and ``connect_timeout``
+        (seconds, libpq's), each unless the URL sets its own."""
+        given = psycopg.conninfo.conninfo_to_dict(self.url)
+        options: dict[str, Any] = {"autocommit": False}
+        if "application_name" not in given:
+            options["application_name"] = name
+        if connect_timeout is not None and "connect_timeout" not in given:
+            options["connect_timeout"] = connect_timeout
+        return options
+
     def lookup_connection(self) -> psycopg.Connection[Any]:
         """A new connection outside the pool (whose connections may all be lost), for lookups."""
-        given = psycopg.conninfo.conninfo_to_dict(self.url)
-        kwargs: dict[str, Any] = {"autocommit": False}
-        if "application_name" not in given:
-            kwargs["application_name"] = LOOKUP_APPLICATION_NAME
-        if "connect_timeout" not in given:
-            kwargs["connect_timeout"] = _LOOKUP_CONNECT_TIMEOUT
-        conn = psycopg.connect(self.url, **kwargs)
+        conn = psycopg.connect(self.url, **self._options(LOOKUP_APPLICATION_NAME, _CONNECT_TIMEOUT))
         # Under REPEATABLE READ the lookup's snapshot would predate its wait
         # for the lock, and a commit made meanwhile would look absent.
         conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
@@ -152,7 +154,10 @@ class PostgresBackend:
     ) -> None:
         """Hand ``put`` the database's changes by ``LISTEN``, on a connection of the watch's own."""
 
+        # A bounded connect: the store's close waits for its watches' feeds.
+        options = {**self._options(_WATCH_NAME, _CONNECT_TIMEOUT), "autocommit": True}
+
         def connect() -> psycopg.Connection[Any]:
-            return psycopg.connect(self.url, autocommit=True, application_name=_WATCH_NAME)
+            return psycopg.connect(self.url, **options)
 
         await follow_notifications(connect, self.channel, session_id, put, task_status=task_status)

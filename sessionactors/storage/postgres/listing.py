@@ -23,7 +23,7 @@ from psycopg import sql
 from ..._errors import CorruptSessionError
 from ..._listing import ListQuery
 from ..._model import Change, SessionSummary
-from .rows import decode_summaries
+from .rows import BIGINT_MAX, decode_summaries
 from .schema import SESSIONS
 
 __all__ = ["channel_for", "follow_notifications", "notification", "page"]
@@ -34,7 +34,6 @@ _COLUMNS = (
 )
 #: Rows read at a time while a title filter (applied here: PostgreSQL has no casefold) passes few.
 _CHUNK = 500
-_BIGINT_MAX = 2**63 - 1
 #: Seconds the listening thread waits for a notification before it looks whether to stop.
 _LISTEN_TICK = 0.2
 _NO_LIMIT = trio.CapacityLimiter(math.inf)
@@ -63,7 +62,7 @@ def page(
             args.extend(before)
         wanted = query.limit if query.title_fold is None and query.limit is not None else None
         # LIMIT takes a bigint: a larger limit asks for every row, as the largest does.
-        chunk = _CHUNK if wanted is None else min(wanted, _BIGINT_MAX)
+        chunk = _CHUNK if wanted is None else min(wanted, BIGINT_MAX)
         text = f"SELECT {_COLUMNS}, updated_order FROM {SESSIONS}"
         if where:
             text += " WHERE " + " AND ".join(where)

@@ -25,6 +25,7 @@ from ..protocol import Head, Version
 from .schema import MESSAGES, REVISIONS, SESSIONS, USAGE
 
 __all__ = [
+    "BIGINT_MAX",
     "DELETE_SESSION",
     "DROP_REVISIONS",
     "INSERT_USAGE",
@@ -315,7 +316,9 @@ def iso(value: datetime) -> str:
     return text
 
 
-_BIGINT = range(-(2**63), 2**63)
+#: The largest value of a ``bigint`` column (and of a ``LIMIT``).
+BIGINT_MAX = 2**63 - 1
+_BIGINT = range(-BIGINT_MAX - 1, BIGINT_MAX + 1)
 
 
 def check_columns(session: Session) -> None:
