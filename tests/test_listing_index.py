@@ -405,3 +405,57 @@ def test_changes_waiting_for_the_index_thread_go_in_one_transaction_and_alone_if
     finally:
         release.set()
         index.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_threads_that_come_and_go_leave_no_connection_behind(tmp_path: Path) -> None:
+    """Worker threads retire when idle and new ones start: the index's connections
+    (and their descriptors) are reused, not one more kept per thread ever seen."""
+    index = index_module.ListingIndex(tmp_path, lambda _: None, lambda: [])
+
+    def publish_on_a_new_thread(number: int) -> None:
+        summary = summary_of(Session(id=f"s{number}", created_at=EPOCH))
+        thread = threading.Thread(target=index.publish, args=(summary.id, summary, "save", False))
+        thread.start()
+        thread.join()
+
+    try:
+        publish_on_a_new_thread(0)
+        before = _open_fds()
+        for number in range(1, 40):
+            publish_on_a_new_thread(number)
+        assert _open_fds() <= before
+        assert indexed_ids(tmp_path) == {f"s{number}" for number in range(40)}
+    finally:
+        index.close()
+
+
+def test_an_index_that_cannot_be_opened_is_not_taken_for_a_damaged_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store out of file descriptors (SQLite: "unable to open database file") gets
+    the error; the index file, which other stores and watches use, stays as it is."""
+    writer = index_module.ListingIndex(tmp_path, lambda _: None, lambda: [])
+    reader = index_module.ListingIndex(tmp_path, lambda _: None, lambda: [])
+    summary = summary_of(Session(id="kept", created_at=EPOCH))
+    connect = sqlite3.connect
+
+    def out_of_descriptors(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return connect(str(tmp_path / "no such directory" / "index.sqlite3"))
+
+    try:
+        writer.publish("kept", summary, "save", False)
+        inode = (tmp_path / INDEX).stat().st_ino
+        monkeypatch.setattr(sqlite3, "connect", out_of_descriptors)
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            reader.last_seq()
+        monkeypatch.undo()
+        assert (tmp_path / INDEX).stat().st_ino == inode
+        assert _row_of(tmp_path, "kept") == (summary.revision, "save")
+        assert reader.last_seq()[1] == writer.last_seq()[1] == 1
+    finally:
+        writer.close()
+        reader.close()

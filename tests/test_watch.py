@@ -395,6 +395,40 @@ async def test_index_rows_read_at_once_each_give_their_changes(
 
 
 @file_only
+async def test_a_session_deleted_and_made_again_between_two_reads_is_told_as_such(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index row shows the new session only, with the created_at of the copy that
+    made it again (a runtime's stale copy): its revisions are news all the same."""
+    copy = Session(id="s")
+    for _ in range(4):
+        await store.save_runtime_session(copy)
+    released = trio.Event()
+    wait_for_signal = sessionactors.storage.files.feed._wait_for_signal
+
+    async def held(inotify: object, at_most: float) -> bool:
+        await released.wait()
+        return await wait_for_signal(inotify, at_most)
+
+    async with watching(store, "s") as watcher:
+        await store.save_runtime_session(copy)
+        await watcher.wait_for(lambda changes: Change("s", "save", 5) in changes)
+        monkeypatch.setattr(sessionactors.storage.files.feed, "_wait_for_signal", held)
+        await trio.sleep(1.5)  # the feed is in the held wait
+        await store.delete_session("s")
+        await store.save_runtime_session(copy)
+        await store.save_runtime_session(copy)
+        assert copy.revision == 2
+        released.set()
+        await watcher.wait_for(lambda changes: Change("s", "save", 2) in changes, timeout=3)
+    assert watcher.changes == [
+        Change("s", "save", 5),
+        Change("s", "delete", None),
+        Change("s", "save", 2),
+    ]
+
+
+@file_only
 async def test_a_signal_that_came_before_its_commit_showed_is_looked_at_again(
     store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

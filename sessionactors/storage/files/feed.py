@@ -68,10 +68,8 @@ async def follow_index(
     """Hand ``put`` every change recorded in ``index`` after this starts, until cancelled."""
     watch, epoch, seen = await trio.to_thread.run_sync(index.add_watch, limiter=_NO_LIMIT)
     inotify = _inotify(str(index.directory))
-    # Each session's latest revision handed over (with its created_at, which
-    # tells a session made again after a delete): a row an index built anew
-    # holds again is not handed over twice.
-    handed: dict[str, tuple[Any, int]] = {}
+    # Each session's latest revision handed over (see _news).
+    handed: dict[str, _Handed] = {}
     try:
         task_status.started()
         signalled = False
@@ -95,15 +93,7 @@ async def follow_index(
                 inotify = _inotify(str(index.directory))
             after = seen
             for row in rows:
-                created = row[-2]
-                for _, change in changes_of(row, after):
-                    if change.kind == "delete":
-                        handed.pop(change.session_id, None)
-                    elif change.revision is not None:
-                        last = handed.get(change.session_id)
-                        if last is not None and last[0] == created and last[1] >= change.revision:
-                            continue
-                        handed[change.session_id] = (created, change.revision)
+                for change in _news(row, after, handed):
                     put(change)
                 seen = max(seen, row[-1])
     finally:
@@ -111,6 +101,34 @@ async def follow_index(
             inotify.close()
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(index.remove_watch, watch, limiter=_NO_LIMIT)
+
+
+#: A session's revision handed to a watcher: its number and its updated_at.
+_Handed = tuple[int, int]
+
+
+def _news(row: tuple[Any, ...], after: int, handed: dict[str, _Handed]) -> list[Change]:
+    """What a row of :meth:`ListingIndex.changes` tells a watcher that was handed ``handed``.
+
+    A row shows a session's latest state only. A revision already handed
+    (a row corrected, or read again from an index built anew) is not handed
+    twice. Another at or below it is a session deleted and made again
+    between two reads: the watcher is told of the delete first.
+    """
+    news: list[Change] = []
+    for _, change in changes_of(row, after):
+        if change.kind == "delete":
+            handed.pop(change.session_id, None)
+        elif change.revision is not None:
+            this = (change.revision, row[-2])
+            last = handed.get(change.session_id)
+            if last == this:
+                continue
+            if last is not None and last[0] >= change.revision:
+                news.append(Change(change.session_id, "delete", None))
+            handed[change.session_id] = this
+        news.append(change)
+    return news
 
 
 async def _wait_for_signal(inotify: Any | None, at_most: float) -> bool:

@@ -132,8 +132,11 @@ class ListingIndex:
         self.path = str(self.directory / INDEX_FILE)
         self._read_entry = read_entry
         self._list_ids = list_ids
-        self._local = threading.local()
+        # Every open connection, and those no thread uses now, with the inode
+        # of the file each opened. A connection is any thread's in turn: worker
+        # threads come and go, so one kept per thread would pile up.
         self._connections: list[sqlite3.Connection] = []
+        self._idle: list[tuple[sqlite3.Connection, int]] = []
         self._mutex = threading.Lock()
         # Registered by this store's first write into each index file (by its
         # inode), so a store that only reads leaves nothing behind and one
@@ -193,17 +196,39 @@ class ListingIndex:
         except FileNotFoundError:
             return None
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection to the index file as it is now (reopened if it was replaced)."""
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+    @contextlib.contextmanager
+    def _lease(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """A connection to the index file as it is now, and that file's inode.
+
+        An idle connection to it is taken if there is one (one to a file
+        since replaced is closed); it is handed back for the next use unless
+        the block raised.
+        """
         inode = self._inode()
-        if conn is None or inode is None or inode != local.inode:
-            if conn is not None:
-                self._drop(conn)
-            conn = local.conn = self._open()
-            local.inode = os.stat(self.path).st_ino
-        return conn
+        stale: list[sqlite3.Connection] = []
+        lease: tuple[sqlite3.Connection, int] | None = None
+        with self._mutex:
+            while self._idle and lease is None:
+                conn, opened_on = self._idle.pop()
+                if opened_on == inode:
+                    lease = conn, opened_on
+                else:
+                    stale.append(conn)
+        for conn in stale:
+            self._drop(conn)
+        if lease is None:
+            conn = self._open()
+            lease = conn, os.stat(self.path).st_ino
+        try:
+            yield lease
+        except BaseException:
+            self._drop(lease[0])  # perhaps mid-transaction, or on a damaged file
+            raise
+        with self._mutex:
+            if lease[0] in self._connections:  # not closed by close() meanwhile
+                self._idle.append(lease)
+                return
+        self._drop(lease[0])
 
     def _drop(self, conn: sqlite3.Connection) -> None:
         with self._mutex:
@@ -211,7 +236,6 @@ class ListingIndex:
                 self._connections.remove(conn)
         with contextlib.suppress(sqlite3.Error):
             conn.close()
-        self._local.conn = None
 
     def close(self) -> None:
         with self._mutex:
@@ -223,6 +247,7 @@ class ListingIndex:
                 self._writer.remove(conn)
         with self._mutex:
             connections, self._connections = self._connections, []
+            self._idle = []
         for conn in connections:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
@@ -233,8 +258,7 @@ class ListingIndex:
         Never raises: a root the store cannot write makes the write itself fail.
         """
         try:
-            with self._using() as conn:
-                inode = self._local.inode
+            with self._damage_removed(), self._lease() as (conn, inode):
                 if inode != self._registered_in:
                     self._writer.add(conn)
                     self._registered_in = inode
@@ -243,9 +267,6 @@ class ListingIndex:
 
     def _remove(self) -> None:
         """Remove a broken index file (with its WAL): the next use builds a new one."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._drop(conn)
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path + suffix)
@@ -253,10 +274,21 @@ class ListingIndex:
     @contextlib.contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:
         """A connection; an index found damaged is removed (and the error raised as _Broken)."""
+        with self._damage_removed(), self._lease() as (conn, _):
+            yield conn
+
+    @contextlib.contextmanager
+    def _damage_removed(self) -> Iterator[None]:
+        """Remove the index file if the block finds it damaged (raising _Broken).
+
+        What SQLite tells of the file's surroundings (a lock held, a file it
+        cannot open for want of descriptors, a full disk, an I/O error) is
+        raised as it is: the file may well be sound, and other processes use it.
+        """
         try:
-            yield self.connection()
+            yield
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            if _not_damage(exc):
                 raise
             logger.warning("listing index %s is damaged (%s); building it again", self.path, exc)
             self._remove()
@@ -333,12 +365,12 @@ class ListingIndex:
     def _distrust(self) -> None:
         """Make the next listing reconcile every row: one change may be missing."""
         try:
-            conn = self.connection()
-            conn.execute("PRAGMA busy_timeout = 1000")
-            try:
-                conn.execute("DELETE FROM meta WHERE key = 'complete'")
-            finally:
-                conn.execute("PRAGMA busy_timeout = 60000")
+            with self._lease() as (conn, _):
+                conn.execute("PRAGMA busy_timeout = 1000")
+                try:
+                    conn.execute("DELETE FROM meta WHERE key = 'complete'")
+                finally:
+                    conn.execute("PRAGMA busy_timeout = 60000")
         except (_Broken, sqlite3.Error, OSError):
             self._remove()
 
@@ -534,8 +566,8 @@ class ListingIndex:
         See :func:`changes_of` for what a row tells.
         """
         sql = (
-            "SELECT id, revision, kind, deleted, rev_seq, usage_seq,"
-            " json_extract(summary, '$.created_at'), seq FROM sessions"
+            "SELECT id, revision, kind, deleted, rev_seq, usage_seq, updated_us, seq"
+            " FROM sessions"
             " WHERE seq > ?"
         )
         args: list[Any] = [after]
@@ -550,6 +582,31 @@ class ListingIndex:
             finally:
                 conn.execute("COMMIT")
         return str(epoch), rows
+
+
+#: What SQLite reports of a file it may not have read at all.
+_NOT_DAMAGE = frozenset(
+    {
+        "SQLITE_BUSY",
+        "SQLITE_LOCKED",
+        "SQLITE_CANTOPEN",
+        "SQLITE_FULL",
+        "SQLITE_NOMEM",
+        "SQLITE_PERM",
+        "SQLITE_READONLY",
+        "SQLITE_INTERRUPT",
+    }
+)
+
+
+def _not_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` tells of the index's surroundings, not of a damaged file."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return (
+        name in _NOT_DAMAGE
+        or name.startswith("SQLITE_IOERR")
+        or (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc))
+    )
 
 
 def _root_mtime(root: Path) -> int | None:
