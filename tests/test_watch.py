@@ -368,6 +368,58 @@ async def test_a_delete_and_a_save_in_one_batch_end_with_the_save(
     assert watcher.changes[-2:] == [Change("s", "save", 1), Change("s", "save", 2)]
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_watch_whose_connection_is_cut_listens_again_and_tells_what_it_missed(
+    store: SessionStore, location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends the watch's connection, and the next connections fail for a
+    while: writes of that gap are told once it listens again, each revision once."""
+    import threading
+
+    import psycopg
+
+    from sessionactors.storage.postgres.listing import channel_for
+
+    back = threading.Event()
+    connect = psycopg.connect
+
+    def away(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("application_name") == "sessionactors-watch" and not back.is_set():
+            raise psycopg.OperationalError("the server is away")
+        return connect(*args, **kwargs)
+
+    await store.save_runtime_session(Session(id="gone"))
+    async with watching(store) as watcher:
+        await store.save_runtime_session(Session(id="s"))
+        await store.save_runtime_session(Session(id="gone"))
+        await watcher.wait_for(lambda changes: Change("gone", "save", 2) in changes)
+        monkeypatch.setattr(psycopg, "connect", away)
+        schema = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["options"]
+        channel = channel_for(schema.removeprefix("-csearch_path="))
+        with psycopg.connect(os.environ["SESSIONACTORS_TEST_POSTGRES_DSN"]) as admin:
+            cut = admin.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                " FROM pg_stat_activity WHERE query LIKE %s",
+                (f'LISTEN "{channel}"%',),
+            ).fetchone()
+        assert cut == (1,)
+        await store.save_runtime_session(Session(id="s"))
+        await store.delete_session("gone")
+        await store.save_runtime_session(Session(id="new"))
+        await trio.sleep(0.5)  # a try or two to listen again fail meanwhile
+        back.set()
+        missed = [Change("s", "save", 2), Change("gone", "delete", None), Change("new", "save", 1)]
+        await watcher.wait_for(lambda changes: all(change in changes for change in missed))
+        await store.save_runtime_session(Session(id="s"))
+        await watcher.wait_for(lambda changes: Change("s", "save", 3) in changes)
+        await watcher.drained()
+    check_order(watcher.changes)
+    assert len(set(watcher.changes)) == len(watcher.changes)
+    assert watcher.changes[:2] == [Change("s", "save", 1), Change("gone", "save", 2)]
+    assert sorted(watcher.changes[2:-1], key=repr) == sorted(missed, key=repr)
+    assert watcher.changes[-1] == Change("s", "save", 3)
+
+
 @file_only
 async def test_index_rows_read_at_once_each_give_their_changes(
     store: SessionStore, monkeypatch: pytest.MonkeyPatch

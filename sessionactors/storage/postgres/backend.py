@@ -14,7 +14,8 @@ from ..._errors import CorruptSessionError
 from ..._listing import ListQuery
 from ..._model import Change, SessionSummary
 from ..._util import without_password
-from .listing import channel_for, follow_notifications, page
+from .feed import follow_notifications
+from .listing import channel_for, page
 from .retry import ATTEMPTS, backoff
 from .schema import migrate
 from .session import PostgresSession

@@ -1,24 +1,18 @@
-"""Pages of summaries by keyset, and a watch by ``LISTEN``: what a UI reads of the database.
+"""Pages of summaries by keyset, and the changes a write notifies: what a UI reads of the database.
 
 A write's changes are sent with ``pg_notify`` inside the write's own
 transaction, pipelined with its COMMIT (:func:`notification`), so they
-reach every listening connection when, and only if, it commits, in commit
-order. A watch holds one connection of
-its own, listening, in a thread.
+reach every listening connection (:mod:`.feed`) when, and only if, it
+commits, in commit order.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 import psycopg
-import trio
-from psycopg import sql
 
 from ..._errors import CorruptSessionError
 from ..._listing import ListQuery
@@ -26,7 +20,7 @@ from ..._model import Change, SessionSummary
 from .rows import BIGINT_MAX, decode_summaries
 from .schema import SESSIONS
 
-__all__ = ["channel_for", "follow_notifications", "notification", "page"]
+__all__ = ["channel_for", "notification", "page"]
 
 _COLUMNS = (
     "id, title, pinned, title_version, metadata_version, created_at, updated_at,"
@@ -34,9 +28,6 @@ _COLUMNS = (
 )
 #: Rows read at a time while a title filter (applied here: PostgreSQL has no casefold) passes few.
 _CHUNK = 500
-#: Seconds the listening thread waits for a notification before it looks whether to stop.
-_LISTEN_TICK = 0.2
-_NO_LIMIT = trio.CapacityLimiter(math.inf)
 
 
 def channel_for(schema: str) -> str:
@@ -81,42 +72,3 @@ def page(
 def notification(changes: list[Change]) -> str:
     """The payload telling watchers of ``changes`` (sent with the write's COMMIT)."""
     return orjson.dumps([[c.session_id, c.kind, c.revision] for c in changes]).decode()
-
-
-async def follow_notifications(
-    connect: Callable[[], psycopg.Connection[Any]],
-    channel: str,
-    session_id: str | None,
-    put: Callable[[Change], None],
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Hand ``put`` every change notified on ``channel`` from the ``LISTEN`` on, until cancelled."""
-
-    def listen() -> psycopg.Connection[Any]:
-        conn = connect()
-        try:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    conn = await trio.to_thread.run_sync(listen, limiter=_NO_LIMIT)
-    stop = threading.Event()
-
-    def receive() -> None:
-        try:
-            while not stop.is_set():
-                for notification in conn.notifies(timeout=_LISTEN_TICK):
-                    for sid, kind, revision in orjson.loads(notification.payload):
-                        if session_id is None or sid == session_id:
-                            put(Change(sid, kind, revision))
-        finally:
-            conn.close()
-
-    task_status.started()
-    try:
-        await trio.to_thread.run_sync(receive, abandon_on_cancel=True, limiter=_NO_LIMIT)
-    finally:
-        stop.set()  # the thread closes its connection within a tick
