@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +46,11 @@ _WHERE = "the archive"
 _SESSION_FIELDS = tuple(
     field.name for field in attrs.fields(Session) if field.name not in ("messages", "revision")
 )
+#: A message line's fields: every field of a Message, as the archive writes it.
+_MESSAGE_FIELDS = frozenset(field.name for field in attrs.fields(Message) if field.init)
 _unstructure_message = converter.get_unstructure_hook(Message)
+#: A run of digits as long as an integer beyond 64 bits must have (orjson reads one as a float).
+_WIDE_INTEGER = re.compile(rb"[0-9]{20}")
 
 
 @attrs.frozen
@@ -164,8 +169,13 @@ def _lines(data: bytes) -> Iterator[bytes]:
 
 def _object(raw: bytes, number: int) -> dict[str, Any]:
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        if _WIDE_INTEGER.search(raw):
+            # The standard parser keeps a wide integer exact, so the check a
+            # save makes refuses it, where orjson would make it a float.
+            value = json.loads(raw, parse_constant=_not_json)
+        else:
+            value = orjson.loads(raw)
+    except (ValueError, RecursionError) as exc:  # orjson's JSONDecodeError is a ValueError
         raise ValueError(f"{_WHERE}: line {number} is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError(f"{_WHERE}: line {number} is not a JSON object")
@@ -197,7 +207,16 @@ def _header(raw: bytes) -> dict[str, Any]:
     return header
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _message(value: Any, number: int) -> Message:
+    if not isinstance(value, dict) or set(value) != _MESSAGE_FIELDS:
+        raise ValueError(
+            f"{_WHERE}: line {number} is not a message: it has not the fields"
+            f" {sorted(_MESSAGE_FIELDS)}"
+        )
     try:
         message = converter.structure(value, Message)
     except Exception as exc:  # cattrs groups every field error in its own exception

@@ -18,6 +18,22 @@ def order_key(summary: SessionSummary) -> tuple[datetime, str]:
     return (summary.updated_at, summary.id)
 
 
+def _check_cursor(before: object) -> None:
+    """Refuse a ``before`` no page can start after (one a listing gave always can)."""
+    if not isinstance(before, SessionSummary):
+        raise TypeError(f"before must be a SessionSummary, got {type(before).__name__}")
+    if type(before.id) is not str:
+        raise TypeError(f"before.id must be a str, got {type(before.id).__name__}")
+    if not isinstance(before.updated_at, datetime):
+        raise TypeError(
+            f"before.updated_at must be a datetime, got {type(before.updated_at).__name__}"
+        )
+    if before.updated_at.utcoffset() is None:
+        raise ValueError(
+            f"before.updated_at must be timezone-aware, got naive {before.updated_at!r}"
+        )
+
+
 @attrs.frozen
 class ListQuery:
     """One page: at most ``limit`` summaries after ``before`` that pass the filters.
@@ -48,8 +64,8 @@ class ListQuery:
         """
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(f"limit must be None or a positive int, got {limit!r}")
-        if before is not None and not isinstance(before, SessionSummary):
-            raise TypeError(f"before must be a SessionSummary, got {type(before).__name__}")
+        if before is not None:
+            _check_cursor(before)
         if pinned is not None and type(pinned) is not bool:
             raise TypeError(f"pinned must be None or a bool, got {type(pinned).__name__}")
         if title_contains is not None and not isinstance(title_contains, str):

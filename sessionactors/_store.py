@@ -519,6 +519,8 @@ class SessionStore(metaclass=NoPublicConstructor):
         """
         if session_id is not None:
             validate_session_id(session_id)
+        if self._closed:  # before decoding what would not be written
+            raise StoreClosedError("the store is closed")
         archive = await trio.to_thread.run_sync(decode_archive, data, limiter=self._limiter)
         session = archive.session
         if session_id is not None:

@@ -27,6 +27,7 @@ from sessionactors import (
     SessionExistsError,
     SessionNotFoundError,
     SessionStore,
+    StoreClosedError,
     UnsupportedFormatError,
     VersionConflictError,
 )
@@ -259,6 +260,10 @@ async def test_a_newer_format_is_unsupported_and_nothing_is_made(
         ("message", "id", 7),
         ("message", "role", 5),
         ("message", "role", None),
+        ("message", "surprise", 1),
+        # Beyond 64 bits: a save refuses it; read as a float, it would pass.
+        ("message", "content", 10**23),
+        ("usage", "n", -(10**23)),
     ],
 )
 async def test_a_line_a_save_would_refuse_is_refused(
@@ -266,11 +271,13 @@ async def test_a_line_a_save_would_refuse_is_refused(
 ) -> None:
     """An archive made by hand with a sound digest is still checked as a save is."""
     await store.save_runtime_session(Session(id="src", messages=[msg("a")]))
+    await store.append_token_usage_record("src", {"n": 1})
     lines = _lines(await store.export_session("src"))
-    at = 1 if kind == "session" else 2
+    at = {"session": 1, "message": 2, "usage": 3}[kind]
     line = orjson.loads(lines[at])
     line[kind][field] = value
-    lines[at] = orjson.dumps(line) + b"\n"
+    # The standard encoder writes integers of any width.
+    lines[at] = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
     forged = _with_digest(lines[:-1])
     before = files_under(disk)
     with pytest.raises(ValueError):
@@ -356,6 +363,17 @@ async def test_import_arguments_are_checked_first(store: SessionStore) -> None:
     assert [s.id for s in await store.list_sessions()] == ["src"]
     # An archive read as text is taken as its UTF-8.
     assert (await store.import_session(data.decode(), session_id="x")).id == "x"
+
+
+async def test_an_import_into_a_closed_store_says_so_before_reading_the_archive(
+    make_store: StoreFactory,
+) -> None:
+    async with make_store() as store:
+        await store.save_runtime_session(Session(id="src"))
+        data = await store.export_session("src")
+    for archive in (data, b"not an archive"):
+        with pytest.raises(StoreClosedError):
+            await store.import_session(archive, session_id="copy")
 
 
 @file_only

@@ -284,6 +284,33 @@ async def test_bad_arguments_are_refused(store: SessionStore, arguments: dict[st
     assert [s.id for s in await store.list_sessions()] == ["s1"]
 
 
+@pytest.mark.parametrize(
+    ("change", "error", "says"),
+    [
+        (
+            {"updated_at": datetime(2024, 1, 1)},
+            ValueError,
+            "before.updated_at must be timezone-aware",
+        ),
+        (
+            {"updated_at": "2024-01-01T00:00:00+00:00"},
+            TypeError,
+            "before.updated_at must be a datetime",
+        ),
+        ({"id": 5}, TypeError, "before.id must be a str"),
+    ],
+)
+async def test_a_cursor_no_page_can_start_after_is_refused_as_such(
+    store: SessionStore, change: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    """A summary made by hand: the error names the field, not what comparing it broke."""
+    await store.save_runtime_session(Session(id="s1"))
+    await store.save_runtime_session(Session(id="s2"))
+    cursor = (await store.list_sessions(limit=1))[0]
+    with pytest.raises(error, match=says):
+        await store.list_sessions(before=attrs.evolve(cursor, **change))
+
+
 async def test_no_arguments_is_the_whole_list(store: SessionStore) -> None:
     assert await store.list_sessions() == []
     assert await store.list_sessions(limit=5) == []
