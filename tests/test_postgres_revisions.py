@@ -25,7 +25,11 @@ import sessionactors
 import sessionactors.storage.postgres.session
 import sessionactors.storage.postgres.transaction
 from sessionactors import Revision, Session
-from sessionactors._errors import RevisionNotFoundError, SessionNotFoundError
+from sessionactors._errors import (
+    CorruptSessionError,
+    RevisionNotFoundError,
+    SessionNotFoundError,
+)
 from sessionactors.storage.postgres import SCHEMA_VERSION, PostgresBackend
 from sessionactors.storage.postgres.schema import MIGRATIONS
 
@@ -479,3 +483,15 @@ async def test_forks_of_a_session_being_written_elsewhere_copy_one_revision_whol
             assert made.forked_from_revision is not None
             assert [m.id for m in made.messages] == saved[made.forked_from_revision]
             assert await forker.load_session(made.id) == made
+
+
+async def test_a_latest_revision_whose_row_was_deleted_by_hand_is_corrupt(
+    postgres_url: str,
+) -> None:
+    async with sessionactors.open_store(postgres_url) as store:
+        await store.save_runtime_session(Session(id="s", messages=[msg("a")]))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM sessionactors_revisions WHERE session_id = 's'")
+    async with sessionactors.open_store(postgres_url) as store:
+        with pytest.raises(CorruptSessionError, match="revision 1 has no row"):
+            await store.load_session("s")

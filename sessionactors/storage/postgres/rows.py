@@ -371,7 +371,8 @@ def decode_session(
         CorruptSessionError: unreadable JSON, a wrong count of messages, bad values.
     """
     where_ = where(session_id)
-    assert extra is not None
+    if extra is None:  # the session's row names a revision whose row is gone
+        raise CorruptSessionError(where_, f"revision {revision} has no row")
     try:
         metadata, runtime_state = orjson.loads(extra[0]), orjson.loads(extra[1])
         messages = [orjson.loads(body[0]) for body in bodies]
