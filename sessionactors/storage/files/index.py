@@ -300,9 +300,9 @@ class ListingIndex:
         self, session_id: str, summary: SessionSummary | None, kind: str | None, usage: bool
     ) -> None:
         """Record what a hold of ``session_id``'s lock changed; never raises for the index."""
-        self._publish_all([_Change(session_id, summary, kind, usage)])
+        self.publish_all([_Change(session_id, summary, kind, usage)])
 
-    def _publish_all(self, changes: list[_Change]) -> None:
+    def publish_all(self, changes: list[_Change]) -> None:
         """Record ``changes`` in order, in one transaction; never raises for the index."""
         try:
             with self._using() as conn:
@@ -313,7 +313,7 @@ class ListingIndex:
             if len(changes) > 1:
                 # Rolled back whole: each on its own, so one failure misses one change.
                 for change in changes:
-                    self._publish_all([change])
+                    self.publish_all([change])
                 return
             # The write is done and durable; the index is a cache: the next
             # listing reconciles it with the files (a removed one is built again).
@@ -354,7 +354,7 @@ class ListingIndex:
         with self._mutex:
             queued, self._queued = self._queued, []
         try:
-            self._publish_all([change for change, _ in queued])
+            self.publish_all([change for change, _ in queued])
         except BaseException as exc:
             for _, done in queued:
                 done.set_exception(exc)
