@@ -324,17 +324,17 @@ async def test_a_session_whose_index_update_failed_is_still_listed(
 ) -> None:
     """The index was locked past its timeout when told of two writes (logged, swallowed):
     the sessions are written, so this store's listings, and another's, must show them."""
-    original = index_module._publish_one
+    original = index_module._publish
 
-    def locked(conn: sqlite3.Connection, root: Path, change: index_module._Change) -> None:
-        if change.session_id in ("late", "s010"):
+    def locked(conn: sqlite3.Connection, root: Path, session_id: str, *args: Any) -> None:
+        if session_id in ("late", "s010"):
             raise sqlite3.OperationalError("database is locked")
-        original(conn, root, change)
+        original(conn, root, session_id, *args)
 
     async with opened(root) as store:
         await populate(store)
         await check_listings(store, root)  # the index is complete: no reconciling is due
-        monkeypatch.setattr(index_module, "_publish_one", locked)
+        monkeypatch.setattr(index_module, "_publish", locked)
         await store.save_runtime_session(Session(id="late", title="Straße"))
         await store.save_runtime_session(Session(id="s010", messages=[msg("newest")]))
         monkeypatch.undo()
@@ -351,60 +351,6 @@ def _row_of(root: Path, session_id: str) -> tuple[int, str] | None:
         row = found.fetchone()
     conn.close()
     return None if row is None else (row[0], row[1])
-
-
-def test_changes_waiting_for_the_index_thread_go_in_one_transaction_and_alone_if_it_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While the index's thread writes one change, the next ones wait and go in one
-    transaction; should it fail, each is written alone: a bad change misses only itself."""
-    index = index_module.ListingIndex(tmp_path, lambda _: None, lambda: [])
-    busy, release = threading.Event(), threading.Event()
-    transactions: list[list[str]] = []
-    publish, publish_one = index_module._publish, index_module._publish_one
-
-    def counted(conn: sqlite3.Connection, root: Path, changes: list[Any]) -> None:
-        transactions.append([change.session_id for change in changes])
-        publish(conn, root, changes)
-
-    def one(conn: sqlite3.Connection, root: Path, change: Any) -> None:
-        if change.session_id == "first":
-            busy.set()
-            assert release.wait(10)
-        if change.session_id == "bad":
-            raise sqlite3.OperationalError("database is locked")
-        publish_one(conn, root, change)
-
-    monkeypatch.setattr(index_module, "_publish", counted)
-    monkeypatch.setattr(index_module, "_publish_one", one)
-
-    def publish_beside(session_id: str, revision: int) -> Any:
-        summary = summary_of(Session(id=session_id, revision=revision, created_at=EPOCH))
-        return index.publish_beside(session_id, summary, "save", False)
-
-    def while_busy(revision: int, session_ids: tuple[str, ...]) -> None:
-        busy.clear()
-        release.clear()
-        first = publish_beside("first", revision)
-        assert busy.wait(10)
-        waiting = [publish_beside(session_id, revision) for session_id in session_ids]
-        release.set()
-        for done in [first, *waiting]:
-            done.result(10)
-
-    try:
-        while_busy(1, ("a", "b", "a"))
-        assert transactions == [["first"], ["a", "b", "a"]]
-        assert _row_of(tmp_path, "a") == (1, "save")
-
-        while_busy(2, ("a", "bad", "b"))
-        assert transactions[2:] == [["first"], ["a", "bad", "b"], ["a"], ["bad"], ["b"]]
-        assert _row_of(tmp_path, "a") == (2, "save")
-        assert _row_of(tmp_path, "b") == (2, "save")
-        assert _row_of(tmp_path, "bad") is None
-    finally:
-        release.set()
-        index.close()
 
 
 def _open_fds() -> int:

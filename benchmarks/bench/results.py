@@ -318,7 +318,7 @@ class Listing:
 class IndexCost:
     """Part two, 2: a durable one-message save with the listing index, and without it.
 
-    ``without_index`` is the same store with ``ListingIndex.publish_all`` made a
+    ``without_index`` is the same store with ``ListingIndex.publish`` made a
     no-op; ``ratio`` the medians' ratio, ``paired_ratios`` each round's own.
     """
 

@@ -14,7 +14,7 @@ unless it says p99 (nearest rank).
    directory (``benchmarks/results/cache/``, ignored by git) for the next
    runs; ``--quick`` makes 2,000 sessions in the scratch directory.
 2. A durable save adding one message to a 200-message session with the
-   listing index, against the same without it (``ListingIndex.publish_all``
+   listing index, against the same without it (``ListingIndex.publish``
    made a no-op): two stores open at once, their saves alternating one by
    one, so what the machine does meanwhile weighs on both alike.
 3. Watch latency: a child process (``bench/ui_child.py``) makes durable
@@ -328,28 +328,27 @@ async def measure_listing(
 
 
 class PublishSwitch:
-    """``ListingIndex.publish_all`` as it is, or a no-op (a store without its index), save by save.
+    """``ListingIndex.publish`` as it is, or a no-op (a store without its index), save by save.
 
     The switch is the class's attribute, set before each save: one save is
-    in flight at a time, and ``publish_all`` (every publish, inline or on the
-    index's thread) runs inside it. ``skipped`` counts the changes it did
-    not record. :meth:`restore` puts the real one back.
+    in flight at a time, and ``publish`` runs inside it. ``skipped`` counts
+    the calls that did nothing. :meth:`restore` puts the real one back.
     """
 
     def __init__(self) -> None:
-        self.original = ListingIndex.publish_all
+        self.original = ListingIndex.publish
         self.skipped = 0
 
-        def no_publish(index: ListingIndex, changes: list[object]) -> None:
-            self.skipped += len(changes)
+        def no_publish(index: ListingIndex, *args: object) -> None:
+            self.skipped += 1
 
         self._no_publish: Callable[..., None] = no_publish
 
     def set(self, *, index: bool) -> None:
-        ListingIndex.publish_all = self.original if index else self._no_publish  # type: ignore[method-assign]
+        ListingIndex.publish = self.original if index else self._no_publish  # type: ignore[method-assign]
 
     def restore(self) -> None:
-        ListingIndex.publish_all = self.original  # type: ignore[method-assign]
+        ListingIndex.publish = self.original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -391,7 +390,7 @@ async def _save_round(
         switch.restore()
         deltas = {who: counter_delta(before[who], counters(store)) for who, store in stores.items()}
     if switch.skipped - skipped != config.ui_save_count:
-        raise AssertionError(f"{switch.skipped - skipped} changes left unpublished, not one a save")
+        raise AssertionError(f"{switch.skipped - skipped} calls of publish skipped, not every save")
     for root in roots.values():
         settle(root)
     return samples, deltas
@@ -418,7 +417,7 @@ async def measure_index_cost(config: Config, base: Path) -> IndexCost:
             f"session ({size / KB:.0f} KB), one caller, {config.ui_save_count} per store and "
             f"round, {config.ui_save_rounds} rounds; two stores open at once on two roots, "
             "their saves alternating one by one (which goes first alternating too); "
-            "without: ListingIndex.publish_all a no-op during that store's saves"
+            "without: ListingIndex.publish a no-op during that store's saves"
         ),
         messages=config.ui_save_messages,
         session_bytes=size,

@@ -4,9 +4,9 @@
 standard library) holds one row a session: its summary, the keys a page is
 ordered and filtered by (``updated_at`` in microseconds, ``id``, ``pinned``,
 the casefolded title), and for watchers the latest revision, its kind and
-``seq`` numbers, one more per change of the root, taken in the transaction
-that records the change. A deleted session keeps its row, marked deleted,
-so a watcher learns of the delete.
+``seq`` numbers, one more per change of the root, taken in the change's own
+transaction. A deleted session keeps its row, marked deleted, so a watcher
+learns of the delete.
 
 It is only a cache, never the truth: every write updates it under the
 session's lock once the session is written (without an fsync: the index is
@@ -34,7 +34,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import attrs
 import orjson
 
 from ..._errors import CorruptSessionError
@@ -109,16 +108,6 @@ def changes_of(row: tuple[Any, ...], after: int) -> list[tuple[int, Change]]:
     return found
 
 
-@attrs.frozen
-class _Change:
-    """What one hold of a session's lock changed, for its row."""
-
-    session_id: str
-    summary: SessionSummary | None
-    kind: str | None
-    usage: bool
-
-
 class _Broken(Exception):
     """The index file cannot be used as it is: it is removed and built again."""
 
@@ -144,10 +133,8 @@ class ListingIndex:
         self._writer = Writer()
         self._registered_in: int | None = None
         # The thread a publish runs on while its hold's fsync runs on the
-        # hold's own (made at the first such publish, ended by close), and
-        # the changes waiting for it (written together, in one transaction).
+        # hold's own (made at the first such publish, ended by close).
         self._beside: concurrent.futures.ThreadPoolExecutor | None = None
-        self._queued: list[tuple[_Change, concurrent.futures.Future[None]]] = []
 
     # -- connections --
 
@@ -300,26 +287,15 @@ class ListingIndex:
         self, session_id: str, summary: SessionSummary | None, kind: str | None, usage: bool
     ) -> None:
         """Record what a hold of ``session_id``'s lock changed; never raises for the index."""
-        self.publish_all([_Change(session_id, summary, kind, usage)])
-
-    def publish_all(self, changes: list[_Change]) -> None:
-        """Record ``changes`` in order, in one transaction; never raises for the index."""
         try:
             with self._using() as conn:
-                _publish(conn, self.root, changes)
-                if any(change.kind == "delete" for change in changes):
+                _publish(conn, self.root, session_id, summary, kind, usage)
+                if kind == "delete":
                     self._remove_if_unused(conn)
         except (_Broken, sqlite3.Error, OSError) as exc:
-            if len(changes) > 1:
-                # Rolled back whole: each on its own, so one failure misses one change.
-                for change in changes:
-                    self.publish_all([change])
-                return
             # The write is done and durable; the index is a cache: the next
             # listing reconciles it with the files (a removed one is built again).
-            logger.warning(
-                "the listing index missed a change of %r: %s", changes[0].session_id, exc
-            )
+            logger.warning("the listing index missed a change of %r: %s", session_id, exc)
             self._distrust()
 
     def publish_beside(
@@ -331,36 +307,20 @@ class ListingIndex:
         the fsync and then for the publish; side by side, it pays for the
         longer of the two (the fsync, by far). The publish is still done
         before the session's lock is let go, so its order is the commits'.
-        Changes that wait while the thread is busy are written together, in
-        one transaction: the holds of many sessions share its cost.
         """
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._mutex:
-            self._queued.append((_Change(session_id, summary, kind, usage), done))
-            if len(self._queued) > 1:
-                return done  # the thread's next turn takes it
             if self._beside is None:
                 self._beside = concurrent.futures.ThreadPoolExecutor(
                     max_workers=1, thread_name_prefix="sessionactors index"
                 )
             beside = self._beside
         try:
-            beside.submit(self._publish_queued)
+            return beside.submit(self.publish, session_id, summary, kind, usage)
         except RuntimeError:  # closed meanwhile: done here, as it was before
-            self._publish_queued()
-        return done
-
-    def _publish_queued(self) -> None:
-        with self._mutex:
-            queued, self._queued = self._queued, []
-        try:
-            self.publish_all([change for change, _ in queued])
-        except BaseException as exc:
-            for _, done in queued:
-                done.set_exception(exc)
-            raise
-        for _, done in queued:
+            self.publish(session_id, summary, kind, usage)
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
             done.set_result(None)
+            return done
 
     def _distrust(self) -> None:
         """Make the next listing reconcile every row: one change may be missing."""
@@ -705,41 +665,41 @@ def _unreadable_row(conn: sqlite3.Connection, session_id: str) -> None:
     )
 
 
-def _publish(conn: sqlite3.Connection, root: Path, changes: list[_Change]) -> None:
-    """Write ``changes``, each with its own seq, in one transaction."""
+def _publish(
+    conn: sqlite3.Connection,
+    root: Path,
+    session_id: str,
+    summary: SessionSummary | None,
+    kind: str | None,
+    usage: bool,
+) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for change in changes:
-            _publish_one(conn, root, change)
+        seq = _next_seq(conn)
+        if kind == "delete":
+            conn.execute(
+                "UPDATE sessions SET deleted = 1, rev_seq = ?, seq = ? WHERE id = ?",
+                (seq, seq, session_id),
+            )
+            _store_root_mtime(conn, _root_mtime(root))  # its directory is gone
+        elif summary is not None and kind is not None:
+            new = conn.execute("SELECT deleted FROM sessions WHERE id = ?", (session_id,))
+            row = new.fetchone()
+            _upsert(conn, summary, kind, seq, usage)
+            if row is None or row[0]:
+                # A directory this version made: the root's mtime moved for it
+                # (a stranger's at the same instant would wait for a rebuild).
+                _store_root_mtime(conn, _root_mtime(root))
+        elif usage:
+            conn.execute(
+                "UPDATE sessions SET usage_seq = ?, seq = ? WHERE id = ? AND deleted = 0",
+                (seq, seq, session_id),
+            )
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-
-
-def _publish_one(conn: sqlite3.Connection, root: Path, change: _Change) -> None:
-    session_id, summary, kind = change.session_id, change.summary, change.kind
-    seq = _next_seq(conn)
-    if kind == "delete":
-        conn.execute(
-            "UPDATE sessions SET deleted = 1, rev_seq = ?, seq = ? WHERE id = ?",
-            (seq, seq, session_id),
-        )
-        _store_root_mtime(conn, _root_mtime(root))  # its directory is gone
-    elif summary is not None and kind is not None:
-        new = conn.execute("SELECT deleted FROM sessions WHERE id = ?", (session_id,))
-        row = new.fetchone()
-        _upsert(conn, summary, kind, seq, change.usage)
-        if row is None or row[0]:
-            # A directory this version made: the root's mtime moved for it
-            # (a stranger's at the same instant would wait for a rebuild).
-            _store_root_mtime(conn, _root_mtime(root))
-    elif change.usage:
-        conn.execute(
-            "UPDATE sessions SET usage_seq = ?, seq = ? WHERE id = ? AND deleted = 0",
-            (seq, seq, session_id),
-        )
 
 
 def _correct(
