@@ -172,7 +172,8 @@ def _object(raw: bytes, number: int) -> dict[str, Any]:
         if _WIDE_INTEGER.search(raw):
             # The standard parser keeps a wide integer exact, so the check a
             # save makes refuses it, where orjson would make it a float.
-            value = json.loads(raw, parse_constant=_not_json)
+            # Decoded here: given bytes, it would take a BOM, which orjson refuses.
+            value = json.loads(raw.decode(), parse_constant=_not_json)
         else:
             value = orjson.loads(raw)
     except (ValueError, RecursionError) as exc:  # orjson's JSONDecodeError is a ValueError

@@ -405,3 +405,44 @@ def test_an_index_that_cannot_be_opened_is_not_taken_for_a_damaged_one(
     finally:
         writer.close()
         reader.close()
+
+
+def _raised(action: Callable[[], object]) -> sqlite3.DatabaseError:
+    try:
+        action()
+    except sqlite3.DatabaseError as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+def test_what_sqlite_says_of_a_file_it_could_not_use_is_not_taken_for_damage(
+    tmp_path: Path,
+) -> None:
+    """Only a file SQLite finds damaged is removed and built again; an error of its
+    surroundings (extended result codes included) or a connection closed under its
+    user leaves the file, which other stores use, in place."""
+    good = tmp_path / "good.sqlite3"
+    with sqlite3.connect(good) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    holder = sqlite3.connect(good, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    closed = sqlite3.connect(good)
+    closed.close()
+    garbled = tmp_path / "garbled.sqlite3"
+    garbled.write_bytes(b"not a database at all" * 300)
+    read_only = sqlite3.connect(f"file:{good}?mode=ro", uri=True)
+    try:
+        surroundings = [
+            _raised(lambda: sqlite3.connect(tmp_path / "missing" / "x.sqlite3")),
+            _raised(lambda: sqlite3.connect(good, timeout=0).execute("BEGIN IMMEDIATE")),
+            _raised(lambda: read_only.execute("INSERT INTO t VALUES (1)")),
+            _raised(lambda: closed.execute("SELECT 1")),
+        ]
+        damage = _raised(lambda: sqlite3.connect(garbled).execute("SELECT * FROM t"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        read_only.close()
+    assert [index_module._not_damage(exc) for exc in surroundings] == [True] * 4
+    assert not index_module._not_damage(damage)

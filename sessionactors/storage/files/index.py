@@ -126,6 +126,7 @@ class ListingIndex:
         # threads come and go, so one kept per thread would pile up.
         self._connections: list[sqlite3.Connection] = []
         self._idle: list[tuple[sqlite3.Connection, int]] = []
+        self._closed = False  # no connection is kept once the index is closed
         self._mutex = threading.Lock()
         # Registered by this store's first write into each index file (by its
         # inode), so a store that only reads leaves nothing behind and one
@@ -187,32 +188,43 @@ class ListingIndex:
     def _lease(self) -> Iterator[tuple[sqlite3.Connection, int]]:
         """A connection to the index file as it is now, and that file's inode.
 
-        An idle connection to it is taken if there is one (one to a file
-        since replaced is closed); it is handed back for the next use unless
-        the block raised.
+        An idle connection to it is taken if there is one (those to a file
+        since replaced are closed). It is handed back for the next use, its
+        transaction rolled back if the block left one open, unless the block
+        found the file damaged.
         """
         inode = self._inode()
-        stale: list[sqlite3.Connection] = []
         lease: tuple[sqlite3.Connection, int] | None = None
         with self._mutex:
-            while self._idle and lease is None:
-                conn, opened_on = self._idle.pop()
-                if opened_on == inode:
-                    lease = conn, opened_on
-                else:
-                    stale.append(conn)
+            stale = [conn for conn, opened_on in self._idle if opened_on != inode]
+            self._idle = [entry for entry in self._idle if entry[1] == inode]
+            if self._idle:
+                lease = self._idle.pop()
         for conn in stale:
             self._drop(conn)
         if lease is None:
             conn = self._open()
-            lease = conn, os.stat(self.path).st_ino
+            try:
+                lease = conn, os.stat(self.path).st_ino
+            except OSError:
+                self._drop(conn)
+                raise
         try:
             yield lease
-        except BaseException:
-            self._drop(lease[0])  # perhaps mid-transaction, or on a damaged file
+        except BaseException as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and not _not_damage(exc):
+                self._drop(lease[0])
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                if lease[0].in_transaction:
+                    lease[0].execute("ROLLBACK")
+            self._hand_back(lease)
             raise
+        self._hand_back(lease)
+
+    def _hand_back(self, lease: tuple[sqlite3.Connection, int]) -> None:
         with self._mutex:
-            if lease[0] in self._connections:  # not closed by close() meanwhile
+            if not self._closed and lease[0] in self._connections:
                 self._idle.append(lease)
                 return
         self._drop(lease[0])
@@ -235,6 +247,7 @@ class ListingIndex:
         with self._mutex:
             connections, self._connections = self._connections, []
             self._idle = []
+            self._closed = True
         for conn in connections:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
@@ -545,28 +558,24 @@ class ListingIndex:
 
 
 #: What SQLite reports of a file it may not have read at all.
-_NOT_DAMAGE = frozenset(
-    {
-        "SQLITE_BUSY",
-        "SQLITE_LOCKED",
-        "SQLITE_CANTOPEN",
-        "SQLITE_FULL",
-        "SQLITE_NOMEM",
-        "SQLITE_PERM",
-        "SQLITE_READONLY",
-        "SQLITE_INTERRUPT",
-    }
-)
+#: SQLite's primary result codes that tell of a file it may not have read at
+#: all (their extended codes, such as SQLITE_READONLY_DIRECTORY, included):
+#: PERM, BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, FULL, CANTOPEN, PROTOCOL.
+_NOT_DAMAGE = frozenset({3, 5, 6, 7, 8, 9, 10, 13, 14, 15})
 
 
 def _not_damage(exc: sqlite3.DatabaseError) -> bool:
-    """Whether ``exc`` tells of the index's surroundings, not of a damaged file."""
-    name = getattr(exc, "sqlite_errorname", None) or ""
-    return (
-        name in _NOT_DAMAGE
-        or name.startswith("SQLITE_IOERR")
-        or (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc))
-    )
+    """Whether ``exc`` tells of the index's surroundings, not of a damaged file.
+
+    A connection closed under its user (a store closing during a listing)
+    tells nothing of the file either.
+    """
+    if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _NOT_DAMAGE:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def _root_mtime(root: Path) -> int | None:

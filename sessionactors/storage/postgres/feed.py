@@ -3,10 +3,12 @@
 Notifications reach a connection only while it listens. When the watch's
 connection is lost (a server restart, a connection cut), the watch listens
 again on a new one, then reads what was written meanwhile from the tables:
-the latest revision of each session written since shortly before the loss,
-and a delete for each session it had told of that is gone. Token-usage
-changes of that gap are not told; revisions it told already are not told
-again.
+the latest revision of each session whose ``updated_at`` is at most a
+minute before the loss, and a delete for each session it had told of that
+is gone. What that read cannot see is not told: token-usage changes of the
+gap, an import whose archive's ``updated_at`` is older, a session deleted
+and made again up to the revision told. A change committed while the watch
+listens again may come both from that read and as a notification.
 """
 
 from __future__ import annotations
@@ -74,13 +76,27 @@ async def follow_notifications(
             told[change.session_id] = change.revision
         put(change)
 
-    def listen_again() -> psycopg.Connection[Any] | None:
+    def listen_again(alive: datetime) -> psycopg.Connection[Any] | None:
+        """Listen on a new connection and tell what was missed since ``alive``.
+
+        Tried at once, then at growing intervals, until it works or the
+        watch stops (None).
+        """
         wait = _RELISTEN_FIRST
         while not stop.is_set():
             try:
-                return listen()
+                again = listen()
+                try:
+                    missed = _written_since(again, alive - _LOOK_BACK, session_id, set(told))
+                except BaseException:
+                    again.close()
+                    raise
             except psycopg.OperationalError as exc:
                 logger.debug("a watch cannot listen again yet: %s", exc)
+            else:
+                for change in _news(missed, told):
+                    tell(change)
+                return again
             stop.wait(wait)
             wait = min(_RELISTEN_MOST, wait * 2)
         return None
@@ -99,13 +115,10 @@ async def follow_notifications(
                 except psycopg.OperationalError as exc:
                     logger.warning("a watch lost its connection (%s); listening again", exc)
                     conn.close()
-                    again = listen_again()
+                    again = listen_again(alive)
                     if again is None:
                         return
                     conn = again
-                    missed = _written_since(conn, alive - _LOOK_BACK, session_id, set(told))
-                    for change in _news(missed, told):
-                        tell(change)
         finally:
             conn.close()
 
