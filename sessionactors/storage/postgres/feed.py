@@ -5,14 +5,16 @@ connection is lost (a server restart, a connection cut), the watch listens
 again on a new one, then reads what was written meanwhile from the tables:
 the latest revision of each session whose ``updated_at`` is at most a
 minute before the loss, and a delete for each session it had told of that
-is gone. What that read cannot see is not told: token-usage changes of the
-gap, an import whose archive's ``updated_at`` is older, a session deleted
-and made again up to the revision told. A change committed while the watch
-listens again may come both from that read and as a notification.
+is gone (of the last 10,000 it told of). What that read cannot see is not
+told: token-usage changes of the gap, an import whose archive's
+``updated_at`` is older, a session deleted and made again up to the
+revision told. A change committed while the watch listens again may come
+both from that read and as a notification.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -41,6 +43,9 @@ _RELISTEN_FIRST, _RELISTEN_MOST = 0.1, 5.0
 #: and a write may commit a while after it took its time.
 _LOOK_BACK = timedelta(seconds=60)
 _NO_LIMIT = trio.CapacityLimiter(math.inf)
+#: Sessions a watch remembers having told of: what it holds does not grow with
+#: every session it ever saw.
+_TOLD_KEPT = 10_000
 
 
 async def follow_notifications(
@@ -64,16 +69,21 @@ async def follow_notifications(
 
     conn = await trio.to_thread.run_sync(listen, limiter=_NO_LIMIT)
     stop = threading.Event()
-    # Each session's latest revision told, so none is told twice.
-    told: dict[str, int] = {}
+    # The latest revision told of the sessions told of last (at most
+    # _TOLD_KEPT), so none is told twice after a loss.
+    told: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     def tell(change: Change) -> None:
+        sid = change.session_id
         if change.kind == "delete":
-            told.pop(change.session_id, None)
+            told.pop(sid, None)
         elif change.revision is not None:
-            if told.get(change.session_id, 0) >= change.revision:
+            if told.get(sid, 0) >= change.revision:
                 return  # told by the read after a loss
-            told[change.session_id] = change.revision
+            told[sid] = change.revision
+            told.move_to_end(sid)
+            if len(told) > _TOLD_KEPT:
+                told.popitem(last=False)
         put(change)
 
     def listen_again(alive: datetime) -> psycopg.Connection[Any] | None:
