@@ -147,11 +147,10 @@ class Message:
     ``id`` identifies the message across saves: ``checkpoint_runtime_session``
     appends only messages whose id is not persisted yet.
 
-    Treat a saved message as a value: to change it, assign its fields
-    (``message.content = ...``) or put a new Message in its place. The store
-    notices those changes cheaply; a nested dict or list changed in place
-    (``message.extra["k"] = 1``) after the message was saved is not noticed
-    by the next save.
+    A saved message may be changed any way: a field assigned
+    (``message.content = ...``), a new Message in its place, or a nested
+    dict or list changed in place (``message.extra["k"] = 1``). The next
+    save writes the messages that changed, and only those.
     """
 
     id: str = attrs.field(validator=_str)

@@ -76,6 +76,7 @@ from ._steps import (
 from ._transcript import TranscriptMemory
 from ._update import apply_update
 from ._values import check_messages
+from ._written_values import WrittenValues
 
 __all__ = ["Plan", "SegmentPlan"]
 
@@ -318,7 +319,7 @@ class SegmentPlan:
             mine = known.persisted(incoming)
             if mine is not None:
                 return mine
-            if not own and known.unchanged():
+            if not own and known.unchanged() and not known.values.moved(known.messages, []):
                 return list(known.messages)
         session = yield from self._read_session(fresh=True)
         return [] if session is None else session.messages
@@ -543,18 +544,30 @@ class SegmentPlan:
         messages = snapshot.messages
         known = None if head is None else self.memory.current(head.version)
         append_from = None
-        replaced: tuple[int, ...] = ()
-        if self.pending_transcript is not None:
-            pass  # the storage has these messages already, at that version
-        elif known is not None and (changes := known.changes(messages)) is not None:
-            # Only the messages changed or added are written (checked at their call).
-            append_from, replaced = len(known.messages), tuple(changes)
-        else:
+        replaced: list[int] = []
+        if self.pending_transcript is None and known is not None:
+            changes = known.changes(messages)
+            if changes is not None:
+                # A message may also have had a nested value changed in place,
+                # which no stamp tells: it is written, and checked, as an edited one.
+                moved = known.values.moved(messages, changes)
+                if len(changes) + len(moved) <= len(known.messages) // 2:
+                    check_messages(messages, len(messages), moved)
+                    # Only the messages changed or added are written (the
+                    # others were checked at their call).
+                    append_from, replaced = len(known.messages), sorted([*changes, *moved])
+        if append_from is None and self.pending_transcript is None:
             # All of it is written: all of it is checked (but what this batch
-            # has just checked), since a message known unchanged may still
-            # have had a nested value changed in place.
+            # has just checked), a message known unchanged may have had a
+            # nested value changed in place.
             check_messages(messages, self.pending_checked)
         mark = edit_mark()  # an edit from now on is not in what is written
+        # What is written, kept to tell a nested change made from now on.
+        values = (
+            known.values.after(messages, replaced)
+            if known is not None and append_from is not None
+            else WrittenValues.of(messages)
+        )
         self.memory.forget()  # until the write is in place
         version: Version | None = yield WriteSnapshot(
             snapshot,
@@ -562,10 +575,10 @@ class SegmentPlan:
             append_from=append_from,
             trusted=known is not None,
             transcript_of=self.pending_transcript,
-            replaced=replaced,
+            replaced=tuple(replaced),
         )
         # An unchanged transcript (a save of equal copies) keeps the copies known equal to it.
         same = known if append_from == len(messages) and not replaced else None
-        self.memory.remember(version, messages, mark, same_as=same)
+        self.memory.remember(version, messages, mark, values=values, same_as=same)
         self._head = Head.of(snapshot, version)
         self.present = True  # whatever the lock saw: the session is there now

@@ -14,6 +14,7 @@ import attrs
 
 from ._model import Message, edit_mark, edited_since
 from ._steps import Version
+from ._written_values import WrittenValues
 
 __all__ = ["KnownTranscript", "TranscriptMemory"]
 
@@ -42,6 +43,9 @@ class KnownTranscript:
     Message objects, so none can be replaced by another at the same address;
     every stamp below ``mark`` means none had a field assigned since.
 
+    ``values``: what the messages held when written or read, which tells
+    a nested dict or list changed in place since (no stamp does).
+
     ``copies``: other callers' lists found equal to ``messages`` (each task
     holding its own copy of the session), by the id of their first message,
     with the mark taken when they were found equal. A list saved again holds
@@ -53,6 +57,7 @@ class KnownTranscript:
     version: tuple[Any, ...]
     messages: list[Message]
     mark: int
+    values: WrittenValues
     copies: dict[int, tuple[list[Message], int]] = attrs.Factory(dict)
 
     def prefix(self, messages: list[Message]) -> int:
@@ -121,11 +126,12 @@ class KnownTranscript:
     def persisted(self, incoming: list[Message]) -> list[Message] | None:
         """For a checkpoint: ``incoming``'s own objects for the known transcript.
 
-        None when ``incoming`` does not start with it; the planner then reads
-        the persisted transcript. Either way no caller gets another's objects.
+        None when ``incoming`` does not start with it, or holds a value of it
+        changed in place; the planner then reads the persisted transcript.
+        Either way no caller gets another's objects.
         """
         count = len(self.messages)
-        if self.prefix(incoming) != count:
+        if self.prefix(incoming) != count or self.values.moved(incoming, []):
             return None
         return list(incoming[:count])
 
@@ -166,13 +172,21 @@ class TranscriptMemory:
         messages: list[Message],
         mark: int,
         *,
+        values: WrittenValues | None = None,
         same_as: KnownTranscript | None = None,
     ) -> None:
-        """``messages`` are persisted at ``version``; ``same_as``: what was known, equal to them."""
+        """``messages`` are persisted at ``version``.
+
+        ``values``: what they held when written, taken before the write
+        (their caller may change them meanwhile); None: what they hold now.
+        ``same_as``: what was known, equal to them.
+        """
         if version is None:
             self.known = None
             return
-        self.known = KnownTranscript(version, list(messages), mark)
+        if values is None:
+            values = WrittenValues.of(messages)
+        self.known = KnownTranscript(version, list(messages), mark, values)
         if same_as is not None:
             self.known.carry_copies(same_as)
 

@@ -145,6 +145,85 @@ async def test_an_edit_after_another_process_wrote_is_not_taken_for_a_replacemen
         assert await theirs.load_session("s") == session
 
 
+# --- nested values changed in place ----------------------------------------------------
+
+
+async def test_a_nested_value_changed_in_place_is_written_as_an_edit(store: SessionStore) -> None:
+    """``message.content["k"] = ...`` on a saved message: the next save writes that message."""
+    session = Session(
+        id="s",
+        messages=[msg(f"m{n}", {"text": "x" * 1500, "parts": [n]}) for n in range(MESSAGES)],
+    )
+    await store.save_runtime_session(session)
+    before = copy.deepcopy(session)
+    session.messages[3].content["parts"].append({"added": True})
+    session.messages[150].extra["score"] = 1  # an empty extra, filled in place
+    appends, rewrites, written = await saved(store, session)
+    assert (appends, rewrites) == (1, 0)
+    assert written < 8_000  # two messages and a commit, not 300 KB
+    assert await store.load_session("s") == session
+    assert await store.load_session("s", revision=1) == before
+    # What was written is what is compared with from now on: a change back is seen too.
+    session.messages[3].content["parts"].pop()
+    await store.save_runtime_session(session)
+    assert await store.load_session("s") == session
+
+
+async def test_nested_changes_beside_edits_and_new_messages_are_all_written(
+    store: SessionStore,
+) -> None:
+    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(10)])
+    await store.save_runtime_session(session)
+    session.messages[2].content["n"] = "changed in place"
+    session.messages[4].content = {"n": "assigned"}
+    session.messages[5].extra["in place"] = [1]
+    session.messages.append(msg("new", {"n": "new"}))
+    await store.save_runtime_session(session)
+    assert await store.load_session("s") == session
+
+
+async def test_a_nested_change_in_another_tasks_copy_is_written(store: SessionStore) -> None:
+    """Equal copies are known equal once; a nested change in one afterwards is still seen."""
+    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(20)])
+    await store.save_runtime_session(session)
+    copied = copy.deepcopy(session)
+    await store.save_runtime_session(copied)
+    copied.messages[0].content["n"] = "the copy's change"
+    await store.save_runtime_session(copied)
+    assert await store.load_session("s") == copied
+    await store.save_runtime_session(session)  # the first copy, unchanged: last writer wins
+    assert await store.load_session("s") == session
+
+
+async def test_a_loaded_session_changed_in_place_saves_as_it_stands(store: SessionStore) -> None:
+    await store.save_runtime_session(
+        Session(id="s", messages=[msg(f"m{n}", {"n": [n]}) for n in range(20)])
+    )
+    loaded = await store.load_session("s")
+    assert loaded is not None
+    loaded.messages[7].content["n"].append("changed after the load")
+    await store.save_runtime_session(loaded)
+    assert await store.load_session("s") == loaded
+    rewound = await store.rewind_session("s", 1)
+    rewound.messages[0].extra["after the rewind"] = True
+    await store.save_runtime_session(rewound)
+    assert await store.load_session("s") == rewound
+
+
+async def test_a_checkpoint_keeps_a_persisted_message_changed_in_place_as_persisted(
+    store: SessionStore,
+) -> None:
+    """A checkpoint never changes a persisted message: the caller's object is corrected."""
+    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(4)])
+    await store.checkpoint_runtime_session(session)
+    session.messages[1].content["n"] = "changed in place"
+    session.messages.append(msg("m4", {"n": 4}))
+    await store.checkpoint_runtime_session(session)
+    assert session.messages[1].content == {"n": 1}
+    assert [m.id for m in session.messages] == ["m0", "m1", "m2", "m3", "m4"]
+    assert await store.load_session("s") == session
+
+
 # --- the file store: replacement records (format 4) -----------------------------------------
 
 

@@ -59,6 +59,7 @@ from sessionactors._steps import (
 )
 from sessionactors._transcript import KnownTranscript, TranscriptMemory
 from sessionactors._values import copy_for_save
+from sessionactors._written_values import WrittenValues
 
 V1: Version = ("journal", 1)
 V2: Version = ("journal", 2)
@@ -892,7 +893,8 @@ def test_a_fork_of_no_source_or_no_kept_revision_writes_nothing(
 def test_copies_found_equal_are_remembered_within_a_bound_of_messages() -> None:
     """Each copy keeps its caller's objects alive: a long transcript keeps few of them."""
     count = 10_000
-    known = KnownTranscript(V1, [msg(f"m{n}") for n in range(count)], edit_mark())
+    messages = [msg(f"m{n}") for n in range(count)]
+    known = KnownTranscript(V1, messages, edit_mark(), WrittenValues.of(messages))
     for _ in range(8):
         copy = [msg(f"m{n}") for n in range(count)]
         assert known.prefix(copy) == count

@@ -8,6 +8,7 @@ test_properties.py; what values a save refuses, in test_data_model.py.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta, timezone
 
 import attrs
@@ -375,15 +376,18 @@ async def test_a_checkpoint_after_another_store_made_the_session_anew_keeps_its_
     assert [m.id for m in loaded.messages] == ["x", "m1", "m2", "m3"]
 
 
-async def test_a_saved_message_changed_in_place_is_not_written_again(store: SessionStore) -> None:
-    """A message a save has written is a value: a nested change afterwards is not
-    picked up by the next save that appends (and is never stored converted)."""
+async def test_a_saved_message_changed_in_place_to_no_json_value_is_refused(
+    store: SessionStore,
+) -> None:
+    """A nested change made in place after a save is checked by the next save, as an edit is."""
     session = Session(id="s", messages=[msg("m1", {"t": 1.5})])
     await store.save_runtime_session(session)
-    session.messages[0].content["t"] = float("nan")  # in place: not noticed
+    before = copy.deepcopy(session)
+    session.messages[0].content["t"] = float("nan")  # in place
     session.messages.append(msg("m2"))
+    with pytest.raises(ValueError, match=r"messages\[0\]\.content\['t'\]"):
+        await store.save_runtime_session(session)
+    assert await store.load_session("s") == before
+    session.messages[0].content["t"] = 2.5
     await store.save_runtime_session(session)
-    loaded = await store.load_session("s")
-    assert loaded is not None
-    assert loaded.messages[0].content == {"t": 1.5}
-    assert [m.id for m in loaded.messages] == ["m1", "m2"]
+    assert await store.load_session("s") == session
