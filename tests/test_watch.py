@@ -38,6 +38,7 @@ from sessionactors import (
     SessionStore,
     StoreClosedError,
 )
+from sessionactors.storage.told import ToldRevisions
 
 #: Seconds any one expected change may take to arrive (generous: never a timing check).
 WAIT = 20.0
@@ -444,6 +445,22 @@ async def test_index_rows_read_at_once_each_give_their_changes(
     assert sorted(watcher.changes, key=repr) == sorted(
         [Change("a", "save", 1), Change("b", "save", 1), Change("a", "usage", None)], key=repr
     )
+
+
+def test_a_watch_remembers_the_sessions_it_told_of_last_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a long watch over many sessions holds does not grow with every session it saw."""
+    monkeypatch.setattr(ToldRevisions, "KEPT", 3)
+    told: ToldRevisions[int] = ToldRevisions()
+    for revision, session_id in enumerate("abc", start=1):
+        told.tell(session_id, revision)
+    told.tell("a", 7)  # told again: among the latest now
+    told.tell("d", 1)
+    assert list(told) == ["c", "a", "d"]
+    assert (told.get("a"), told.get("b")) == (7, None)
+    told.forget("c")
+    assert list(told) == ["a", "d"]
 
 
 @file_only

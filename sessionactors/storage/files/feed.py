@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from ..._model import Change
+from ..told import ToldRevisions
 from .index import ListingIndex, changes_of
 
 __all__ = ["POLL_INTERVAL", "follow_index"]
@@ -69,7 +70,7 @@ async def follow_index(
     watch, epoch, seen = await trio.to_thread.run_sync(index.add_watch, limiter=_NO_LIMIT)
     inotify = _inotify(str(index.directory))
     # Each session's latest revision handed over (see _news).
-    handed: dict[str, _Handed] = {}
+    handed: ToldRevisions[_Handed] = ToldRevisions()
     try:
         task_status.started()
         signalled = False
@@ -107,7 +108,7 @@ async def follow_index(
 _Handed = tuple[int, int]
 
 
-def _news(row: tuple[Any, ...], after: int, handed: dict[str, _Handed]) -> list[Change]:
+def _news(row: tuple[Any, ...], after: int, handed: ToldRevisions[_Handed]) -> list[Change]:
     """What a row of :meth:`ListingIndex.changes` tells a watcher that was handed ``handed``.
 
     A row shows a session's latest state only. A revision already handed
@@ -118,7 +119,7 @@ def _news(row: tuple[Any, ...], after: int, handed: dict[str, _Handed]) -> list[
     news: list[Change] = []
     for _, change in changes_of(row, after):
         if change.kind == "delete":
-            handed.pop(change.session_id, None)
+            handed.forget(change.session_id)
         elif change.revision is not None:
             this = (change.revision, row[-2])
             last = handed.get(change.session_id)
@@ -126,7 +127,7 @@ def _news(row: tuple[Any, ...], after: int, handed: dict[str, _Handed]) -> list[
                 continue
             if last is not None and last[0] >= change.revision:
                 news.append(Change(change.session_id, "delete", None))
-            handed[change.session_id] = this
+            handed.tell(change.session_id, this)
         news.append(change)
     return news
 

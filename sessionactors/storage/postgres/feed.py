@@ -14,7 +14,6 @@ both from that read and as a notification.
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import threading
@@ -28,6 +27,7 @@ import trio
 from psycopg import sql
 
 from ..._model import Change
+from ..told import ToldRevisions
 from .schema import REVISIONS, SESSIONS
 
 __all__ = ["follow_notifications"]
@@ -43,9 +43,6 @@ _RELISTEN_FIRST, _RELISTEN_MOST = 0.1, 5.0
 #: and a write may commit a while after it took its time.
 _LOOK_BACK = timedelta(seconds=60)
 _NO_LIMIT = trio.CapacityLimiter(math.inf)
-#: Sessions a watch remembers having told of: what it holds does not grow with
-#: every session it ever saw.
-_TOLD_KEPT = 10_000
 
 
 async def follow_notifications(
@@ -69,21 +66,18 @@ async def follow_notifications(
 
     conn = await trio.to_thread.run_sync(listen, limiter=_NO_LIMIT)
     stop = threading.Event()
-    # The latest revision told of the sessions told of last (at most
-    # _TOLD_KEPT), so none is told twice after a loss.
-    told: collections.OrderedDict[str, int] = collections.OrderedDict()
+    # The latest revision told of the sessions told of last, so none is
+    # told twice after a loss.
+    told: ToldRevisions[int] = ToldRevisions()
 
     def tell(change: Change) -> None:
         sid = change.session_id
         if change.kind == "delete":
-            told.pop(sid, None)
+            told.forget(sid)
         elif change.revision is not None:
-            if told.get(sid, 0) >= change.revision:
+            if (told.get(sid) or 0) >= change.revision:
                 return  # told by the read after a loss
-            told[sid] = change.revision
-            told.move_to_end(sid)
-            if len(told) > _TOLD_KEPT:
-                told.popitem(last=False)
+            told.tell(sid, change.revision)
         put(change)
 
     def listen_again(alive: datetime) -> psycopg.Connection[Any] | None:
@@ -156,7 +150,7 @@ def _written_since(
     return {row[0]: (row[1], row[2]) for row in conn.execute(text, args)}
 
 
-def _news(latest: dict[str, tuple[str, int]], told: dict[str, int]) -> list[Change]:
+def _news(latest: dict[str, tuple[str, int]], told: ToldRevisions[int]) -> list[Change]:
     """What a watch that told ``told`` missed, the tables showing ``latest`` now.
 
     A session told of and gone was deleted; one at a revision below the one
