@@ -558,8 +558,8 @@ class SegmentPlan:
                     append_from, replaced = len(known.messages), sorted([*changes, *moved])
         if append_from is None and self.pending_transcript is None:
             # All of it is written: all of it is checked (but what this batch
-            # has just checked), a message known unchanged may have had a
-            # nested value changed in place.
+            # has just checked), since a message known unchanged may have had
+            # a nested value changed in place.
             check_messages(messages, self.pending_checked)
         mark = edit_mark()  # an edit from now on is not in what is written
         # What is written, kept to tell a nested change made from now on.
