@@ -120,6 +120,15 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
     assert floor_counters["saves_requested"] == many["operations"] * rounds
     assert floor_counters["fsyncs"] == (many["operations"] + 2 * sessions) * rounds
     assert "floor (dir + file + fsyncs only)" in stdout
+    # Token usage's floor: every record written once, group-committed (one
+    # write and one fdatasync a batch, fewer batches than records).
+    usage = workloads["token_usage"]
+    assert usage["floor"]["value"] > 0 and usage["ratio_vs_floor"] > 0
+    usage_counters = usage["floor"]["counters"]
+    assert usage_counters["saves_requested"] == usage["operations"] * config["usage_rounds"]
+    assert usage_counters["fsyncs"] == usage_counters["thread_hops"]
+    assert 0 < usage_counters["fsyncs"] < usage_counters["saves_requested"]
+    assert "4c same, floor (group commit only)" in stdout
     # The other throughput workloads have no floor.
     assert "floor" not in workloads["contended_save"]
     # The counters the table prints come from statistics(): the work was done.

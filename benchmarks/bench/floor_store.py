@@ -1,4 +1,4 @@
-"""Workload 3's floor: only the durable work of a store with a directory and a log per session.
+"""The floors of workloads 3 and 4: the durable work alone of a store with a log per session.
 
 :class:`FloorStore` takes its turn in the same rounds as the stores
 (``throughput.measure_rates``), as evidence beside their ratio, not a target.
@@ -33,11 +33,18 @@ class FloorStore:
       durable), ``root/<id>/log`` created with the bytes, ``os.fdatasync``,
       fsync of the session's directory: 3 fsyncs. The log stays open.
     - :meth:`append`: one ``write`` to the open log, ``os.fdatasync``: 1 fsync.
+    - :meth:`group_append` (workload 4): what any trio store must do to answer
+      each of many callers once its record is durable, group-committing them:
+      the caller waits on an event; the first caller to find the session's
+      log idle writes everything waiting, in one ``write`` and one
+      ``os.fdatasync`` in one hop, wakes the callers it wrote for, and goes on
+      while more wait. No task, channel or actor in between.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._saves = self._fsyncs = self._bytes = self._hops = 0
+        self._logs: dict[str, _GroupLog] = {}
 
     def statistics(self) -> Counters:
         """The counters now, named as the stores' ``statistics()`` name theirs."""
@@ -48,12 +55,12 @@ class FloorStore:
             "thread_hops": self._hops,
         }
 
-    def _create_sync(self, session_id: str, data: bytes) -> int:
+    def _create_sync(self, session_id: str, data: bytes, name: str = FLOOR_LOG) -> int:
         directory = self.root / session_id
         os.mkdir(directory)
         fsync_path(self.root)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _O_CLOEXEC
-        fd = os.open(directory / FLOOR_LOG, flags, 0o644)
+        fd = os.open(directory / name, flags, 0o644)
         try:
             write_all(fd, data)
             os.fdatasync(fd)
@@ -78,8 +85,51 @@ class FloorStore:
         await trio.to_thread.run_sync(self._append_sync, fd, data)
         self._count(data, fsyncs=1)
 
+    async def open_log(self, session_id: str, name: str) -> None:
+        """A session's directory and its empty log ``name``, made durably (untimed)."""
+        fd = await trio.to_thread.run_sync(self._create_sync, session_id, b"", name)
+        self._logs[session_id] = _GroupLog(fd)
+
+    async def group_append(self, session_id: str, data: bytes) -> None:
+        """``data`` appended to the session's log, durably, group-committed with other callers'."""
+        log = self._logs[session_id]
+        done = trio.Event()
+        log.waiting.append((data, done))
+        if log.writing:
+            await done.wait()
+            return
+        log.writing = True
+        try:
+            while log.waiting:
+                batch, log.waiting = log.waiting, []
+                joined = b"".join(data for data, _ in batch)
+                await trio.to_thread.run_sync(self._append_sync, log.fd, joined)
+                self._saves += len(batch)
+                self._fsyncs += 1
+                self._bytes += len(joined)
+                self._hops += 1
+                for _, written in batch:
+                    written.set()
+        finally:
+            log.writing = False
+
+    def close(self) -> None:
+        """Close the logs :meth:`open_log` opened."""
+        for log in self._logs.values():
+            os.close(log.fd)
+        self._logs.clear()
+
     def _count(self, data: bytes, *, fsyncs: int) -> None:
         self._saves += 1
         self._fsyncs += fsyncs
         self._bytes += len(data)
         self._hops += 1
+
+
+class _GroupLog:
+    """One session's open log and the callers waiting for their records to be written."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.writing = False
+        self.waiting: list[tuple[bytes, trio.Event]] = []

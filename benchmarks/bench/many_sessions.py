@@ -60,7 +60,7 @@ async def measure_many_sessions(config: Config, base: Path) -> ThroughputResult:
 
         return prepare, [job(index, size) for index, size in enumerate(sizes)]
 
-    def floor_setup() -> list[FloorJob]:
+    def floor_setup() -> tuple[FloorJob, list[FloorJob]]:
         def job(index: int, size: int) -> FloorJob:
             # The bytes, encoded here (untimed): the whole session and a commit
             # line first, then each new message and a commit line.
@@ -81,7 +81,10 @@ async def measure_many_sessions(config: Config, base: Path) -> ThroughputResult:
 
             return run
 
-        return [job(index, size) for index, size in enumerate(sizes)]
+        async def prepare(floor: FloorStore) -> None:
+            pass
+
+        return prepare, [job(index, size) for index, size in enumerate(sizes)]
 
     def verify(root: Path) -> None:
         # Not the store's own ``.sessionactors`` (its listing index).

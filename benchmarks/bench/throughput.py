@@ -1,8 +1,8 @@
 """The harness of the throughput workloads (2 to 4): rounds of concurrent jobs, timed.
 
-Workload 3 also times a floor (:class:`~.floor_store.FloorStore`) in the
-same rounds: the durable work alone of a store keeping one directory and one
-log file per session.
+Workloads 3 and 4 also time a floor (:class:`~.floor_store.FloorStore`) in
+the same rounds: the durable work alone of a store keeping one directory and
+one log file per session.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ Target = TypeVar("Target")
 
 
 FloorJob = Callable[[FloorStore], Awaitable[None]]
-# Fresh jobs for one run of the floor, their bytes ready (encoded outside the timing).
-FloorSetup = Callable[[], list[FloorJob]]
+# Fresh jobs for one run of the floor, their bytes ready (encoded outside the
+# timing), after an untimed preparation.
+FloorSetup = Callable[[], tuple[FloorJob, list[FloorJob]]]
 
 
 async def _all_at_once(jobs: Sequence[Callable[[Target], Awaitable[Any]]], target: Target) -> float:
@@ -63,11 +64,19 @@ async def timed_jobs(
         return elapsed, counter_delta(before, counters())
 
 
-async def timed_floor(root: Path, jobs: Sequence[FloorJob]) -> tuple[float, Counters]:
-    """Every floor job as its own task on a fresh :class:`FloorStore`; the elapsed time."""
+async def timed_floor(
+    root: Path, prepare: FloorJob, jobs: Sequence[FloorJob]
+) -> tuple[float, Counters]:
+    """Run ``prepare`` (untimed), then every floor job as its own task on a fresh
+    :class:`FloorStore`; the elapsed time."""
     floor = FloorStore(root)
-    elapsed = await _all_at_once(jobs, floor)
-    return elapsed, floor.statistics()
+    try:
+        await prepare(floor)
+        before = floor.statistics()
+        elapsed = await _all_at_once(jobs, floor)
+        return elapsed, counter_delta(before, floor.statistics())
+    finally:
+        floor.close()
 
 
 async def measure_rates(
@@ -98,9 +107,10 @@ async def measure_rates(
             root = fresh_dir(base, f"{name}-{design}-{round_index}")
             roots.append(root)
             if floor is not None and design == FLOOR:
-                floor_jobs = floor()  # fresh jobs, their bytes encoded outside the timing
-                seconds, delta = await timed_floor(root, floor_jobs)
-                del floor_jobs
+                # Fresh jobs, their bytes encoded outside the timing.
+                floor_prepare, floor_jobs = floor()
+                seconds, delta = await timed_floor(root, floor_prepare, floor_jobs)
+                del floor_prepare, floor_jobs
             else:
                 prepare, jobs = setup()  # fresh objects for every run, outside the timing
                 seconds, delta = await timed_jobs(design, root, prepare, jobs)
