@@ -86,7 +86,8 @@ async def measure_token_usage(config: Config, base: Path) -> ThroughputResult:
         rates,
         f"{operations:,} token-usage records from {config.usage_tasks} "
         f"tasks over {config.usage_sessions} sessions ({per_task} appends per task); floor, in "
-        "the same rounds: the same tasks and records (encoded before the timing), each call "
-        "waiting on an event, the first caller to find a log idle writing all that waits in "
-        "one write and one fdatasync in one thread hop (no task, channel or actor)",
+        "the same rounds: the same tasks and records (encoded before the timing), a call "
+        "parking its task while the log is written, the one that found it idle writing all "
+        "that waits, a batch in one write and one fdatasync in one thread hop (no task, "
+        "channel, event or actor)",
     )
