@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import attrs
-import orjson
 
 from ._merge import Authoritative
 from ._model import Message, Session, edit_mark
@@ -114,11 +113,19 @@ def own_messages(prior: list[Message], incoming: list[Message]) -> list[Message]
 
 
 def json_copy_of(value: Any) -> Any:
-    """A deep copy of a checked JSON value (its subclasses of str and int become their base)."""
+    """A deep copy of a JSON value: its dicts and lists new (and plain), all else shared.
+
+    Exact, whatever the value holds: a value not checked yet (a nested one
+    changed in place since its save) is copied as it is, for the write's
+    check to refuse, never converted on the way (an encoder would write
+    NaN as null).
+    """
     # Strings, numbers and None are immutable: shared as they are.
-    if isinstance(value, (dict, list)) and value:
-        return orjson.loads(orjson.dumps(value))
-    return value if not isinstance(value, (dict, list)) else type(value)()
+    if isinstance(value, dict):
+        return {key: json_copy_of(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return list(map(json_copy_of, value))
+    return value
 
 
 def copy_message(message: Message) -> Message:

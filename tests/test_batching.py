@@ -7,6 +7,7 @@ meanwhile queue in the actor's mailbox and make the next batch together.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
 from collections.abc import Awaitable, Callable
@@ -209,3 +210,39 @@ async def test_a_session_locked_elsewhere_does_not_hold_up_the_others(
         assert done[-1] == "held"
         loaded = await store.load_session("held")
         assert loaded is not None and loaded.runtime_state == {"by": "store"}
+
+
+async def test_a_value_changed_in_place_to_no_json_is_never_stored_converted(
+    make_store: StoreFactory, gates: Callable[[str], Gate]
+) -> None:
+    """A checkpoint following, in one batch, a save whose message was changed in place
+    to NaN takes that message as it is: the write refuses it (NaN is no JSON number),
+    and nothing is stored in its place (an encoder would have written null)."""
+    async with make_store() as store:
+        mine = Session(id="s", messages=[Message(id="m0", role="user", content={"t": 1.5})])
+        await store.save_runtime_session(mine)
+        theirs = copy.deepcopy(mine)
+        theirs.messages.append(Message(id="m1", role="user", content="theirs"))
+        mine.messages[0].content["t"] = float("nan")  # in place
+        gate = gates("s")
+        outcomes: list[BaseException | None] = [None, None]
+
+        async def call(n: int, fn: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await fn()
+            except ValueError as exc:
+                outcomes[n] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.load_session, "s")  # the batch the gate holds
+            await gate.wait_entered()
+            nursery.start_soon(call, 0, partial(store.save_runtime_session, mine))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(call, 1, partial(store.checkpoint_runtime_session, theirs))
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+        assert all(isinstance(exc, ValueError) for exc in outcomes)
+        assert "not a JSON number" in str(outcomes[0])
+        loaded = await store.load_session("s")
+        assert loaded is not None and loaded.messages[0].content == {"t": 1.5}
+        assert [m.id for m in loaded.messages] == ["m0"]

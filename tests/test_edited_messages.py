@@ -224,6 +224,46 @@ async def test_a_checkpoint_keeps_a_persisted_message_changed_in_place_as_persis
     assert await store.load_session("s") == session
 
 
+async def test_a_content_made_a_container_then_changed_in_place_is_written(
+    store: SessionStore,
+) -> None:
+    """Every content a string at first: the first one made a dict is watched from then on."""
+    session = Session(id="s", messages=[msg(f"m{n}", f"text {n}") for n in range(10)])
+    await store.save_runtime_session(session)
+    session.messages[2].content = {"parts": []}  # assigned: written, kept from now on
+    await store.save_runtime_session(session)
+    session.messages[2].content["parts"].append("in place")
+    await store.save_runtime_session(session)
+    assert await store.load_session("s") == session
+
+
+async def test_an_agents_add_keeps_a_persisted_message_changed_in_place_as_persisted(
+    store: SessionStore,
+) -> None:
+    """sessionactors.agents' add brings new messages alone: the persisted ones stay."""
+    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(4)])
+    await store.save_runtime_session(session)
+    before = copy.deepcopy(session)
+    session.messages[1].content["n"] = "changed in place, never saved"
+    await store._checkpoint_new(Session(id="s", messages=[msg("m4", {"n": 4})]))
+    loaded = await store.load_session("s")
+    assert loaded is not None
+    assert loaded.messages[:4] == before.messages
+    assert [m.id for m in loaded.messages] == ["m0", "m1", "m2", "m3", "m4"]
+
+
+async def test_most_messages_changed_in_place_write_the_transcript_whole(
+    store: SessionStore,
+) -> None:
+    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(10)])
+    await store.save_runtime_session(session)
+    for message in session.messages[:6]:
+        message.content["n"] = "in place"
+    appends, rewrites, _ = await saved(store, session)
+    assert (appends, rewrites) == (0, 1)
+    assert await store.load_session("s") == session
+
+
 # --- the file store: replacement records (format 4) -----------------------------------------
 
 

@@ -19,7 +19,9 @@ class ToldRevisions(Generic[_Told]):
     days over a root of many sessions: it remembers the sessions told of
     most recently, so what it holds does not grow with every session it ever
     saw. A session forgotten is one unchanged while ``KEPT`` others changed;
-    what is lost with it is that notice, for that session alone.
+    for it alone, a delete and re-creation between two reads is not told as
+    such, and a revision read again (after a lost connection, or from an
+    index built anew) may be told twice.
     """
 
     KEPT = 10_000
@@ -43,6 +45,3 @@ class ToldRevisions(Generic[_Told]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._told)
-
-    def __len__(self) -> int:
-        return len(self._told)
