@@ -97,6 +97,22 @@ class _Unread:
 _UNREAD = _Unread()
 
 
+class _Refused(Exception):
+    """A snapshot's transcript holds a value that cannot be stored: nothing of it was written."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _refuse_unstorable(messages: list[Message], start: int, also: Sequence[int] = ()) -> None:
+    """:func:`check_messages` for a write: what it refuses raises :class:`_Refused`."""
+    try:
+        check_messages(messages, start, also)
+    except (TypeError, ValueError) as exc:
+        raise _Refused(exc) from None
+
+
 class SegmentPlan:
     """Ops applied in order under one hold of the lock, ending at a delete.
 
@@ -120,6 +136,10 @@ class SegmentPlan:
         self.pending_kind = "save"
         self.pending_checked = 0  # how many leading messages of pending are checked
         self.pending_transcript: Version | None = None  # pending's transcript is this one's
+        # What was pending before each save folded into ``pending`` (pending,
+        # kind, checked, transcript): written instead should the write refuse
+        # that save's transcript.
+        self._folded: list[tuple[Session | None, str, int, Version | None]] = []
         self.waiting_snapshot: list[tuple[int, Any]] = []
         self.lines: list[bytes] = []
         self.waiting_lines: list[int] = []
@@ -294,6 +314,9 @@ class SegmentPlan:
         updated_at = utc_now()
         snapshot = with_group(op.snapshot, group, updated_at, current)
         snapshot.messages = op.messages if merged is None else merged
+        self._folded.append(
+            (self.pending, self.pending_kind, self.pending_checked, self.pending_transcript)
+        )
         self.pending = snapshot
         self.pending_kind = "checkpoint" if op.checkpoint else "save"
         self.pending_transcript = None
@@ -468,6 +491,7 @@ class SegmentPlan:
         self._succeed(self.waiting_snapshot)
         self._succeed([(i, None) for i in self.waiting_lines])
         self.pending = None
+        self._folded.clear()
         self._written = None
         self.lines.clear()
         self._head = None
@@ -496,14 +520,21 @@ class SegmentPlan:
         self.waiting_snapshot.clear()
         self.waiting_lines.clear()
         self.pending = None
+        self._folded.clear()
         self._written = None
         self.lines.clear()
         self._head = _UNREAD if self.present else None  # what a failed write left: read again
         self._exists_now = None
 
     def flush(self) -> Plan:
-        """Write the pending snapshot as one revision, then the pending lines."""
-        if self.pending is not None:
+        """Write the pending snapshot as one revision, then the pending lines.
+
+        Should the write refuse the transcript of the last save folded into
+        the snapshot (a value changed in place that cannot be stored), that
+        save alone fails and what was pending before it is written instead.
+        """
+        refused: Exception | None = None
+        while self.pending is not None:
             snapshot, self.pending = self.pending, None
             try:
                 head = yield from self._read_head()
@@ -516,17 +547,36 @@ class SegmentPlan:
                     # A save, or an edit of a transcript that cannot be
                     # appended to (an older format): written whole.
                     yield from self._write_snapshot(snapshot, commit)
+            except _Refused as exc:
+                refused = exc.error
+                if not self._folded:  # an edit, an update or a rewind: it fails
+                    self._abandon(refused)
+                    return
+                assert len(self._folded) == len(self.waiting_snapshot)
+                index, _ = self.waiting_snapshot.pop()
+                self.outcomes[index] = outcome.Error(refused)
+                (self.pending, self.pending_kind, self.pending_checked, self.pending_transcript) = (
+                    self._folded.pop()
+                )
+                continue
             except Exception as exc:
                 # The appends may have counted on the session this snapshot
                 # would have created: they fail with it.
                 self._abandon(exc)
                 return
+            self._folded.clear()
             self._written = self._latest = snapshot
             self._latest_kind = commit.kind
             for _, waiting in self.waiting_snapshot:
                 if isinstance(waiting, Saved):
                     waiting.written_as(snapshot)
             self._succeed(self.waiting_snapshot)
+        if refused is not None and self._head is None:
+            # Every save was refused, and the appends counted on the session
+            # the first would have created.
+            self._fail(self.waiting_lines, refused)
+            self.lines.clear()
+            self.waiting_lines.clear()
         if self.lines:
             try:
                 yield AppendUsage(b"".join(self.lines))
@@ -552,7 +602,7 @@ class SegmentPlan:
                 # which no stamp tells: it is written, and checked, as an edited one.
                 moved = known.values.moved(messages, changes)
                 if len(changes) + len(moved) <= len(known.messages) // 2:
-                    check_messages(messages, len(messages), moved)
+                    _refuse_unstorable(messages, len(messages), moved)
                     # Only the messages changed or added are written (the
                     # others were checked at their call).
                     append_from, replaced = len(known.messages), sorted([*changes, *moved])
@@ -560,7 +610,7 @@ class SegmentPlan:
             # All of it is written: all of it is checked (but what this batch
             # has just checked), since a message known unchanged may have had
             # a nested value changed in place.
-            check_messages(messages, self.pending_checked)
+            _refuse_unstorable(messages, self.pending_checked)
         mark = edit_mark()  # an edit from now on is not in what is written
         # What is written, kept to tell a nested change made from now on.
         values = (

@@ -246,3 +246,43 @@ async def test_a_value_changed_in_place_to_no_json_is_never_stored_converted(
         loaded = await store.load_session("s")
         assert loaded is not None and loaded.messages[0].content == {"t": 1.5}
         assert [m.id for m in loaded.messages] == ["m0"]
+
+
+async def test_a_save_refused_for_a_value_changed_in_place_fails_alone(
+    make_store: StoreFactory, gates: Callable[[str], Gate]
+) -> None:
+    """Three calls in one batch: another task's valid save, a token-usage append, then a
+    save whose message was changed in place to NaN. The last save is refused when its
+    write checks it; the write holds what was pending before it."""
+    async with make_store() as store:
+        mine = Session(id="s", messages=[Message(id="m0", role="user", content={"t": 1.5})])
+        await store.save_runtime_session(mine)
+        valid = copy.deepcopy(mine)
+        valid.messages.append(Message(id="m1", role="user", content="valid"))
+        mine.messages[0].content["t"] = float("nan")  # in place
+        gate = gates("s")
+        errors: list[BaseException | None] = [None, None, None]
+
+        async def call(n: int, fn: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await fn()
+            except ValueError as exc:
+                errors[n] = exc
+
+        calls = [
+            partial(store.save_runtime_session, valid),
+            partial(store.append_token_usage_record, "s", {"tokens": 1}),
+            partial(store.save_runtime_session, mine),
+        ]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.load_session, "s")  # the batch the gate holds
+            await gate.wait_entered()
+            for n, fn in enumerate(calls):
+                nursery.start_soon(call, n, fn)
+                await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+        assert errors[:2] == [None, None]
+        assert "not a JSON number" in str(errors[2])
+        assert await store.load_session("s") == valid
+        assert valid.revision == 2 and mine.revision == 1
+        assert await store.read_token_usage("s") == [{"tokens": 1}]
