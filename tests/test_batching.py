@@ -212,6 +212,39 @@ async def test_a_session_locked_elsewhere_does_not_hold_up_the_others(
         assert loaded is not None and loaded.runtime_state == {"by": "store"}
 
 
+async def _saved_then_changed_to_nan(store: sessionactors.SessionStore) -> tuple[Session, Session]:
+    """A session saved, then its message changed in place to NaN; and a copy taken before."""
+    mine = Session(id="s", messages=[Message(id="m0", role="user", content={"t": 1.5})])
+    await store.save_runtime_session(mine)
+    other = copy.deepcopy(mine)
+    other.messages.append(Message(id="m1", role="user", content="the other task's"))
+    mine.messages[0].content["t"] = float("nan")  # in place
+    return mine, other
+
+
+async def _in_one_batch(
+    store: sessionactors.SessionStore, gate: Gate, calls: list[Callable[[], Awaitable[Any]]]
+) -> list[ValueError | None]:
+    """Make ``calls``, in order, while the gate holds a batch: they form the next one.
+    What each raised (a ValueError), or None."""
+    errors: list[ValueError | None] = [None] * len(calls)
+
+    async def call(n: int) -> None:
+        try:
+            await calls[n]()
+        except ValueError as exc:
+            errors[n] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.load_session, "s")  # the batch the gate holds
+        await gate.wait_entered()
+        for n in range(len(calls)):
+            nursery.start_soon(call, n)
+            await trio.testing.wait_all_tasks_blocked()
+        gate.open()
+    return errors
+
+
 async def test_a_value_changed_in_place_to_no_json_is_never_stored_converted(
     make_store: StoreFactory, gates: Callable[[str], Gate]
 ) -> None:
@@ -219,30 +252,17 @@ async def test_a_value_changed_in_place_to_no_json_is_never_stored_converted(
     to NaN takes that message as it is: the write refuses it (NaN is no JSON number),
     and nothing is stored in its place (an encoder would have written null)."""
     async with make_store() as store:
-        mine = Session(id="s", messages=[Message(id="m0", role="user", content={"t": 1.5})])
-        await store.save_runtime_session(mine)
-        theirs = copy.deepcopy(mine)
-        theirs.messages.append(Message(id="m1", role="user", content="theirs"))
-        mine.messages[0].content["t"] = float("nan")  # in place
-        gate = gates("s")
-        outcomes: list[BaseException | None] = [None, None]
-
-        async def call(n: int, fn: Callable[[], Awaitable[None]]) -> None:
-            try:
-                await fn()
-            except ValueError as exc:
-                outcomes[n] = exc
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store.load_session, "s")  # the batch the gate holds
-            await gate.wait_entered()
-            nursery.start_soon(call, 0, partial(store.save_runtime_session, mine))
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(call, 1, partial(store.checkpoint_runtime_session, theirs))
-            await trio.testing.wait_all_tasks_blocked()
-            gate.open()
-        assert all(isinstance(exc, ValueError) for exc in outcomes)
-        assert "not a JSON number" in str(outcomes[0])
+        mine, theirs = await _saved_then_changed_to_nan(store)
+        errors = await _in_one_batch(
+            store,
+            gates("s"),
+            [
+                partial(store.save_runtime_session, mine),
+                partial(store.checkpoint_runtime_session, theirs),
+            ],
+        )
+        assert all(isinstance(exc, ValueError) for exc in errors)
+        assert "not a JSON number" in str(errors[0])
         loaded = await store.load_session("s")
         assert loaded is not None and loaded.messages[0].content == {"t": 1.5}
         assert [m.id for m in loaded.messages] == ["m0"]
@@ -255,32 +275,16 @@ async def test_a_save_refused_for_a_value_changed_in_place_fails_alone(
     save whose message was changed in place to NaN. The last save is refused when its
     write checks it; the write holds what was pending before it."""
     async with make_store() as store:
-        mine = Session(id="s", messages=[Message(id="m0", role="user", content={"t": 1.5})])
-        await store.save_runtime_session(mine)
-        valid = copy.deepcopy(mine)
-        valid.messages.append(Message(id="m1", role="user", content="valid"))
-        mine.messages[0].content["t"] = float("nan")  # in place
-        gate = gates("s")
-        errors: list[BaseException | None] = [None, None, None]
-
-        async def call(n: int, fn: Callable[[], Awaitable[None]]) -> None:
-            try:
-                await fn()
-            except ValueError as exc:
-                errors[n] = exc
-
-        calls = [
-            partial(store.save_runtime_session, valid),
-            partial(store.append_token_usage_record, "s", {"tokens": 1}),
-            partial(store.save_runtime_session, mine),
-        ]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store.load_session, "s")  # the batch the gate holds
-            await gate.wait_entered()
-            for n, fn in enumerate(calls):
-                nursery.start_soon(call, n, fn)
-                await trio.testing.wait_all_tasks_blocked()
-            gate.open()
+        mine, valid = await _saved_then_changed_to_nan(store)
+        errors = await _in_one_batch(
+            store,
+            gates("s"),
+            [
+                partial(store.save_runtime_session, valid),
+                partial(store.append_token_usage_record, "s", {"tokens": 1}),
+                partial(store.save_runtime_session, mine),
+            ],
+        )
         assert errors[:2] == [None, None]
         assert "not a JSON number" in str(errors[2])
         assert await store.load_session("s") == valid

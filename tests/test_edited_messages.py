@@ -27,6 +27,11 @@ def long_session(session_id: str = "s") -> Session:
     return Session(id=session_id, messages=[msg(f"m{n}", "x" * 1500) for n in range(MESSAGES)])
 
 
+def dict_session(count: int) -> Session:
+    """A session of ``count`` messages whose contents are dicts, for changes made in place."""
+    return Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(count)])
+
+
 async def persisted_long_session(store: SessionStore) -> Session:
     """A long session, saved once: the revision the tests edit."""
     session = long_session()
@@ -172,7 +177,7 @@ async def test_a_nested_value_changed_in_place_is_written_as_an_edit(store: Sess
 async def test_nested_changes_beside_edits_and_new_messages_are_all_written(
     store: SessionStore,
 ) -> None:
-    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(10)])
+    session = dict_session(10)
     await store.save_runtime_session(session)
     session.messages[2].content["n"] = "changed in place"
     session.messages[4].content = {"n": "assigned"}
@@ -184,7 +189,7 @@ async def test_nested_changes_beside_edits_and_new_messages_are_all_written(
 
 async def test_a_nested_change_in_another_tasks_copy_is_written(store: SessionStore) -> None:
     """Equal copies are known equal once; a nested change in one afterwards is still seen."""
-    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(20)])
+    session = dict_session(20)
     await store.save_runtime_session(session)
     copied = copy.deepcopy(session)
     await store.save_runtime_session(copied)
@@ -214,7 +219,7 @@ async def test_a_checkpoint_keeps_a_persisted_message_changed_in_place_as_persis
     store: SessionStore,
 ) -> None:
     """A checkpoint never changes a persisted message: the caller's object is corrected."""
-    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(4)])
+    session = dict_session(4)
     await store.checkpoint_runtime_session(session)
     session.messages[1].content["n"] = "changed in place"
     session.messages.append(msg("m4", {"n": 4}))
@@ -241,7 +246,7 @@ async def test_an_agents_add_keeps_a_persisted_message_changed_in_place_as_persi
     store: SessionStore,
 ) -> None:
     """sessionactors.agents' add brings new messages alone: the persisted ones stay."""
-    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(4)])
+    session = dict_session(4)
     await store.save_runtime_session(session)
     before = copy.deepcopy(session)
     session.messages[1].content["n"] = "changed in place, never saved"
@@ -255,7 +260,7 @@ async def test_an_agents_add_keeps_a_persisted_message_changed_in_place_as_persi
 async def test_most_messages_changed_in_place_write_the_transcript_whole(
     store: SessionStore,
 ) -> None:
-    session = Session(id="s", messages=[msg(f"m{n}", {"n": n}) for n in range(10)])
+    session = dict_session(10)
     await store.save_runtime_session(session)
     for message in session.messages[:6]:
         message.content["n"] = "in place"
