@@ -569,3 +569,62 @@ async def test_an_index_built_anew_by_a_listing_repeats_no_revision(
         await store.save_runtime_session(session)
         await watcher.wait_for(lambda changes: Change("s", "save", 2) in changes)
     assert watcher.changes == [Change("s", "save", 1), Change("s", "save", 2)]
+
+
+def _remove_index(disk: Path) -> None:
+    for name in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"):
+        (disk / ".sessionactors" / name).unlink(missing_ok=True)
+
+
+@file_only
+async def test_a_session_deleted_once_the_index_was_built_anew_is_told_deleted(
+    store: SessionStore, disk: Path
+) -> None:
+    """The new index holds no row of the session: the delete still reaches the watch."""
+    async with watching(store) as watcher:
+        await store.save_runtime_session(Session(id="s"))
+        await watcher.wait_for(lambda changes: Change("s", "save", 1) in changes)
+        _remove_index(disk)
+        await store.save_runtime_session(Session(id="t"))  # a new index, with t's row alone
+        await watcher.wait_for(lambda changes: Change("t", "save", 1) in changes)
+        assert await store.delete_session("s")
+        await watcher.wait_for(lambda changes: Change("s", "delete", None) in changes)
+    check_order(watcher.changes)
+
+
+@file_only
+async def test_a_delete_lost_with_the_index_is_told_from_the_files(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete the old index held, removed before the watch read it, is still told.
+
+    The watch is kept from reading (told nothing new) while the session is
+    deleted, the index removed and another session written into a new one.
+    """
+    real = sessionactors.storage.files.index.ListingIndex.changes
+    epochs: list[str] = []
+    frozen = False
+
+    def changes(index: Any, after: int, session_id: str | None) -> Any:
+        if frozen and epochs:
+            return epochs[-1], []
+        epoch, rows = real(index, after, session_id)
+        epochs.append(epoch)
+        return epoch, rows
+
+    monkeypatch.setattr(sessionactors.storage.files.index.ListingIndex, "changes", changes)
+    async with watching(store) as watcher:
+        for session_id in ("s", "kept"):
+            await store.save_runtime_session(Session(id=session_id))
+            await watcher.wait_for(lambda seen, i=session_id: Change(i, "save", 1) in seen)
+        frozen = True
+        assert await store.delete_session("s")
+        _remove_index(disk)
+        await store.save_runtime_session(Session(id="t"))
+        frozen = False
+        await watcher.wait_for(lambda seen: Change("t", "save", 1) in seen)
+        await watcher.wait_for(lambda seen: Change("s", "delete", None) in seen)
+        await watcher.drained()
+    check_order(watcher.changes)
+    # "kept" is still there, though the new index has no row of it.
+    assert Change("kept", "delete", None) not in watcher.changes

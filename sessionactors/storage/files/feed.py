@@ -89,6 +89,15 @@ async def follow_index(
                 _, rows = await trio.to_thread.run_sync(
                     index.changes, seen, session_id, limiter=_NO_LIMIT
                 )
+                # A delete the old index held, unread, went with it: a session
+                # told of that the new one has no row of is looked for in the files.
+                listed = {row[0] for row in rows}
+                unlisted = [told for told in handed if told not in listed]
+                for gone in await trio.to_thread.run_sync(
+                    index.absent, unlisted, limiter=_NO_LIMIT
+                ):
+                    handed.forget(gone)
+                    put(Change(gone, "delete", None))
                 if inotify is not None:
                     inotify.close()
                 inotify = _inotify(str(index.directory))

@@ -366,6 +366,10 @@ class ListingIndex:
         with contextlib.suppress(OSError):
             self.directory.rmdir()
 
+    def absent(self, session_ids: list[str]) -> list[str]:
+        """Those of ``session_ids`` the root's files hold no session of (unreadable: held)."""
+        return [session_id for session_id in session_ids if not self._holds_session(session_id)]
+
     def _holds_session(self, session_id: str) -> bool:
         try:
             return self._read_entry(session_id) is not None
@@ -686,10 +690,17 @@ def _publish(
     try:
         seq = _next_seq(conn)
         if kind == "delete":
-            conn.execute(
+            marked = conn.execute(
                 "UPDATE sessions SET deleted = 1, rev_seq = ?, seq = ? WHERE id = ?",
                 (seq, seq, session_id),
             )
+            if not marked.rowcount:
+                # An index built anew since the session was written has no row
+                # of it: one marked deleted tells the watches all the same.
+                conn.execute(
+                    "INSERT INTO sessions VALUES (?, 0, 0, '', x'', 0, 'delete', 1, ?, 0, ?)",
+                    (session_id, seq, seq),
+                )
             _store_root_mtime(conn, _root_mtime(root))  # its directory is gone
         elif summary is not None and kind is not None:
             new = conn.execute("SELECT deleted FROM sessions WHERE id = ?", (session_id,))
