@@ -5,8 +5,10 @@ each kind of change with its revision, in commit order; a watch of one
 session; nothing from before the watch began; another store on the same
 location; leaving the block (the feed is gone: nothing left listening, the
 store closes at once); errors on opening; a delete and a save handled in
-one batch; and, on the file store, a batch of index rows read at once and
-the index deleted under a watch. Other processes, load and the bound on
+one batch; and, on the file store, a batch of index rows read at once, the
+index deleted under a watch (a delete it held, or made after, still told)
+and the rows of deleted sessions removed after a while (a watch behind them
+told from the files). Other processes, load and the bound on
 what an unread watch holds: test_watch_processes.py.
 
 Watches use real time (their feeds run in threads or wait on inotify), each
@@ -15,13 +17,17 @@ wait bounded by a generous ``trio.fail_after``; no test asserts how fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -509,11 +515,11 @@ async def test_a_signal_that_came_before_its_commit_showed_is_looked_at_again(
     hidden: list[bool] = []
 
     def first_read_sees_nothing(index: Any, after: int, session_id: str | None) -> Any:
-        epoch, rows = changes(index, after, session_id)
-        if rows and not hidden:
+        read = changes(index, after, session_id)
+        if read.rows and not hidden:
             hidden.append(True)
-            return epoch, []  # as if read before the commit showed
-        return epoch, rows
+            return attrs.evolve(read, rows=[])  # as if read before the commit showed
+        return read
 
     monkeypatch.setattr(
         sessionactors.storage.files.index.ListingIndex, "changes", first_read_sees_nothing
@@ -571,6 +577,22 @@ async def test_an_index_built_anew_by_a_listing_repeats_no_revision(
     assert watcher.changes == [Change("s", "save", 1), Change("s", "save", 2)]
 
 
+def _freeze_the_feed(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """While the event returned is set, the file feed's reads of the index find nothing new."""
+    real = sessionactors.storage.files.index.ListingIndex.changes
+    last: list[Any] = []
+    frozen = threading.Event()
+
+    def changes(index: Any, after: int, session_id: str | None) -> Any:
+        if frozen.is_set() and last:
+            return attrs.evolve(last[-1], rows=[])
+        last.append(real(index, after, session_id))
+        return last[-1]
+
+    monkeypatch.setattr(sessionactors.storage.files.index.ListingIndex, "changes", changes)
+    return frozen
+
+
 def _remove_index(disk: Path) -> None:
     for name in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"):
         (disk / ".sessionactors" / name).unlink(missing_ok=True)
@@ -593,38 +615,57 @@ async def test_a_session_deleted_once_the_index_was_built_anew_is_told_deleted(
 
 
 @file_only
-async def test_a_delete_lost_with_the_index_is_told_from_the_files(
-    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("row_lost_by", ["the index removed", "the row removed"])
+async def test_a_delete_whose_row_went_unread_is_told_from_the_files(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch, row_lost_by: str
 ) -> None:
-    """A delete the old index held, removed before the watch read it, is still told.
+    """A delete whose row went before the watch read it is still told.
 
-    The watch is kept from reading (told nothing new) while the session is
-    deleted, the index removed and another session written into a new one.
+    The row goes with the index, removed by hand, or is removed by a delete
+    once ``DELETES_KEPT_FOR`` changes came after it. The watch is kept from
+    reading (told nothing new) meanwhile.
     """
-    real = sessionactors.storage.files.index.ListingIndex.changes
-    epochs: list[str] = []
-    frozen = False
-
-    def changes(index: Any, after: int, session_id: str | None) -> Any:
-        if frozen and epochs:
-            return epochs[-1], []
-        epoch, rows = real(index, after, session_id)
-        epochs.append(epoch)
-        return epoch, rows
-
-    monkeypatch.setattr(sessionactors.storage.files.index.ListingIndex, "changes", changes)
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    frozen = _freeze_the_feed(monkeypatch)
     async with watching(store) as watcher:
         for session_id in ("s", "kept"):
             await store.save_runtime_session(Session(id=session_id))
             await watcher.wait_for(lambda seen, i=session_id: Change(i, "save", 1) in seen)
-        frozen = True
+        frozen.set()
         assert await store.delete_session("s")
-        _remove_index(disk)
-        await store.save_runtime_session(Session(id="t"))
-        frozen = False
-        await watcher.wait_for(lambda seen: Change("t", "save", 1) in seen)
+        if row_lost_by == "the index removed":
+            _remove_index(disk)
+            await store.save_runtime_session(Session(id="last"))  # into a new index
+        else:
+            for n in range(5):  # the delete of s falls out of the last 4 changes...
+                await store.save_runtime_session(Session(id=f"other{n}"))
+            await store.save_runtime_session(Session(id="last"))
+            assert await store.delete_session("other0")  # ...and this delete removes its row
+        frozen.clear()
         await watcher.wait_for(lambda seen: Change("s", "delete", None) in seen)
+        await watcher.wait_for(lambda seen: Change("last", "save", 1) in seen)
         await watcher.drained()
     check_order(watcher.changes)
-    # "kept" is still there, though the new index has no row of it.
+    # "kept" is still there, though the rows read have none of it.
     assert Change("kept", "delete", None) not in watcher.changes
+
+
+def _index_rows(disk: Path) -> int:
+    with contextlib.closing(sqlite3.connect(disk / ".sessionactors" / "index.sqlite3")) as conn:
+        count: int = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        return count
+
+
+@file_only
+async def test_the_rows_of_deleted_sessions_are_removed_after_a_while(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root that makes and deletes sessions without end keeps a bounded index."""
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 6)
+    await store.save_runtime_session(Session(id="kept"))
+    for n in range(30):
+        await store.save_runtime_session(Session(id=f"s{n}"))
+        assert await store.delete_session(f"s{n}")
+    # "kept" and the deletes of the last 6 changes (3 sessions made and deleted).
+    assert _index_rows(disk) <= 1 + 3
+    assert [s.id for s in await store.list_sessions()] == ["kept"]

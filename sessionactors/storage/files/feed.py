@@ -78,31 +78,26 @@ async def follow_index(
             signalled = await _wait_for_signal(
                 inotify, _SECOND_LOOK if signalled else _SAFETY_INTERVAL
             )
-            now, rows = await trio.to_thread.run_sync(
-                index.changes, seen, session_id, limiter=_NO_LIMIT
-            )
-            if now != epoch:
+            now = await trio.to_thread.run_sync(index.changes, seen, session_id, limiter=_NO_LIMIT)
+            # A delete whose row went unread (with an index removed, or pruned) is
+            # looked for in the files.
+            missed = seen < now.pruned
+            if now.epoch != epoch:
                 # The index was built anew (removed or damaged by hand): its seq
                 # numbers start again, so every row may be news, and its
                 # directory may be a new one to watch.
-                epoch, seen = now, 0
-                _, rows = await trio.to_thread.run_sync(
+                epoch, seen, missed = now.epoch, 0, True
+                now = await trio.to_thread.run_sync(
                     index.changes, seen, session_id, limiter=_NO_LIMIT
                 )
-                # A delete the old index held, unread, went with it: a session
-                # told of that the new one has no row of is looked for in the files.
-                listed = {row[0] for row in rows}
-                unlisted = [told for told in handed if told not in listed]
-                for gone in await trio.to_thread.run_sync(
-                    index.absent, unlisted, limiter=_NO_LIMIT
-                ):
-                    handed.forget(gone)
-                    put(Change(gone, "delete", None))
                 if inotify is not None:
                     inotify.close()
                 inotify = _inotify(str(index.directory))
+            if missed:
+                for gone in await _gone(index, now.rows, handed):
+                    put(Change(gone, "delete", None))
             after = seen
-            for row in rows:
+            for row in now.rows:
                 for change in _news(row, after, handed):
                     put(change)
                 seen = max(seen, row[-1])
@@ -111,6 +106,18 @@ async def follow_index(
             inotify.close()
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(index.remove_watch, watch, limiter=_NO_LIMIT)
+
+
+async def _gone(
+    index: ListingIndex, rows: list[tuple[Any, ...]], handed: ToldRevisions[_Handed]
+) -> list[str]:
+    """The sessions told of that ``rows`` do not show and the files no longer hold, forgotten."""
+    listed = {row[0] for row in rows}
+    unlisted = [told for told in handed if told not in listed]
+    gone = await trio.to_thread.run_sync(index.absent, unlisted, limiter=_NO_LIMIT)
+    for session_id in gone:
+        handed.forget(session_id)
+    return gone
 
 
 #: A session's revision handed to a watcher: its number and its updated_at.

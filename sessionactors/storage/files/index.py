@@ -6,7 +6,9 @@ ordered and filtered by (``updated_at`` in microseconds, ``id``, ``pinned``,
 the casefolded title), and for watchers the latest revision, its kind and
 ``seq`` numbers, one more per change of the root, taken in the change's own
 transaction. A deleted session keeps its row, marked deleted, so a watcher
-learns of the delete.
+learns of the delete, until :data:`DELETES_KEPT_FOR` more changes of the root
+came: the next delete removes it, and a watch that had not read it by then
+looks in the files for the sessions it told of (see :meth:`ListingIndex.changes`).
 
 It is only a cache, never the truth: every write updates it under the
 session's lock once the session is written (without an fsync: the index is
@@ -34,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 
 from ..._errors import CorruptSessionError
@@ -41,7 +44,15 @@ from ..._listing import ListQuery, order_key
 from ..._model import Change, SessionSummary, converter
 from .writers import WRITERS_TABLE, Writer, dead_writers, forget_writers
 
-__all__ = ["INDEX_DIR", "INDEX_FILE", "ListingIndex", "ReadEntry", "changes_of"]
+__all__ = [
+    "DELETES_KEPT_FOR",
+    "INDEX_DIR",
+    "INDEX_FILE",
+    "IndexChanges",
+    "ListingIndex",
+    "ReadEntry",
+    "changes_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +64,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 #: Rounds of correcting rows a page makes before it takes what the files say as it is.
 _ROUNDS = 3
+#: How many changes of the root a deleted session's row outlives, for the watches
+#: (about 400 bytes each): what a root that deletes many sessions keeps of them.
+DELETES_KEPT_FOR = 10_000
 
 #: Reads one session's summary and latest kind from its files (None: no session).
 ReadEntry = Callable[[str], "tuple[SessionSummary, str] | None"]
@@ -74,6 +88,8 @@ _TABLES = (
     )""",
     "CREATE INDEX IF NOT EXISTS by_time ON sessions (deleted, updated_us DESC, id DESC)",
     "CREATE INDEX IF NOT EXISTS by_seq ON sessions (seq)",
+    # The deleted sessions' rows alone, oldest first: a delete removes the old ones.
+    "CREATE INDEX IF NOT EXISTS deleted_by_seq ON sessions (seq) WHERE deleted = 1",
     WRITERS_TABLE,
 )
 
@@ -106,6 +122,17 @@ def changes_of(row: tuple[Any, ...], after: int) -> list[tuple[int, Change]]:
         found.append((usage_seq, Change(session_id, "usage", None)))
     found.sort(key=lambda pair: pair[0])
     return found
+
+
+@attrs.frozen
+class IndexChanges:
+    """What :meth:`ListingIndex.changes` read, in one transaction."""
+
+    epoch: str  # a new one each time the index is built anew (seq numbers start again)
+    rows: list[tuple[Any, ...]]  # see changes_of
+    # Deleted sessions' rows up to this seq are gone: a reader that had not
+    # seen that far may have missed a delete.
+    pruned: int
 
 
 class _Broken(Exception):
@@ -537,8 +564,8 @@ class ListingIndex:
             finally:
                 conn.execute("COMMIT")
 
-    def changes(self, after: int, session_id: str | None) -> tuple[str, list[tuple[Any, ...]]]:
-        """The index's epoch, and its rows changed since ``seq`` ``after``, in ``seq`` order.
+    def changes(self, after: int, session_id: str | None) -> IndexChanges:
+        """The index's rows changed since ``seq`` ``after``, in ``seq`` order, with its epoch.
 
         See :func:`changes_of` for what a row tells.
         """
@@ -555,10 +582,11 @@ class ListingIndex:
             conn.execute("BEGIN")
             try:
                 epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+                pruned = conn.execute("SELECT value FROM meta WHERE key = 'pruned'").fetchone()
                 rows = conn.execute(sql + " ORDER BY seq", args).fetchall()
             finally:
                 conn.execute("COMMIT")
-        return str(epoch), rows
+        return IndexChanges(str(epoch), rows, 0 if pruned is None else int(pruned[0]))
 
 
 #: What SQLite reports of a file it may not have read at all.
@@ -628,8 +656,8 @@ def _page_sql(query: ListQuery) -> tuple[str, list[Any]]:
 
 def _last_seq(conn: sqlite3.Connection) -> int:
     # The rows' own highest seq (through the by_seq index): no counter row to
-    # write, one page fewer a change. Deleted sessions keep their rows, so it
-    # never goes back.
+    # write, one page fewer a change. A deleted session's row is removed only
+    # once newer changes came (_prune_deleted), so it never goes back.
     value: int = conn.execute("SELECT coalesce(max(seq), 0) FROM sessions").fetchone()[0]
     return value
 
@@ -701,6 +729,7 @@ def _publish(
                     "INSERT INTO sessions VALUES (?, 0, 0, '', x'', 0, 'delete', 1, ?, 0, ?)",
                     (session_id, seq, seq),
                 )
+            _prune_deleted(conn, seq - DELETES_KEPT_FOR)
             _store_root_mtime(conn, _root_mtime(root))  # its directory is gone
         elif summary is not None and kind is not None:
             new = conn.execute("SELECT deleted FROM sessions WHERE id = ?", (session_id,))
@@ -720,6 +749,18 @@ def _publish(
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+
+
+def _prune_deleted(conn: sqlite3.Connection, up_to: int) -> None:
+    """Remove the rows of sessions deleted at ``seq`` ``up_to`` or before (in a transaction).
+
+    The highest ``seq`` is never among them, so ``seq`` never goes back.
+    """
+    if up_to <= 0:
+        return
+    pruned = conn.execute("DELETE FROM sessions WHERE deleted = 1 AND seq <= ?", (up_to,))
+    if pruned.rowcount:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('pruned', ?)", (up_to,))
 
 
 def _correct(
