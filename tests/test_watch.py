@@ -21,6 +21,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -44,6 +45,9 @@ from sessionactors import (
     SessionStore,
     StoreClosedError,
 )
+from sessionactors.storage.files.backend import session_ids
+from sessionactors.storage.files.index import ListingIndex
+from sessionactors.storage.files.session import SessionFiles
 from sessionactors.storage.told import ToldRevisions
 
 #: Seconds any one expected change may take to arrive (generous: never a timing check).
@@ -598,17 +602,30 @@ def _remove_index(disk: Path) -> None:
         (disk / ".sessionactors" / name).unlink(missing_ok=True)
 
 
+def _index_rows(disk: Path) -> set[str]:
+    """The session ids the root's index has a row of, deleted or not."""
+    with contextlib.closing(sqlite3.connect(disk / ".sessionactors" / "index.sqlite3")) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM sessions")}
+
+
+async def _told_of_s_then_index_built_anew(
+    store: SessionStore, disk: Path, watcher: Watcher
+) -> None:
+    """Tell "s" once; then remove the index and write "t", whose row the new one holds alone."""
+    await store.save_runtime_session(Session(id="s"))
+    await watcher.wait_for(lambda seen: Change("s", "save", 1) in seen)
+    _remove_index(disk)
+    await store.save_runtime_session(Session(id="t"))
+    await watcher.wait_for(lambda seen: Change("t", "save", 1) in seen)
+
+
 @file_only
 async def test_a_session_deleted_once_the_index_was_built_anew_is_told_deleted(
     store: SessionStore, disk: Path
 ) -> None:
     """The new index holds no row of the session: the delete still reaches the watch."""
     async with watching(store) as watcher:
-        await store.save_runtime_session(Session(id="s"))
-        await watcher.wait_for(lambda changes: Change("s", "save", 1) in changes)
-        _remove_index(disk)
-        await store.save_runtime_session(Session(id="t"))  # a new index, with t's row alone
-        await watcher.wait_for(lambda changes: Change("t", "save", 1) in changes)
+        await _told_of_s_then_index_built_anew(store, disk, watcher)
         assert await store.delete_session("s")
         await watcher.wait_for(lambda changes: Change("s", "delete", None) in changes)
     check_order(watcher.changes)
@@ -641,6 +658,7 @@ async def test_a_delete_whose_row_went_unread_is_told_from_the_files(
                 await store.save_runtime_session(Session(id=f"other{n}"))
             await store.save_runtime_session(Session(id="last"))
             assert await store.delete_session("other0")  # ...and this delete removes its row
+            assert "s" not in _index_rows(disk)
         frozen.clear()
         await watcher.wait_for(lambda seen: Change("s", "delete", None) in seen)
         await watcher.wait_for(lambda seen: Change("last", "save", 1) in seen)
@@ -648,12 +666,6 @@ async def test_a_delete_whose_row_went_unread_is_told_from_the_files(
     check_order(watcher.changes)
     # "kept" is still there, though the rows read have none of it.
     assert Change("kept", "delete", None) not in watcher.changes
-
-
-def _index_rows(disk: Path) -> int:
-    with contextlib.closing(sqlite3.connect(disk / ".sessionactors" / "index.sqlite3")) as conn:
-        count: int = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
-        return count
 
 
 @file_only
@@ -667,5 +679,92 @@ async def test_the_rows_of_deleted_sessions_are_removed_after_a_while(
         await store.save_runtime_session(Session(id=f"s{n}"))
         assert await store.delete_session(f"s{n}")
     # "kept" and the deletes of the last 6 changes (3 sessions made and deleted).
-    assert _index_rows(disk) <= 1 + 3
+    assert len(_index_rows(disk)) <= 1 + 3
     assert [s.id for s in await store.list_sessions()] == ["kept"]
+
+
+async def _behind_a_removed_row(store: SessionStore, watcher: Watcher) -> None:
+    """Tell "quiet" once; then, in other sessions, changes and a delete that removes a row."""
+    await store.save_runtime_session(Session(id="quiet"))
+    await watcher.wait_for(lambda seen: Change("quiet", "save", 1) in seen)
+    for n in range(2):
+        await store.save_runtime_session(Session(id=f"o{n}"))
+    assert await store.delete_session("o0")
+    for n in range(5):
+        await store.save_runtime_session(Session(id=f"x{n}"))
+    assert await store.delete_session("o1")  # removes o0's row, past the watch's seq
+
+
+@file_only
+async def test_a_watch_of_one_session_behind_a_removed_row_looks_in_the_files_once(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its rows are its session's alone, so its seq lags the root's: once past the removed
+    rows, it does not look in the files again at every change of the root."""
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    looked: list[list[str]] = []
+    absent = ListingIndex.absent
+
+    def counted(index: ListingIndex, session_ids: list[str]) -> list[str]:
+        looked.append(session_ids)
+        return absent(index, session_ids)
+
+    monkeypatch.setattr(ListingIndex, "absent", counted)
+    async with watching(store, "quiet") as watcher:
+        await _behind_a_removed_row(store, watcher)
+        await trio.sleep(0.3)
+        before = len(looked)
+        for n in range(20):  # changes of other sessions only
+            await store.save_runtime_session(Session(id=f"p{n}"))
+            await trio.sleep(0.05)
+        assert [ids for ids in looked[before:] if ids] == []
+    assert watcher.changes == [Change("quiet", "save", 1)]
+
+
+@file_only
+async def test_a_delete_told_from_the_files_is_not_told_again_by_its_row(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete removes the files, then writes its row: a watch that looked in the files
+    in between was told already."""
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    publish = ListingIndex.publish
+
+    def slow_delete(index: ListingIndex, session_id: str, *rest: Any) -> None:
+        if session_id == "quiet" and rest[1] == "delete":
+            time.sleep(1.5)  # the files are gone, the row not yet written
+        publish(index, session_id, *rest)
+
+    monkeypatch.setattr(ListingIndex, "publish", slow_delete)
+    async with watching(store, "quiet") as watcher:
+        await _behind_a_removed_row(store, watcher)
+        assert await store.delete_session("quiet")
+        await watcher.wait_for(lambda seen: Change("quiet", "delete", None) in seen)
+        await watcher.drained()
+        await trio.sleep(1.2)  # the row's read: the feed reads at least each second
+    assert watcher.changes == [Change("quiet", "save", 1), Change("quiet", "delete", None)]
+
+
+@file_only
+async def test_a_session_deleted_while_the_index_is_reconciled_stays_deleted(
+    store: SessionStore, disk: Path
+) -> None:
+    """The rebuilt index's row of the delete is newer than the files its reconcile read."""
+    async with watching(store) as watcher:
+        await _told_of_s_then_index_built_anew(store, disk, watcher)
+
+        def read_entry(session_id: str) -> Any:
+            entry = SessionFiles(disk, session_id, False).listing_entry()
+            if session_id == "s":  # another store deletes s while the scan goes on
+                assert trio.from_thread.run(store.delete_session, "s")
+            return entry
+
+        other = ListingIndex(disk, read_entry, lambda: session_ids(disk))
+        try:
+            await trio.to_thread.run_sync(other.reconcile)
+        finally:
+            await trio.to_thread.run_sync(other.close)
+        await watcher.wait_for(lambda seen: Change("s", "delete", None) in seen)
+        assert [summary.id for summary in await store.list_sessions()] == ["t"]
+        await watcher.drained()
+    assert watcher.of("s") == [Change("s", "save", 1), Change("s", "delete", None)]

@@ -96,6 +96,9 @@ async def follow_index(
             if missed:
                 for gone in await _gone(index, now.rows, handed):
                     put(Change(gone, "delete", None))
+                # Every row up to there was in this read (a watch of one
+                # session reads its own rows only: its seq lags the root's).
+                seen = max(seen, now.pruned)
             after = seen
             for row in now.rows:
                 for change in _news(row, after, handed):
@@ -108,20 +111,24 @@ async def follow_index(
             await trio.to_thread.run_sync(index.remove_watch, watch, limiter=_NO_LIMIT)
 
 
+#: A session's revision handed to a watcher: its number and its updated_at.
+_Handed = tuple[int, int]
+#: Handed for a session told deleted from its files (no revision is 0): the
+#: delete's row, if it comes after (a delete removes the files first), is
+#: not told again.
+_TOLD_GONE: _Handed = (0, 0)
+
+
 async def _gone(
     index: ListingIndex, rows: list[tuple[Any, ...]], handed: ToldRevisions[_Handed]
 ) -> list[str]:
-    """The sessions told of that ``rows`` do not show and the files no longer hold, forgotten."""
+    """The sessions told of that ``rows`` do not show and the files no longer hold."""
     listed = {row[0] for row in rows}
-    unlisted = [told for told in handed if told not in listed]
+    unlisted = [told for told in handed if told not in listed and handed.get(told) != _TOLD_GONE]
     gone = await trio.to_thread.run_sync(index.absent, unlisted, limiter=_NO_LIMIT)
     for session_id in gone:
-        handed.forget(session_id)
+        handed.tell(session_id, _TOLD_GONE)
     return gone
-
-
-#: A session's revision handed to a watcher: its number and its updated_at.
-_Handed = tuple[int, int]
 
 
 def _news(row: tuple[Any, ...], after: int, handed: ToldRevisions[_Handed]) -> list[Change]:
@@ -135,7 +142,10 @@ def _news(row: tuple[Any, ...], after: int, handed: ToldRevisions[_Handed]) -> l
     news: list[Change] = []
     for _, change in changes_of(row, after):
         if change.kind == "delete":
+            told_gone = handed.get(change.session_id) == _TOLD_GONE
             handed.forget(change.session_id)
+            if told_gone:
+                continue
         elif change.revision is not None:
             this = (change.revision, row[-2])
             last = handed.get(change.session_id)

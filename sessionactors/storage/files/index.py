@@ -311,11 +311,13 @@ class ListingIndex:
         What SQLite tells of the file's surroundings (a lock held, a file it
         cannot open for want of descriptors, a full disk, an I/O error) is
         raised as it is: the file may well be sound, and other processes use it.
+        Text that is not UTF-8 is damage: SQLite hands back the bytes a page
+        holds, and bytes garbled where the page still parses come out so.
         """
         try:
             yield
-        except sqlite3.DatabaseError as exc:
-            if _not_damage(exc):
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and _not_damage(exc):
                 raise
             logger.warning("listing index %s is damaged (%s); building it again", self.path, exc)
             self._remove()
@@ -512,7 +514,9 @@ class ListingIndex:
             return
         dead = dead_writers(conn)
         mtime = _root_mtime(self.root)  # before the scan: a change during it is seen next time
-        before = dict(conn.execute("SELECT id, seq FROM sessions WHERE deleted = 0"))
+        # Every row's seq, the deleted ones' too: a delete during the scan moves
+        # its session's (or makes a row), which the files read before it predate.
+        before = dict(conn.execute("SELECT id, seq FROM sessions"))
         found: dict[str, tuple[SessionSummary, str] | None] = {}
         unreadable: list[str] = []
         for session_id in self._list_ids():
@@ -522,7 +526,7 @@ class ListingIndex:
                 unreadable.append(session_id)  # a page reports it when it meets its row
         conn.execute("BEGIN IMMEDIATE")
         try:
-            now = dict(conn.execute("SELECT id, seq FROM sessions WHERE deleted = 0"))
+            now = dict(conn.execute("SELECT id, seq FROM sessions"))
             indexed = {
                 row[0]: row[1]
                 for row in conn.execute("SELECT id, summary FROM sessions WHERE deleted = 0")
@@ -535,9 +539,9 @@ class ListingIndex:
                     session_id not in indexed or _decode(indexed[session_id]) != entry[0]
                 ):
                     fixes.append((session_id, entry))
-            for session_id, seq in now.items():
+            for session_id in indexed:
                 gone = session_id not in found and session_id not in unreadable
-                if gone and seq == before.get(session_id):
+                if gone and now[session_id] == before.get(session_id):
                     fixes.append((session_id, None))
             _correct(conn, fixes, in_transaction=True)
             for session_id in unreadable:
@@ -758,7 +762,11 @@ def _prune_deleted(conn: sqlite3.Connection, up_to: int) -> None:
     """
     if up_to <= 0:
         return
-    pruned = conn.execute("DELETE FROM sessions WHERE deleted = 1 AND seq <= ?", (up_to,))
+    pruned = conn.execute(
+        # Named: without statistics SQLite would walk every deleted row by_time.
+        "DELETE FROM sessions INDEXED BY deleted_by_seq WHERE deleted = 1 AND seq <= ?",
+        (up_to,),
+    )
     if pruned.rowcount:
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('pruned', ?)", (up_to,))
 
