@@ -446,3 +446,29 @@ def test_what_sqlite_says_of_a_file_it_could_not_use_is_not_taken_for_damage(
         read_only.close()
     assert [index_module._not_damage(exc) for exc in surroundings] == [True] * 4
     assert not index_module._not_damage(damage)
+
+
+def _error_with_code(code: int) -> sqlite3.Error:
+    error = sqlite3.OperationalError(f"code {code}")
+    error.sqlite_errorcode = code  # as SQLite's extended result codes come
+    return error
+
+
+@pytest.mark.parametrize(
+    ("code", "surroundings"),
+    [
+        (8 | 4 << 8, True),  # SQLITE_READONLY_DBMOVED
+        (8 | 6 << 8, True),  # SQLITE_READONLY_DIRECTORY
+        (10 | 13 << 8, True),  # SQLITE_IOERR_FSTAT
+        (14 | 2 << 8, True),  # SQLITE_CANTOPEN_ISDIR
+        (11 | 1 << 8, False),  # SQLITE_CORRUPT_VTAB
+        (11 | 3 << 8, False),  # SQLITE_CORRUPT_INDEX
+        (26, False),  # SQLITE_NOTADB
+    ],
+)
+def test_an_extended_result_code_is_judged_by_its_primary_code(
+    code: int, surroundings: bool
+) -> None:
+    """SQLite reports extended codes (the primary code in the low byte): one of the
+    surroundings' leaves the file in place, one of damage has it built again."""
+    assert index_module._not_damage(_error_with_code(code)) is surroundings
