@@ -687,6 +687,12 @@ async def _behind_a_removed_row(store: SessionStore, watcher: Watcher) -> None:
     """Tell "quiet" once; then, in other sessions, changes and a delete that removes a row."""
     await store.save_runtime_session(Session(id="quiet"))
     await watcher.wait_for(lambda seen: Change("quiet", "save", 1) in seen)
+    await _remove_a_row(store)
+
+
+async def _remove_a_row(store: SessionStore) -> None:
+    """Changes of other sessions, the last a delete that removes an earlier delete's row
+    (``DELETES_KEPT_FOR`` 4)."""
     for n in range(2):
         await store.save_runtime_session(Session(id=f"o{n}"))
     assert await store.delete_session("o0")
@@ -719,6 +725,25 @@ async def test_a_watch_of_one_session_behind_a_removed_row_looks_in_the_files_on
             await trio.sleep(0.05)
         assert [ids for ids in looked[before:] if ids] == []
     assert watcher.changes == [Change("quiet", "save", 1)]
+
+
+@file_only
+async def test_a_watch_of_one_session_behind_a_removed_row_is_told_its_revision(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revision of the session, unread when rows past it were removed, still comes."""
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    frozen = _freeze_the_feed(monkeypatch)
+    quiet = Session(id="quiet")
+    async with watching(store, "quiet") as watcher:
+        await store.save_runtime_session(quiet)
+        await watcher.wait_for(lambda seen: Change("quiet", "save", 1) in seen)
+        frozen.set()
+        await store.save_runtime_session(quiet)  # revision 2, unread...
+        await _remove_a_row(store)  # ...when rows after it are removed
+        frozen.clear()
+        await watcher.wait_for(lambda seen: Change("quiet", "save", 2) in seen)
+    assert watcher.changes == [Change("quiet", "save", 1), Change("quiet", "save", 2)]
 
 
 @file_only

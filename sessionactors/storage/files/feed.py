@@ -96,14 +96,15 @@ async def follow_index(
             if missed:
                 for gone in await _gone(index, now.rows, handed):
                     put(Change(gone, "delete", None))
-                # Every row up to there was in this read (a watch of one
-                # session reads its own rows only: its seq lags the root's).
-                seen = max(seen, now.pruned)
             after = seen
             for row in now.rows:
                 for change in _news(row, after, handed):
                     put(change)
                 seen = max(seen, row[-1])
+            if missed:
+                # Every row up to there was in this read (a watch of one
+                # session reads its own rows only: its seq lags the root's).
+                seen = max(seen, now.pruned)
     finally:
         if inotify is not None:
             inotify.close()
