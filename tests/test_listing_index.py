@@ -397,11 +397,11 @@ def test_an_index_that_cannot_be_opened_is_not_taken_for_a_damaged_one(
         inode = (tmp_path / INDEX).stat().st_ino
         monkeypatch.setattr(sqlite3, "connect", out_of_descriptors)
         with pytest.raises(sqlite3.OperationalError, match="unable to open"):
-            reader.last_seq()
+            reader.changes(0, None)
         monkeypatch.undo()
         assert (tmp_path / INDEX).stat().st_ino == inode
         assert _row_of(tmp_path, "kept") == (summary.revision, "save")
-        assert reader.last_seq()[1] == writer.last_seq()[1] == 1
+        assert reader.changes(0, None).last == writer.changes(0, None).last == 1
     finally:
         writer.close()
         reader.close()

@@ -6,9 +6,9 @@ session; nothing from before the watch began; another store on the same
 location; leaving the block (the feed is gone: nothing left listening, the
 store closes at once); errors on opening; a delete and a save handled in
 one batch; and, on the file store, a batch of index rows read at once, the
-index deleted under a watch (a delete it held, or made after, still told)
-and the rows of deleted sessions removed after a while (a watch behind them
-told from the files). Other processes, load and the bound on
+index deleted or damaged under a watch (a delete it held, or made after,
+still told, and once), and the rows of deleted sessions removed after a
+while, but not under a watch that has not read them. Other processes, load and the bound on
 what an unread watch holds: test_watch_processes.py.
 
 Watches use real time (their feeds run in threads or wait on inotify), each
@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -522,7 +522,7 @@ async def test_a_signal_that_came_before_its_commit_showed_is_looked_at_again(
         read = changes(index, after, session_id)
         if read.rows and not hidden:
             hidden.append(True)
-            return attrs.evolve(read, rows=[])  # as if read before the commit showed
+            return attrs.evolve(read, rows=[], last=after)  # as if read before the commit showed
         return read
 
     monkeypatch.setattr(
@@ -632,17 +632,11 @@ async def test_a_session_deleted_once_the_index_was_built_anew_is_told_deleted(
 
 
 @file_only
-@pytest.mark.parametrize("row_lost_by", ["the index removed", "the row removed"])
-async def test_a_delete_whose_row_went_unread_is_told_from_the_files(
-    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch, row_lost_by: str
+async def test_a_delete_lost_with_the_index_is_told_from_the_files(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A delete whose row went before the watch read it is still told.
-
-    The row goes with the index, removed by hand, or is removed by a delete
-    once ``DELETES_KEPT_FOR`` changes came after it. The watch is kept from
-    reading (told nothing new) meanwhile.
-    """
-    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    """A delete the old index held, removed by hand before the watch read it, is still
+    told. The watch is kept from reading (told nothing new) meanwhile."""
     frozen = _freeze_the_feed(monkeypatch)
     async with watching(store) as watcher:
         for session_id in ("s", "kept"):
@@ -650,15 +644,8 @@ async def test_a_delete_whose_row_went_unread_is_told_from_the_files(
             await watcher.wait_for(lambda seen, i=session_id: Change(i, "save", 1) in seen)
         frozen.set()
         assert await store.delete_session("s")
-        if row_lost_by == "the index removed":
-            _remove_index(disk)
-            await store.save_runtime_session(Session(id="last"))  # into a new index
-        else:
-            for n in range(5):  # the delete of s falls out of the last 4 changes...
-                await store.save_runtime_session(Session(id=f"other{n}"))
-            await store.save_runtime_session(Session(id="last"))
-            assert await store.delete_session("other0")  # ...and this delete removes its row
-            assert "s" not in _index_rows(disk)
+        _remove_index(disk)
+        await store.save_runtime_session(Session(id="last"))  # into a new index
         frozen.clear()
         await watcher.wait_for(lambda seen: Change("s", "delete", None) in seen)
         await watcher.wait_for(lambda seen: Change("last", "save", 1) in seen)
@@ -683,91 +670,138 @@ async def test_the_rows_of_deleted_sessions_are_removed_after_a_while(
     assert [s.id for s in await store.list_sessions()] == ["kept"]
 
 
-async def _behind_a_removed_row(store: SessionStore, watcher: Watcher) -> None:
-    """Tell "quiet" once; then, in other sessions, changes and a delete that removes a row."""
-    await store.save_runtime_session(Session(id="quiet"))
-    await watcher.wait_for(lambda seen: Change("quiet", "save", 1) in seen)
-    await _remove_a_row(store)
-
-
 async def _remove_a_row(store: SessionStore) -> None:
-    """Changes of other sessions, the last a delete that removes an earlier delete's row
-    (``DELETES_KEPT_FOR`` 4)."""
+    """Changes of other sessions, the last a delete that would remove an earlier delete's
+    row (``DELETES_KEPT_FOR`` 4)."""
     for n in range(2):
         await store.save_runtime_session(Session(id=f"o{n}"))
     assert await store.delete_session("o0")
     for n in range(5):
         await store.save_runtime_session(Session(id=f"x{n}"))
-    assert await store.delete_session("o1")  # removes o0's row, past the watch's seq
+    assert await store.delete_session("o1")
 
 
 @file_only
-async def test_a_watch_of_one_session_behind_a_removed_row_looks_in_the_files_once(
-    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("watched", [None, "old"])
+async def test_a_watch_keeps_the_rows_of_deletes_it_has_not_read(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch, watched: str | None
 ) -> None:
-    """Its rows are its session's alone, so its seq lags the root's: once past the removed
-    rows, it does not look in the files again at every change of the root."""
+    """A watch that stalls (its process stopped, its reader slow) is still told a delete
+    of a session it never told of, however many changes came after; once it is gone the
+    rows go. The watch is kept from reading (told nothing new) meanwhile."""
     monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
-    looked: list[list[str]] = []
-    absent = ListingIndex.absent
-
-    def counted(index: ListingIndex, session_ids: list[str]) -> list[str]:
-        looked.append(session_ids)
-        return absent(index, session_ids)
-
-    monkeypatch.setattr(ListingIndex, "absent", counted)
-    async with watching(store, "quiet") as watcher:
-        await _behind_a_removed_row(store, watcher)
-        await trio.sleep(0.3)
-        before = len(looked)
-        for n in range(20):  # changes of other sessions only
-            await store.save_runtime_session(Session(id=f"p{n}"))
-            await trio.sleep(0.05)
-        assert [ids for ids in looked[before:] if ids] == []
-    assert watcher.changes == [Change("quiet", "save", 1)]
-
-
-@file_only
-async def test_a_watch_of_one_session_behind_a_removed_row_is_told_its_revision(
-    store: SessionStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A revision of the session, unread when rows past it were removed, still comes."""
-    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    await store.save_runtime_session(Session(id="old"))
     frozen = _freeze_the_feed(monkeypatch)
-    quiet = Session(id="quiet")
-    async with watching(store, "quiet") as watcher:
-        await store.save_runtime_session(quiet)
-        await watcher.wait_for(lambda seen: Change("quiet", "save", 1) in seen)
+    async with watching(store, watched) as watcher:
+        await store.save_runtime_session(Session(id="kept"))
+        await trio.sleep(0.3)  # the feed has read once
         frozen.set()
-        await store.save_runtime_session(quiet)  # revision 2, unread...
-        await _remove_a_row(store)  # ...when rows after it are removed
+        assert await store.delete_session("old")
+        await _remove_a_row(store)
+        await _remove_a_row(store)
+        assert "old" in _index_rows(disk)
         frozen.clear()
-        await watcher.wait_for(lambda seen: Change("quiet", "save", 2) in seen)
-    assert watcher.changes == [Change("quiet", "save", 1), Change("quiet", "save", 2)]
+        await watcher.wait_for(lambda seen: Change("old", "delete", None) in seen)
+    await _remove_a_row(store)
+    assert "old" not in _index_rows(disk)
+
+
+@file_only
+@pytest.mark.parametrize("watched", [None, "quiet"])
+async def test_a_watch_that_reads_lets_the_rows_of_deletes_go(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch, watched: str | None
+) -> None:
+    """A watch notes how far it read (of the whole root, a watch of one session too), so
+    an open watch does not keep every deleted row."""
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 6)
+    monkeypatch.setattr(sessionactors.storage.files.feed, "NOTE_SEEN_EVERY", 1)
+    await store.save_runtime_session(Session(id="quiet"))
+    async with watching(store, watched):
+        for n in range(20):
+            await store.save_runtime_session(Session(id=f"s{n}"))
+            assert await store.delete_session(f"s{n}")
+        await trio.sleep(1.5)  # the feed reads (at the latest each second), and notes it
+        await store.save_runtime_session(Session(id="last"))
+        assert await store.delete_session("last")
+        # "quiet" and the deletes of the last 6 changes.
+        assert len(_index_rows(disk)) <= 1 + 3
 
 
 @file_only
 async def test_a_delete_told_from_the_files_is_not_told_again_by_its_row(
-    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A delete removes the files, then writes its row: a watch that looked in the files
-    in between was told already."""
-    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    in between (finding the index built anew) was told already."""
     publish = ListingIndex.publish
+    files_gone, written = threading.Event(), threading.Event()
 
     def slow_delete(index: ListingIndex, session_id: str, *rest: Any) -> None:
         if session_id == "quiet" and rest[1] == "delete":
+            files_gone.set()
             time.sleep(1.5)  # the files are gone, the row not yet written
-        publish(index, session_id, *rest)
+            publish(index, session_id, *rest)
+            written.set()
+        else:
+            publish(index, session_id, *rest)
 
     monkeypatch.setattr(ListingIndex, "publish", slow_delete)
-    async with watching(store, "quiet") as watcher:
-        await _behind_a_removed_row(store, watcher)
-        assert await store.delete_session("quiet")
+    frozen = _freeze_the_feed(monkeypatch)
+    async with watching(store, "quiet") as watcher, trio.open_nursery() as nursery:
+        await store.save_runtime_session(Session(id="quiet"))
+        await watcher.wait_for(lambda seen: Change("quiet", "save", 1) in seen)
+        frozen.set()
+        _remove_index(disk)
+        nursery.start_soon(store.delete_session, "quiet")
+        await trio.to_thread.run_sync(files_gone.wait)
+        frozen.clear()  # the next read makes a new index: "quiet" is looked for in the files
         await watcher.wait_for(lambda seen: Change("quiet", "delete", None) in seen)
-        await watcher.drained()
+        assert not written.is_set()
+        await trio.to_thread.run_sync(written.wait)
         await trio.sleep(1.2)  # the row's read: the feed reads at least each second
+        await watcher.drained()
     assert watcher.changes == [Change("quiet", "save", 1), Change("quiet", "delete", None)]
+
+
+@file_only
+async def test_a_watch_that_finds_the_index_damaged_goes_on(
+    store: SessionStore, disk: Path
+) -> None:
+    async with watching(store) as watcher:
+        await store.save_runtime_session(Session(id="s"))
+        await watcher.wait_for(lambda seen: Change("s", "save", 1) in seen)
+        with contextlib.closing(sqlite3.connect(disk / ".sessionactors" / "index.sqlite3")) as conn:
+            conn.execute(  # a row whose id is not UTF-8: the next read finds it damaged
+                "INSERT INTO sessions VALUES (CAST(x'ff' AS TEXT), 0, 0, '', x'', 1, 'save',"
+                " 0, 99, 0, 99)"
+            )
+            conn.commit()
+        await trio.sleep(0.5)
+        await store.save_runtime_session(Session(id="t"))
+        await watcher.wait_for(lambda seen: Change("t", "save", 1) in seen)
+
+
+async def _reconcile_while_s_is_deleted(
+    store: SessionStore,
+    disk: Path,
+    then: Callable[[SessionStore], Awaitable[None]] | None = None,
+) -> None:
+    """Reconcile the index (another store's), "s" deleted through ``store`` while its scan
+    goes on (then ``then`` run)."""
+
+    def read_entry(session_id: str) -> Any:
+        entry = SessionFiles(disk, session_id, False).listing_entry()
+        if session_id == "s":
+            assert trio.from_thread.run(store.delete_session, "s")
+            if then is not None:
+                trio.from_thread.run(then, store)
+        return entry
+
+    other = ListingIndex(disk, read_entry, lambda: session_ids(disk))
+    try:
+        await trio.to_thread.run_sync(other.reconcile)
+    finally:
+        await trio.to_thread.run_sync(other.close)
 
 
 @file_only
@@ -777,19 +811,22 @@ async def test_a_session_deleted_while_the_index_is_reconciled_stays_deleted(
     """The rebuilt index's row of the delete is newer than the files its reconcile read."""
     async with watching(store) as watcher:
         await _told_of_s_then_index_built_anew(store, disk, watcher)
-
-        def read_entry(session_id: str) -> Any:
-            entry = SessionFiles(disk, session_id, False).listing_entry()
-            if session_id == "s":  # another store deletes s while the scan goes on
-                assert trio.from_thread.run(store.delete_session, "s")
-            return entry
-
-        other = ListingIndex(disk, read_entry, lambda: session_ids(disk))
-        try:
-            await trio.to_thread.run_sync(other.reconcile)
-        finally:
-            await trio.to_thread.run_sync(other.close)
+        await _reconcile_while_s_is_deleted(store, disk)
         await watcher.wait_for(lambda seen: Change("s", "delete", None) in seen)
         assert [summary.id for summary in await store.list_sessions()] == ["t"]
         await watcher.drained()
     assert watcher.of("s") == [Change("s", "save", 1), Change("s", "delete", None)]
+
+
+@file_only
+async def test_a_session_deleted_and_its_row_removed_during_a_reconcile_stays_deleted(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No watch holds the rows: the delete's row is made and removed during the scan."""
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    await store.save_runtime_session(Session(id="s"))
+    _remove_index(disk)
+    await store.save_runtime_session(Session(id="t"))  # a new index, with t's row alone
+    await _reconcile_while_s_is_deleted(store, disk, then=_remove_a_row)  # s's row goes too
+    assert "s" not in _index_rows(disk)
+    assert "s" not in [summary.id for summary in await store.list_sessions()]

@@ -22,7 +22,7 @@ import trio
 
 from ..._model import Change
 from ..told import ToldRevisions
-from .index import ListingIndex, changes_of
+from .index import NOTE_SEEN_EVERY, ListingIndex, changes_of
 
 __all__ = ["POLL_INTERVAL", "follow_index"]
 
@@ -68,6 +68,7 @@ async def follow_index(
 ) -> None:
     """Hand ``put`` every change recorded in ``index`` after this starts, until cancelled."""
     watch, epoch, seen = await trio.to_thread.run_sync(index.add_watch, limiter=_NO_LIMIT)
+    noted = seen  # how far the index knows this watch read: rows past it stay
     inotify = _inotify(str(index.directory))
     # Each session's latest revision handed over (see _news).
     handed: ToldRevisions[_Handed] = ToldRevisions()
@@ -100,11 +101,12 @@ async def follow_index(
             for row in now.rows:
                 for change in _news(row, after, handed):
                     put(change)
-                seen = max(seen, row[-1])
-            if missed:
-                # Every row up to there was in this read (a watch of one
-                # session reads its own rows only: its seq lags the root's).
-                seen = max(seen, now.pruned)
+            # Every change up to the index's latest was in this read (a watch
+            # of one session reads its own rows only).
+            seen = max(seen, now.last)
+            if seen - noted >= NOTE_SEEN_EVERY or missed:
+                await trio.to_thread.run_sync(index.note_seen, watch, seen, limiter=_NO_LIMIT)
+                noted = seen
     finally:
         if inotify is not None:
             inotify.close()

@@ -7,8 +7,8 @@ the casefolded title), and for watchers the latest revision, its kind and
 ``seq`` numbers, one more per change of the root, taken in the change's own
 transaction. A deleted session keeps its row, marked deleted, so a watcher
 learns of the delete, until :data:`DELETES_KEPT_FOR` more changes of the root
-came: the next delete removes it, and a watch that had not read it by then
-looks in the files for the sessions it told of (see :meth:`ListingIndex.changes`).
+came and every open watch has read past it (each notes in ``watches`` how far
+it read, every :data:`NOTE_SEEN_EVERY` changes): the next delete then removes it.
 
 It is only a cache, never the truth: every write updates it under the
 session's lock once the session is written (without an fsync: the index is
@@ -48,6 +48,7 @@ __all__ = [
     "DELETES_KEPT_FOR",
     "INDEX_DIR",
     "INDEX_FILE",
+    "NOTE_SEEN_EVERY",
     "IndexChanges",
     "ListingIndex",
     "ReadEntry",
@@ -67,6 +68,9 @@ _ROUNDS = 3
 #: How many changes of the root a deleted session's row outlives, for the watches
 #: (about 400 bytes each): what a root that deletes many sessions keeps of them.
 DELETES_KEPT_FOR = 10_000
+#: A watch notes how far it read once it read this many changes further: a
+#: write a watch makes now and then, never one per read.
+NOTE_SEEN_EVERY = 1_000
 
 #: Reads one session's summary and latest kind from its files (None: no session).
 ReadEntry = Callable[[str], "tuple[SessionSummary, str] | None"]
@@ -91,6 +95,9 @@ _TABLES = (
     # The deleted sessions' rows alone, oldest first: a delete removes the old ones.
     "CREATE INDEX IF NOT EXISTS deleted_by_seq ON sessions (seq) WHERE deleted = 1",
     WRITERS_TABLE,
+    # How far each open watch has read (a watch is a writer too: its row goes
+    # with the writer's when its process is found gone).
+    "CREATE TABLE IF NOT EXISTS watches (id TEXT PRIMARY KEY, seen INTEGER NOT NULL) WITHOUT ROWID",
 )
 
 
@@ -133,6 +140,7 @@ class IndexChanges:
     # Deleted sessions' rows up to this seq are gone: a reader that had not
     # seen that far may have missed a delete.
     pruned: int
+    last: int  # the index's latest seq: the rows read cover every change up to it
 
 
 class _Broken(Exception):
@@ -406,15 +414,40 @@ class ListingIndex:
             return True  # unreadable, but a session's, perhaps
 
     def add_watch(self) -> tuple[Writer, str, int]:
-        """Register a watch (so the index is not removed under it); with the epoch and seq now."""
+        """Register a watch (so the index is not removed under it, nor the rows it has not
+        read); with the epoch and seq now."""
         watch = Writer()
+        epoch, seen = self._register_watch(watch, None)
+        return watch, epoch, seen
+
+    def note_seen(self, watch: Writer, seen: int) -> None:
+        """The watch has read every change up to ``seen`` (registered anew in an index built
+        anew); never raises: until noted, the rows after its last note stay."""
+        with contextlib.suppress(sqlite3.Error, OSError, _Broken):
+            self._register_watch(watch, seen)
+
+    def _register_watch(self, watch: Writer, seen: int | None) -> tuple[str, int]:
+        """``watch`` registered as having read every change up to ``seen`` (None: the latest);
+        the index's epoch and that seq, in one transaction."""
         with self._using() as conn:
-            watch.add(conn)
-        return (watch, *self.last_seq())
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                watch.add(conn)
+                epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+                if seen is None:
+                    seen = _last_seq(conn)
+                conn.execute("INSERT OR REPLACE INTO watches VALUES (?, ?)", (watch.id, seen))
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        return str(epoch), seen
 
     def remove_watch(self, watch: Writer) -> None:
         with contextlib.suppress(sqlite3.Error, OSError, _Broken), self._using() as conn:
             watch.remove(conn)
+            conn.execute("DELETE FROM watches WHERE id = ?", (watch.id,))
 
     # -- reads --
 
@@ -517,6 +550,7 @@ class ListingIndex:
         # Every row's seq, the deleted ones' too: a delete during the scan moves
         # its session's (or makes a row), which the files read before it predate.
         before = dict(conn.execute("SELECT id, seq FROM sessions"))
+        pruned = _pruned(conn)
         found: dict[str, tuple[SessionSummary, str] | None] = {}
         unreadable: list[str] = []
         for session_id in self._list_ids():
@@ -532,9 +566,14 @@ class ListingIndex:
                 for row in conn.execute("SELECT id, summary FROM sessions WHERE deleted = 0")
             }
             fixes: list[tuple[str, tuple[SessionSummary, str] | None]] = []
+            # Rows removed meanwhile: a session with no row then and now may
+            # have been deleted during the scan, its row made and removed since.
+            unsure = _pruned(conn) != pruned
             for session_id, entry in found.items():
                 if now.get(session_id) != before.get(session_id):
                     continue  # published while the files were read: the row is newer
+                if unsure and session_id not in now:
+                    continue
                 if entry is not None and (
                     session_id not in indexed or _decode(indexed[session_id]) != entry[0]
                 ):
@@ -548,8 +587,10 @@ class ListingIndex:
                 if session_id not in indexed:
                     _unreadable_row(conn, session_id)
             forget_writers(conn, dead)
+            conn.executemany("DELETE FROM watches WHERE id = ?", [(i,) for i in dead])
             _store_root_mtime(conn, mtime)
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('complete', 1)")
+            if not unsure:  # else the next listing reconciles again
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('complete', 1)")
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -557,16 +598,6 @@ class ListingIndex:
             raise
 
     # -- the change feed --
-
-    def last_seq(self) -> tuple[str, int]:
-        """The index's epoch (a new one each time it is built anew) and its latest ``seq``."""
-        with self._using() as conn:
-            conn.execute("BEGIN")
-            try:
-                epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
-                return str(epoch), _last_seq(conn)
-            finally:
-                conn.execute("COMMIT")
 
     def changes(self, after: int, session_id: str | None) -> IndexChanges:
         """The index's rows changed since ``seq`` ``after``, in ``seq`` order, with its epoch.
@@ -582,15 +613,25 @@ class ListingIndex:
         if session_id is not None:
             sql += " AND id = ?"
             args.append(session_id)
-        with self._using() as conn:
-            conn.execute("BEGIN")
+        for attempt in range(2):
             try:
-                epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
-                pruned = conn.execute("SELECT value FROM meta WHERE key = 'pruned'").fetchone()
-                rows = conn.execute(sql + " ORDER BY seq", args).fetchall()
-            finally:
-                conn.execute("COMMIT")
-        return IndexChanges(str(epoch), rows, 0 if pruned is None else int(pruned[0]))
+                with self._using() as conn:
+                    conn.execute("BEGIN")
+                    try:
+                        epoch = conn.execute(
+                            "SELECT value FROM meta WHERE key = 'epoch'"
+                        ).fetchone()[0]
+                        pruned = _pruned(conn)
+                        rows = conn.execute(sql + " ORDER BY seq", args).fetchall()
+                        last = _last_seq(conn)
+                    finally:
+                        conn.execute("COMMIT")
+            except _Broken:  # removed: the next read builds it anew (a new epoch)
+                if attempt:
+                    raise
+                continue
+            return IndexChanges(str(epoch), rows, pruned, last)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 #: What SQLite reports of a file it may not have read at all.
@@ -656,6 +697,12 @@ def _page_sql(query: ListQuery) -> tuple[str, list[Any]]:
         " ORDER BY updated_us DESC, id DESC"
     )
     return sql, args
+
+
+def _pruned(conn: sqlite3.Connection) -> int:
+    """Up to which seq deleted sessions' rows were removed (0: none)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'pruned'").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:
@@ -756,10 +803,14 @@ def _publish(
 
 
 def _prune_deleted(conn: sqlite3.Connection, up_to: int) -> None:
-    """Remove the rows of sessions deleted at ``seq`` ``up_to`` or before (in a transaction).
+    """Remove the rows of sessions deleted at ``seq`` ``up_to`` or before (in a transaction),
+    but those an open watch has not read.
 
     The highest ``seq`` is never among them, so ``seq`` never goes back.
     """
+    held = conn.execute("SELECT min(seen) FROM watches").fetchone()[0]
+    if held is not None:
+        up_to = min(up_to, held)
     if up_to <= 0:
         return
     pruned = conn.execute(
