@@ -472,3 +472,23 @@ def test_an_extended_result_code_is_judged_by_its_primary_code(
     """SQLite reports extended codes (the primary code in the low byte): one of the
     surroundings' leaves the file in place, one of damage has it built again."""
     assert index_module._not_damage(_error_with_code(code)) is surroundings
+
+
+def test_a_watch_notes_nothing_in_an_index_built_anew_since_its_read(tmp_path: Path) -> None:
+    """What it read of the old index says nothing of the new one's rows."""
+    index = index_module.ListingIndex(tmp_path, lambda _: None, lambda: [])
+    try:
+        watch, epoch, seen = index.add_watch()
+        index.note_seen(watch, "an older epoch", seen + 5)
+        index.note_seen(watch, epoch, seen + 1)
+        with sqlite3.connect(f"file:{tmp_path / INDEX}?mode=ro", uri=True) as conn:
+            noted = conn.execute("SELECT seen FROM watches WHERE id = ?", (watch.id,)).fetchall()
+        conn.close()
+        assert noted == [(seen + 1,)]
+        index.note_seen(watch, "an older epoch", seen + 5)
+        with sqlite3.connect(f"file:{tmp_path / INDEX}?mode=ro", uri=True) as conn:
+            noted = conn.execute("SELECT seen FROM watches WHERE id = ?", (watch.id,)).fetchall()
+        conn.close()
+        assert noted == [(seen + 1,)]
+    finally:
+        index.close()

@@ -48,6 +48,7 @@ from sessionactors import (
 from sessionactors.storage.files.backend import session_ids
 from sessionactors.storage.files.index import ListingIndex
 from sessionactors.storage.files.session import SessionFiles
+from sessionactors.storage.files.writers import Writer
 from sessionactors.storage.told import ToldRevisions
 
 #: Seconds any one expected change may take to arrive (generous: never a timing check).
@@ -655,6 +656,13 @@ async def test_a_delete_lost_with_the_index_is_told_from_the_files(
     assert Change("kept", "delete", None) not in watcher.changes
 
 
+async def _make_and_delete(store: SessionStore, count: int) -> None:
+    """Make ``count`` sessions and delete each, one after the other."""
+    for n in range(count):
+        await store.save_runtime_session(Session(id=f"s{n}"))
+        assert await store.delete_session(f"s{n}")
+
+
 @file_only
 async def test_the_rows_of_deleted_sessions_are_removed_after_a_while(
     store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
@@ -662,9 +670,7 @@ async def test_the_rows_of_deleted_sessions_are_removed_after_a_while(
     """A root that makes and deletes sessions without end keeps a bounded index."""
     monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 6)
     await store.save_runtime_session(Session(id="kept"))
-    for n in range(30):
-        await store.save_runtime_session(Session(id=f"s{n}"))
-        assert await store.delete_session(f"s{n}")
+    await _make_and_delete(store, 30)
     # "kept" and the deletes of the last 6 changes (3 sessions made and deleted).
     assert len(_index_rows(disk)) <= 1 + 3
     assert [s.id for s in await store.list_sessions()] == ["kept"]
@@ -717,14 +723,54 @@ async def test_a_watch_that_reads_lets_the_rows_of_deletes_go(
     monkeypatch.setattr(sessionactors.storage.files.feed, "NOTE_SEEN_EVERY", 1)
     await store.save_runtime_session(Session(id="quiet"))
     async with watching(store, watched):
-        for n in range(20):
-            await store.save_runtime_session(Session(id=f"s{n}"))
-            assert await store.delete_session(f"s{n}")
+        await _make_and_delete(store, 20)
         await trio.sleep(1.5)  # the feed reads (at the latest each second), and notes it
         await store.save_runtime_session(Session(id="last"))
         assert await store.delete_session("last")
         # "quiet" and the deletes of the last 6 changes.
         assert len(_index_rows(disk)) <= 1 + 3
+
+
+def _note_a_watch(disk: Path, *, alive: bool) -> None:
+    """A watch noted in the index as having read nothing: of this process, or of one that
+    is no more."""
+    pid = os.getpid() if alive else int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    watch = Writer()
+    with contextlib.closing(sqlite3.connect(disk / ".sessionactors" / "index.sqlite3")) as conn:
+        row = (*watch.row[:3], pid, watch.row[4] if alive else "0")
+        conn.execute("INSERT INTO writers VALUES (?, ?, ?, ?, ?)", row)
+        conn.execute("INSERT INTO watches VALUES (?, 0)", (watch.id,))
+        conn.commit()
+
+
+@file_only
+async def test_a_watch_whose_process_is_gone_keeps_no_deleted_rows(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    await store.save_runtime_session(Session(id="kept"))
+    _note_a_watch(disk, alive=False)
+    await _make_and_delete(store, 20)
+    assert len(_index_rows(disk)) <= 1 + 2
+
+
+@file_only
+async def test_a_watch_that_lets_go_of_many_rows_frees_them_a_few_at_a_delete(
+    store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete removes a bounded number of old rows: writers never wait for millions."""
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
+    monkeypatch.setattr(sessionactors.storage.files.index, "_PRUNED_AT_ONCE", 3)
+    await store.save_runtime_session(Session(id="kept"))
+    _note_a_watch(disk, alive=True)
+    await _make_and_delete(store, 12)
+    assert len(_index_rows(disk)) == 1 + 12
+    with contextlib.closing(sqlite3.connect(disk / ".sessionactors" / "index.sqlite3")) as conn:
+        conn.execute("DELETE FROM watches")  # it lets go
+        conn.commit()
+    await store.save_runtime_session(Session(id="one more"))
+    assert await store.delete_session("one more")
+    assert len(_index_rows(disk)) == 1 + 12 + 1 - 3
 
 
 @file_only

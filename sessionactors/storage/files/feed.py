@@ -105,7 +105,9 @@ async def follow_index(
             # of one session reads its own rows only).
             seen = max(seen, now.last)
             if seen - noted >= NOTE_SEEN_EVERY or missed:
-                await trio.to_thread.run_sync(index.note_seen, watch, seen, limiter=_NO_LIMIT)
+                await trio.to_thread.run_sync(
+                    index.note_seen, watch, epoch, seen, limiter=_NO_LIMIT
+                )
                 noted = seen
     finally:
         if inotify is not None:

@@ -71,6 +71,8 @@ DELETES_KEPT_FOR = 10_000
 #: A watch notes how far it read once it read this many changes further: a
 #: write a watch makes now and then, never one per read.
 NOTE_SEEN_EVERY = 1_000
+#: The most deleted rows one delete removes.
+_PRUNED_AT_ONCE = 100
 
 #: Reads one session's summary and latest kind from its files (None: no session).
 ReadEntry = Callable[[str], "tuple[SessionSummary, str] | None"]
@@ -420,29 +422,32 @@ class ListingIndex:
         epoch, seen = self._register_watch(watch, None)
         return watch, epoch, seen
 
-    def note_seen(self, watch: Writer, seen: int) -> None:
-        """The watch has read every change up to ``seen`` (registered anew in an index built
-        anew); never raises: until noted, the rows after its last note stay."""
+    def note_seen(self, watch: Writer, epoch: str, seen: int) -> None:
+        """The watch has read every change up to ``seen`` of the index of ``epoch`` (registered
+        anew in an index built anew); never raises: until noted, the rows after its last
+        note stay. In another index (built anew since) nothing is noted."""
         with contextlib.suppress(sqlite3.Error, OSError, _Broken):
-            self._register_watch(watch, seen)
+            self._register_watch(watch, (epoch, seen))
 
-    def _register_watch(self, watch: Writer, seen: int | None) -> tuple[str, int]:
-        """``watch`` registered as having read every change up to ``seen`` (None: the latest);
-        the index's epoch and that seq, in one transaction."""
+    def _register_watch(self, watch: Writer, read: tuple[str, int] | None) -> tuple[str, int]:
+        """``watch`` registered as having read every change up to a seq of an epoch (None:
+        the latest of this one); the index's epoch and that seq, in one transaction."""
         with self._using() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                watch.add(conn)
-                epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
-                if seen is None:
-                    seen = _last_seq(conn)
-                conn.execute("INSERT OR REPLACE INTO watches VALUES (?, ?)", (watch.id, seen))
+                epoch = str(
+                    conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+                )
+                seen = _last_seq(conn) if read is None else read[1]
+                if read is None or read[0] == epoch:
+                    watch.add(conn)
+                    conn.execute("INSERT OR REPLACE INTO watches VALUES (?, ?)", (watch.id, seen))
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
-        return str(epoch), seen
+        return epoch, seen
 
     def remove_watch(self, watch: Writer) -> None:
         with contextlib.suppress(sqlite3.Error, OSError, _Broken), self._using() as conn:
@@ -550,7 +555,7 @@ class ListingIndex:
         # Every row's seq, the deleted ones' too: a delete during the scan moves
         # its session's (or makes a row), which the files read before it predate.
         before = dict(conn.execute("SELECT id, seq FROM sessions"))
-        pruned = _pruned(conn)
+        last = _last_seq(conn)
         found: dict[str, tuple[SessionSummary, str] | None] = {}
         unreadable: list[str] = []
         for session_id in self._list_ids():
@@ -566,9 +571,10 @@ class ListingIndex:
                 for row in conn.execute("SELECT id, summary FROM sessions WHERE deleted = 0")
             }
             fixes: list[tuple[str, tuple[SessionSummary, str] | None]] = []
-            # Rows removed meanwhile: a session with no row then and now may
-            # have been deleted during the scan, its row made and removed since.
-            unsure = _pruned(conn) != pruned
+            # Rows removed of deletes made during the scan (DELETES_KEPT_FOR
+            # changes came meanwhile): a session with no row then and now may
+            # have been deleted, its row made and removed since.
+            unsure = _pruned(conn) > last
             for session_id, entry in found.items():
                 if now.get(session_id) != before.get(session_id):
                     continue  # published while the files were read: the row is newer
@@ -808,18 +814,23 @@ def _prune_deleted(conn: sqlite3.Connection, up_to: int) -> None:
 
     The highest ``seq`` is never among them, so ``seq`` never goes back.
     """
-    held = conn.execute("SELECT min(seen) FROM watches").fetchone()[0]
-    if held is not None:
-        up_to = min(up_to, held)
+    dead = set(dead_writers(conn))
+    for watch_id, seen in conn.execute("SELECT id, seen FROM watches"):
+        if watch_id not in dead:  # a watch whose process is gone keeps nothing
+            up_to = min(up_to, seen)
     if up_to <= 0:
         return
-    pruned = conn.execute(
+    # The oldest first, a bounded number at a time: a watch that held many
+    # back, once it lets go, does not make one delete hold up every writer.
+    oldest = conn.execute(
         # Named: without statistics SQLite would walk every deleted row by_time.
-        "DELETE FROM sessions INDEXED BY deleted_by_seq WHERE deleted = 1 AND seq <= ?",
-        (up_to,),
-    )
-    if pruned.rowcount:
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('pruned', ?)", (up_to,))
+        "SELECT rowid, seq FROM sessions INDEXED BY deleted_by_seq"
+        " WHERE deleted = 1 AND seq <= ? ORDER BY seq LIMIT ?",
+        (up_to, _PRUNED_AT_ONCE),
+    ).fetchall()
+    if oldest:
+        conn.executemany("DELETE FROM sessions WHERE rowid = ?", [(row[0],) for row in oldest])
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('pruned', ?)", (oldest[-1][1],))
 
 
 def _correct(
