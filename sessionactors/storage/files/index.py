@@ -595,7 +595,9 @@ class ListingIndex:
             forget_writers(conn, dead)
             conn.executemany("DELETE FROM watches WHERE id = ?", [(i,) for i in dead])
             _store_root_mtime(conn, mtime)
-            if not unsure:  # else the next listing reconciles again
+            if unsure:  # the next listing reconciles again
+                conn.execute("DELETE FROM meta WHERE key = 'complete'")
+            else:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('complete', 1)")
             conn.execute("COMMIT")
         except BaseException:
@@ -814,8 +816,9 @@ def _prune_deleted(conn: sqlite3.Connection, up_to: int) -> None:
 
     The highest ``seq`` is never among them, so ``seq`` never goes back.
     """
-    dead = set(dead_writers(conn))
-    for watch_id, seen in conn.execute("SELECT id, seen FROM watches"):
+    watches = conn.execute("SELECT id, seen FROM watches").fetchall()
+    dead = set(dead_writers(conn)) if watches else set()
+    for watch_id, seen in watches:
         if watch_id not in dead:  # a watch whose process is gone keeps nothing
             up_to = min(up_to, seen)
     if up_to <= 0:
