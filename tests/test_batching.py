@@ -212,14 +212,21 @@ async def test_a_session_locked_elsewhere_does_not_hold_up_the_others(
         assert loaded is not None and loaded.runtime_state == {"by": "store"}
 
 
-async def _saved_then_changed_to_nan(store: sessionactors.SessionStore) -> tuple[Session, Session]:
-    """A session saved, then its message changed in place to NaN; and a copy taken before."""
+async def _batch_beside_a_nan_save(
+    store: sessionactors.SessionStore,
+    gates: Callable[[str], Gate],
+    calls: Callable[[Session, Session], list[Callable[[], Awaitable[Any]]]],
+) -> tuple[list[ValueError | None], Session, Session]:
+    """A session saved, then its message changed in place to NaN (``mine``), and a copy
+    taken before with a message added (``other``); ``calls(mine, other)`` made in one
+    batch (see :func:`_in_one_batch`; its gate made once "s" is saved, so it holds a later
+    batch). What each raised, ``mine`` and ``other``."""
     mine = Session(id="s", messages=[Message(id="m0", role="user", content={"t": 1.5})])
     await store.save_runtime_session(mine)
     other = copy.deepcopy(mine)
     other.messages.append(Message(id="m1", role="user", content="the other task's"))
     mine.messages[0].content["t"] = float("nan")  # in place
-    return mine, other
+    return await _in_one_batch(store, gates("s"), calls(mine, other)), mine, other
 
 
 async def _in_one_batch(
@@ -252,11 +259,10 @@ async def test_a_value_changed_in_place_to_no_json_is_never_stored_converted(
     to NaN takes that message as it is: the write refuses it (NaN is no JSON number),
     and nothing is stored in its place (an encoder would have written null)."""
     async with make_store() as store:
-        mine, theirs = await _saved_then_changed_to_nan(store)
-        errors = await _in_one_batch(
+        errors, _, _ = await _batch_beside_a_nan_save(
             store,
-            gates("s"),
-            [
+            gates,
+            lambda mine, theirs: [
                 partial(store.save_runtime_session, mine),
                 partial(store.checkpoint_runtime_session, theirs),
             ],
@@ -275,11 +281,10 @@ async def test_a_save_refused_for_a_value_changed_in_place_fails_alone(
     save whose message was changed in place to NaN. The last save is refused when its
     write checks it; the write holds what was pending before it."""
     async with make_store() as store:
-        mine, valid = await _saved_then_changed_to_nan(store)
-        errors = await _in_one_batch(
+        errors, mine, valid = await _batch_beside_a_nan_save(
             store,
-            gates("s"),
-            [
+            gates,
+            lambda mine, valid: [
                 partial(store.save_runtime_session, valid),
                 partial(store.append_token_usage_record, "s", {"tokens": 1}),
                 partial(store.save_runtime_session, mine),

@@ -609,15 +609,19 @@ def _index_rows(disk: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT id FROM sessions")}
 
 
-async def _told_of_s_then_index_built_anew(
-    store: SessionStore, disk: Path, watcher: Watcher
-) -> None:
-    """Tell "s" once; then remove the index and write "t", whose row the new one holds alone."""
-    await store.save_runtime_session(Session(id="s"))
-    await watcher.wait_for(lambda seen: Change("s", "save", 1) in seen)
-    _remove_index(disk)
-    await store.save_runtime_session(Session(id="t"))
-    await watcher.wait_for(lambda seen: Change("t", "save", 1) in seen)
+@asynccontextmanager
+async def _watching_s_told_then_index_built_anew(
+    store: SessionStore, disk: Path
+) -> AsyncIterator[Watcher]:
+    """A watch told of "s"; then the index removed and "t" written, whose row the new
+    index holds alone."""
+    async with watching(store) as watcher:
+        await store.save_runtime_session(Session(id="s"))
+        await watcher.wait_for(lambda seen: Change("s", "save", 1) in seen)
+        _remove_index(disk)
+        await store.save_runtime_session(Session(id="t"))
+        await watcher.wait_for(lambda seen: Change("t", "save", 1) in seen)
+        yield watcher
 
 
 @file_only
@@ -625,8 +629,7 @@ async def test_a_session_deleted_once_the_index_was_built_anew_is_told_deleted(
     store: SessionStore, disk: Path
 ) -> None:
     """The new index holds no row of the session: the delete still reaches the watch."""
-    async with watching(store) as watcher:
-        await _told_of_s_then_index_built_anew(store, disk, watcher)
+    async with _watching_s_told_then_index_built_anew(store, disk) as watcher:
         assert await store.delete_session("s")
         await watcher.wait_for(lambda changes: Change("s", "delete", None) in changes)
     check_order(watcher.changes)
@@ -656,6 +659,14 @@ async def test_a_delete_lost_with_the_index_is_told_from_the_files(
     assert Change("kept", "delete", None) not in watcher.changes
 
 
+async def _kept_beside_deletes_kept_for(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch, changes: int
+) -> None:
+    """A root whose deleted rows outlive ``changes`` changes, holding a session "kept"."""
+    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", changes)
+    await store.save_runtime_session(Session(id="kept"))
+
+
 async def _make_and_delete(store: SessionStore, count: int) -> None:
     """Make ``count`` sessions and delete each, one after the other."""
     for n in range(count):
@@ -668,8 +679,7 @@ async def test_the_rows_of_deleted_sessions_are_removed_after_a_while(
     store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A root that makes and deletes sessions without end keeps a bounded index."""
-    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 6)
-    await store.save_runtime_session(Session(id="kept"))
+    await _kept_beside_deletes_kept_for(store, monkeypatch, 6)
     await _make_and_delete(store, 30)
     # "kept" and the deletes of the last 6 changes (3 sessions made and deleted).
     assert len(_index_rows(disk)) <= 1 + 3
@@ -747,8 +757,7 @@ def _note_a_watch(disk: Path, *, alive: bool) -> None:
 async def test_a_watch_whose_process_is_gone_keeps_no_deleted_rows(
     store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
-    await store.save_runtime_session(Session(id="kept"))
+    await _kept_beside_deletes_kept_for(store, monkeypatch, 4)
     _note_a_watch(disk, alive=False)
     await _make_and_delete(store, 20)
     assert len(_index_rows(disk)) <= 1 + 2
@@ -759,9 +768,8 @@ async def test_a_watch_that_lets_go_of_many_rows_frees_them_a_few_at_a_delete(
     store: SessionStore, disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A delete removes a bounded number of old rows: writers never wait for millions."""
-    monkeypatch.setattr(sessionactors.storage.files.index, "DELETES_KEPT_FOR", 4)
     monkeypatch.setattr(sessionactors.storage.files.index, "_PRUNED_AT_ONCE", 3)
-    await store.save_runtime_session(Session(id="kept"))
+    await _kept_beside_deletes_kept_for(store, monkeypatch, 4)
     _note_a_watch(disk, alive=True)
     await _make_and_delete(store, 12)
     assert len(_index_rows(disk)) == 1 + 12
@@ -855,8 +863,7 @@ async def test_a_session_deleted_while_the_index_is_reconciled_stays_deleted(
     store: SessionStore, disk: Path
 ) -> None:
     """The rebuilt index's row of the delete is newer than the files its reconcile read."""
-    async with watching(store) as watcher:
-        await _told_of_s_then_index_built_anew(store, disk, watcher)
+    async with _watching_s_told_then_index_built_anew(store, disk) as watcher:
         await _reconcile_while_s_is_deleted(store, disk)
         await watcher.wait_for(lambda seen: Change("s", "delete", None) in seen)
         assert [summary.id for summary in await store.list_sessions()] == ["t"]
